@@ -1,0 +1,47 @@
+"""snip-jax: SNIP pruning at initialisation for JAX/Flax/Optax.
+
+The library API a user's own loop needs::
+
+  scores = snip_jax.connection_sensitivity(loss_fn, params, batch)   # one jax.grad
+  mask = snip_jax.top_k_mask(scores, sparsity=0.98)                   # exact global top-κ
+  tx = snip_jax.masked(optax.sgd(0.1, momentum=0.9), mask)            # pruned weights stay 0
+  params = snip_jax.apply_mask(params, mask)
+"""
+
+from snip_jax.masks import (
+  apply_mask,
+  check_mask,
+  count_prunable,
+  format_layer_summary,
+  kernels,
+  kernels_and_biases,
+  layer_summary,
+  load_mask,
+  ones_like,
+  save_mask,
+  sparsity,
+)
+from snip_jax.optim import MaskedState, masked
+from snip_jax.selection import num_kept, top_k_mask
+from snip_jax.sensitivity import connection_sensitivity
+
+__version__ = "0.1.0"
+
+__all__ = [
+  "MaskedState",
+  "apply_mask",
+  "check_mask",
+  "connection_sensitivity",
+  "count_prunable",
+  "format_layer_summary",
+  "kernels",
+  "kernels_and_biases",
+  "layer_summary",
+  "load_mask",
+  "masked",
+  "num_kept",
+  "ones_like",
+  "save_mask",
+  "sparsity",
+  "top_k_mask",
+]

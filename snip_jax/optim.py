@@ -1,0 +1,77 @@
+"""An Optax transformation that holds pruned weights at exactly zero, whatever the inner optimizer.
+
+``optax.masked`` chooses whole leaves; SNIP needs coordinate-wise masking. :func:`masked`
+wraps any ``GradientTransformation``:
+
+1. incoming gradients are zeroed at pruned coordinates, so no moment ever accumulates there;
+2. the inner optimizer runs (weight decay sees zero params there, so it adds nothing);
+3. outgoing updates and every optimizer-state leaf shaped like the params are zeroed again at
+   pruned coordinates, which also covers optimizers that add a term independent of the
+   gradient (e.g. noise) or transforms that mix coordinates.
+
+With params masked once (``apply_mask``) before training, ``params + updates`` keeps every pruned
+weight at exactly ``0.0`` forever. The mask travels in the optimizer state (as data, not as a
+compile-time constant), so a jitted step compiles once for any mask of the same shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from snip_jax import masks
+
+PyTree = Any
+
+
+class MaskedState(NamedTuple):
+  """State of :func:`masked`: the inner optimizer's state and the ``bool`` mask."""
+
+  inner_state: optax.OptState
+  mask: PyTree
+
+
+def _zero_masked_moments(state: PyTree, mask: PyTree) -> PyTree:
+  """Applies ``mask`` to every subtree of ``state`` that is shaped exactly like the mask."""
+  mask_def = jax.tree.structure(mask)
+  mask_shapes = [jnp.shape(m) for m in jax.tree.leaves(mask)]
+
+  def shaped_like_mask(node):
+    if jax.tree.structure(node) != mask_def:
+      return False
+    return [jnp.shape(x) for x in jax.tree.leaves(node)] == mask_shapes
+
+  def zero(node):
+    return masks.apply_mask(node, mask) if shaped_like_mask(node) else node
+
+  return jax.tree.map(zero, state, is_leaf=shaped_like_mask)
+
+
+def masked(inner: optax.GradientTransformation, mask: PyTree) -> optax.GradientTransformation:
+  """Wraps ``inner`` so that pruned coordinates get zero updates and zero optimizer state.
+
+  Args:
+    inner: any Optax transformation, e.g. ``optax.chain(optax.add_decayed_weights(5e-4),
+      optax.sgd(0.1, momentum=0.9))`` or ``optax.adamw(1e-3)``.
+    mask: a ``bool`` mask pytree shaped like the params (``True`` = keep).
+
+  Returns:
+    A ``GradientTransformation`` whose state is a :class:`MaskedState`.
+  """
+
+  def init_fn(params):
+    masks.check_mask(params, mask)
+    bool_mask = jax.tree.map(lambda m: jnp.asarray(m, bool), mask)
+    return MaskedState(inner_state=inner.init(params), mask=bool_mask)
+
+  def update_fn(updates, state, params=None):
+    grads = masks.apply_mask(updates, state.mask)
+    updates, inner_state = inner.update(grads, state.inner_state, params)
+    updates = masks.apply_mask(updates, state.mask)
+    inner_state = _zero_masked_moments(inner_state, state.mask)
+    return updates, MaskedState(inner_state=inner_state, mask=state.mask)
+
+  return optax.GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,306 @@
+"""SNIP end to end: init -> score one batch -> global top-κ mask -> masked training -> results.
+
+:func:`train_and_evaluate` is what ``experiments/train.py`` and the notebooks call. The pieces it
+is made of (:func:`create_train_state`, :func:`train_step`, :func:`eval_step`) are pure functions
+a user can reuse. Results go to the workdir:
+
+* ``config.json``: the config of the run;
+* ``metrics.jsonl``: one line per epoch (epoch, train_loss, train_accuracy, val_accuracy, seconds);
+* ``mask.npz``: the mask, keyed by tree path;
+* ``summary.json``: model, dataset, target and measured sparsity, counts, test metrics, timings,
+  per-layer table.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import linen as nn
+from flax.training import train_state
+from tqdm import tqdm
+
+from snip_jax import data, masks, models, optim, selection, sensitivity
+from snip_jax.init import get_initializer
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adam")
+Batch = tuple[jax.Array, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+  """Flax ``TrainState`` plus the run's RNG key; the mask lives in the optimizer state.
+
+  ``tx`` is :func:`snip_jax.optim.masked`, whose state carries the mask, so ``apply_gradients``
+  keeps pruned weights at zero and :attr:`mask` reads it back.
+  """
+
+  rng: jax.Array
+
+  @property
+  def mask(self):
+    return self.opt_state.mask
+
+
+# --------------------------------------------------------------------------------------------
+# Config checks: every bad value fails here, before data is read or the workdir is touched.
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ``ValueError`` naming the field and the fix for any invalid config value."""
+  if config.model not in models.MODELS:
+    raise ValueError(f"Unknown model {config.model!r}; choose one of {sorted(models.MODELS)}.")
+  data.get_spec(config.dataset)
+  get_initializer(config.init)
+  selection.validate_sparsity(config.sparsity)
+  if config.optimizer not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}.")
+  for field in ("batch_size", "eval_batch_size", "score_batch_size", "num_epochs"):
+    if not isinstance(config[field], int) or config[field] < 1:
+      raise ValueError(f"config.{field} must be a positive integer, got {config[field]!r}.")
+  for field in ("learning_rate", "lr_decay_factor"):
+    if not config[field] > 0:
+      raise ValueError(f"config.{field} must be positive, got {config[field]!r}.")
+  if config.weight_decay < 0 or not 0 <= config.momentum < 1:
+    raise ValueError("config.weight_decay must be >= 0 and config.momentum in [0, 1).")
+
+
+# --------------------------------------------------------------------------------------------
+# Pure building blocks.
+
+
+def cross_entropy(logits_BxC: jax.Array, labels_B: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits_BxC, labels_B)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The unmasked optimizer: L2 weight decay, then SGD(momentum) or Adam, with step decay."""
+  schedule = optax.exponential_decay(
+    config.learning_rate,
+    transition_steps=config.lr_decay_every_steps,
+    decay_rate=config.lr_decay_factor,
+    staircase=True,
+  )
+  if config.optimizer == "sgd":
+    base = optax.sgd(schedule, momentum=config.momentum or None)
+  else:
+    base = optax.adam(schedule)
+  # L2 on every param, as in the authors' code (weight decay 5e-4 <=> 0.00025 * sum(w ** 2)).
+  # Pruned weights are zero, so the masked optimizer sees no decay on them.
+  return optax.chain(optax.add_decayed_weights(config.weight_decay), base)
+
+
+def filter_fn_for(config: ml_collections.ConfigDict) -> masks.FilterFn:
+  return masks.kernels_and_biases if config.prune_biases else masks.kernels
+
+
+def snip_mask(config, apply_fn, params, images, labels):
+  """Scores ``params`` on one batch (one ``jax.grad`` w.r.t. a ones-mask) and selects top-κ.
+
+  Returns:
+    ``(mask, scores)``.
+  """
+  filter_fn = filter_fn_for(config)
+
+  def batch_loss(params, images, labels):
+    return jnp.mean(cross_entropy(apply_fn({"params": params}, images), labels))
+
+  score = jax.jit(
+    functools.partial(sensitivity.connection_sensitivity, batch_loss, filter_fn=filter_fn)
+  )
+  scores = score(params, images, labels)
+  return selection.top_k_mask(scores, config.sparsity, filter_fn=filter_fn), scores
+
+
+def create_train_state(
+  model: nn.Module, params, mask, tx: optax.GradientTransformation, rng: jax.Array
+) -> TrainState:
+  """A train state whose params are masked and whose optimizer keeps them masked."""
+  return TrainState.create(
+    apply_fn=model.apply, params=masks.apply_mask(params, mask), tx=optim.masked(tx, mask), rng=rng
+  )
+
+
+def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on a batch; the masked optimizer zeroes pruned coordinates of the update."""
+  images, labels = batch
+
+  def batch_loss(params):
+    logits = state.apply_fn({"params": params}, images, train=True)
+    return jnp.mean(cross_entropy(logits, labels)), logits
+
+  (loss, logits), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+  return state, {"loss": loss, "accuracy": accuracy}
+
+
+def eval_step(state: TrainState, batch) -> dict[str, jax.Array]:
+  """Weighted sums of loss and correct predictions on a (padded) batch, on masked params."""
+  images, labels, weights = batch
+  params = masks.apply_mask(state.params, state.mask)
+  logits = state.apply_fn({"params": params}, images)
+  return {
+    "loss": jnp.sum(weights * cross_entropy(logits, labels)),
+    "correct": jnp.sum(weights * (jnp.argmax(logits, -1) == labels)),
+    "count": jnp.sum(weights),
+  }
+
+
+def evaluate(jit_eval_step, state: TrainState, split: data.Split, batch_size: int):
+  """``(mean loss, accuracy)`` over every example of ``split``."""
+  totals = [jit_eval_step(state, b) for b in data.eval_batches(split, batch_size)]
+  totals = jax.device_get(jax.tree.map(lambda *xs: sum(xs), *totals))
+  return float(totals["loss"] / totals["count"]), float(totals["correct"] / totals["count"])
+
+
+# --------------------------------------------------------------------------------------------
+# The experiment.
+
+
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+  return os.path.join(
+    "runs", f"{config.model}_{config.dataset}_sp{config.sparsity:g}_seed{config.seed}"
+  )
+
+
+def _write_json(path: str, obj: Any) -> None:
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=2)
+    f.write("\n")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs SNIP on ``config`` and writes the results files into ``workdir``.
+
+  Returns:
+    The summary (also written to ``workdir/summary.json``).
+  """
+  validate_config(config)
+  splits, num_classes = data.load_dataset(config.dataset, config.data_dir, config.idx_dir)
+  train_split = splits["train"]
+  for field in ("batch_size", "score_batch_size"):
+    if config[field] > len(train_split):
+      raise ValueError(
+        f"config.{field}={config[field]} exceeds the {len(train_split)} training examples."
+      )
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  log.info("Config:\n%s", config)
+
+  init_key, score_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 4)
+  model = models.get_model(config.model, num_classes=num_classes, init=config.init)
+  params = jax.jit(model.init)(init_key, jnp.asarray(train_split.images[:1]))["params"]
+
+  # SNIP: one batch, one gradient w.r.t. a ones-mask, global top-κ.
+  t0 = time.perf_counter()
+  score_idx = np.asarray(
+    jax.random.choice(score_key, len(train_split), (config.score_batch_size,), replace=False)
+  )
+  mask, _ = snip_mask(
+    config,
+    model.apply,
+    params,
+    jnp.asarray(train_split.images[score_idx]),
+    jnp.asarray(train_split.labels[score_idx]),
+  )
+  mask = jax.block_until_ready(mask)
+  prune_seconds = time.perf_counter() - t0
+  masks.save_mask(os.path.join(workdir, "mask.npz"), mask)
+  filter_fn = filter_fn_for(config)
+  per_layer = masks.layer_summary(mask, filter_fn)
+  print(
+    f"SNIP pruning ({prune_seconds:.2f} s), target sparsity {config.sparsity:.2%}:\n"
+    + masks.format_layer_summary(per_layer),
+    flush=True,
+  )
+
+  state = create_train_state(model, params, mask, make_optimizer(config), step_key)
+  jit_train_step = jax.jit(train_step, donate_argnums=0)
+  jit_eval_step = jax.jit(eval_step)
+
+  steps_per_epoch = len(train_split) // config.batch_size
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  open(metrics_path, "w").close()
+  t_train = time.perf_counter()
+  with tqdm(
+    total=config.num_epochs * steps_per_epoch, unit="step", dynamic_ncols=True, desc="train"
+  ) as bar:
+    for epoch in range(1, config.num_epochs + 1):
+      t_epoch = time.perf_counter()
+      epoch_seed = np.asarray(jax.random.key_data(jax.random.fold_in(data_key, epoch)))
+      step_metrics = []
+      for i, batch in enumerate(data.train_batches(train_split, config.batch_size, epoch_seed)):
+        state, m = jit_train_step(state, batch)
+        step_metrics.append(m)
+        if (i + 1) % config.log_every_steps == 0:  # Sync now and then so the ETA is honest.
+          bar.update(config.log_every_steps)
+          bar.set_postfix(epoch=epoch, loss=f"{float(m['loss']):.4f}")
+      bar.update(epoch * steps_per_epoch - bar.n)
+      epoch_metrics = jax.device_get(step_metrics)
+      train_loss = float(np.mean([m["loss"] for m in epoch_metrics]))
+      if not math.isfinite(train_loss):
+        raise FloatingPointError(
+          f"Training loss became {train_loss} in epoch {epoch} (by step {int(state.step)}); "
+          "lower config.learning_rate or check the data."
+        )
+      _, val_accuracy = evaluate(jit_eval_step, state, splits["validation"], config.eval_batch_size)
+      record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_accuracy": float(np.mean([m["accuracy"] for m in epoch_metrics])),
+        "val_accuracy": val_accuracy,
+        "seconds": time.perf_counter() - t_epoch,
+      }
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+      bar.write(
+        f"epoch {epoch:3d}  train_loss {record['train_loss']:.4f}  "
+        f"train_acc {record['train_accuracy']:.4f}  val_acc {val_accuracy:.4f}  "
+        f"({record['seconds']:.1f} s)"
+      )
+  train_seconds = time.perf_counter() - t_train
+
+  test_loss, test_accuracy = evaluate(jit_eval_step, state, splits["test"], config.eval_batch_size)
+  final_params = jax.device_get(state.params)
+  summary = {
+    "model": config.model,
+    "dataset": config.dataset,
+    "criterion": "snip",
+    "seed": config.seed,
+    "target_sparsity": config.sparsity,
+    "sparsity": masks.sparsity(final_params, filter_fn),
+    "num_params": sum(int(np.size(p)) for p in jax.tree.leaves(final_params)),
+    "num_prunable": masks.count_prunable(final_params, filter_fn),
+    "num_kept": sum(r["kept"] for r in per_layer),
+    "test_accuracy": test_accuracy,
+    "test_loss": test_loss,
+    "val_accuracy": record["val_accuracy"],
+    "prune_seconds": prune_seconds,
+    "train_seconds": train_seconds,
+    "epochs": config.num_epochs,
+    "steps": int(state.step),
+    "per_layer": per_layer,
+    "jax_version": jax.__version__,
+    "backend": jax.default_backend(),
+  }
+  _write_json(os.path.join(workdir, "summary.json"), summary)
+  print(
+    f"test accuracy {test_accuracy:.4f}  test loss {test_loss:.4f}  "
+    f"sparsity {summary['sparsity']:.4%} ({summary['num_kept']:,} of "
+    f"{summary['num_prunable']:,} prunable weights kept)  train {train_seconds:.1f} s\n"
+    f"results in {workdir}",
+    flush=True,
+  )
+  return summary

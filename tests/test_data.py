@@ -1,0 +1,125 @@
+"""Offline data: IDX parsing, preparing the TFDS layout, reading it back, clear failures."""
+
+import gzip
+import socket
+
+import numpy as np
+import pytest
+
+from snip_jax import data
+
+
+def write_idx(path, array: np.ndarray, magic_type: int = 0x08, compress: bool = True) -> None:
+  header = bytes([0, 0, magic_type, array.ndim]) + b"".join(
+    int(d).to_bytes(4, "big") for d in array.shape
+  )
+  payload = header + array.astype(np.uint8).tobytes()
+  if compress:
+    with gzip.open(path, "wb") as f:
+      f.write(payload)
+  else:
+    path.write_bytes(payload)
+
+
+def write_mnist_like(directory, num_train=20, num_test=10, seed=0):
+  rng = np.random.default_rng(seed)
+  arrays = {}
+  for prefix, n in (("train", num_train), ("t10k", num_test)):
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n, dtype=np.uint8)
+    write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+    # Labels uncompressed: both forms are accepted.
+    write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels, compress=False)
+    arrays[prefix] = (images, labels)
+  return arrays
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+  """Fails the test if anything tries to open a network connection."""
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("a network connection was attempted")
+
+  monkeypatch.setattr(socket.socket, "connect", refuse)
+  monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_read_idx_round_trip(tmp_path):
+  array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+  write_idx(tmp_path / "a.gz", array)
+  np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz"), array)
+
+
+def test_read_idx_rejects_bad_magic_and_truncation(tmp_path):
+  write_idx(tmp_path / "float.gz", np.zeros((2, 2)), magic_type=0x0D)
+  with pytest.raises(ValueError, match="magic number"):
+    data.read_idx(tmp_path / "float.gz")
+  (tmp_path / "text").write_bytes(b"hello world")
+  with pytest.raises(ValueError, match="magic number"):
+    data.read_idx(tmp_path / "text")
+  write_idx(tmp_path / "full", np.zeros((4, 5)), compress=False)
+  (tmp_path / "short").write_bytes((tmp_path / "full").read_bytes()[:-3])
+  with pytest.raises(ValueError, match="truncated"):
+    data.read_idx(tmp_path / "short")
+  (tmp_path / "broken.gz").write_bytes(gzip.compress(b"\x00" * 100)[:20])
+  with pytest.raises(ValueError, match="Cannot read IDX"):
+    data.read_idx(tmp_path / "broken.gz")
+
+
+def test_prepare_from_idx_then_read_through_tfds(tmp_path, no_network):
+  idx_dir, data_dir = tmp_path / "idx", tmp_path / "tfds"
+  idx_dir.mkdir()
+  arrays = write_mnist_like(idx_dir)
+  assert data.ensure_prepared("mnist", str(data_dir), str(idx_dir)) == str(data_dir)
+  assert data.is_prepared("mnist", str(data_dir))
+  leftovers = [p.name for p in (data_dir / "mnist").iterdir() if "incomplete" in p.name]
+  assert leftovers == []
+
+  train_images, train_labels = arrays["train"]
+  images, labels = data.load_split("mnist", "train", str(data_dir))
+  assert images.shape == (18, 28, 28, 1) and images.dtype == np.uint8  # First 90%.
+  np.testing.assert_array_equal(images[..., 0], train_images[:18])
+  np.testing.assert_array_equal(labels, train_labels[:18])
+  images, labels = data.load_split("mnist", "validation", str(data_dir))
+  np.testing.assert_array_equal(images[..., 0], train_images[18:])
+  images, labels = data.load_split("mnist", "test", str(data_dir))
+  np.testing.assert_array_equal(images[..., 0], arrays["t10k"][0])
+  # Second read comes from the decoded-array cache and is identical.
+  cached_images, cached_labels = data.load_split("mnist", "test", str(data_dir))
+  np.testing.assert_array_equal(cached_images, images)
+  np.testing.assert_array_equal(cached_labels, labels)
+
+  splits, num_classes = data.load_dataset("mnist", str(data_dir))
+  assert num_classes == 10 and len(splits["train"]) == 18 and len(splits["test"]) == 10
+  assert splits["train"].images.dtype == np.float32
+  assert abs(float(splits["train"].images.mean())) < 1e-4  # Normalised by train statistics.
+
+
+def test_missing_data_fails_at_once_naming_three_ways(tmp_path, no_network):
+  with pytest.raises(data.DataNotFoundError) as info:
+    data.ensure_prepared("mnist", str(tmp_path / "tfds"), str(tmp_path))
+  message = str(info.value)
+  assert "1. " in message and "2. " in message and "3. " in message
+  assert "--config.idx_dir" in message and "tfds build mnist" in message
+  with pytest.raises(data.DataNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
+    data.ensure_prepared("fashion_mnist", str(tmp_path / "tfds"), str(tmp_path))
+
+
+def test_unknown_dataset():
+  with pytest.raises(ValueError, match="Unknown dataset 'cifar100'"):
+    data.get_spec("cifar100")
+
+
+def test_batches_are_seeded_and_cover_the_split():
+  split = data.Split(np.arange(10, dtype=np.float32)[:, None], np.arange(10, dtype=np.int32))
+  first = [y.tolist() for _, y in data.train_batches(split, 3, seed=7)]
+  again = [y.tolist() for _, y in data.train_batches(split, 3, seed=7)]
+  other = [y.tolist() for _, y in data.train_batches(split, 3, seed=8)]
+  assert first == again and first != other
+  assert len(first) == 3 and len({v for b in first for v in b}) == 9  # Remainder dropped.
+  batches = list(data.eval_batches(split, 4))
+  assert [b[2].tolist() for b in batches][-1] == [1.0, 1.0, 0.0, 0.0]
+  assert sum(float(b[2].sum()) for b in batches) == 10
+  with pytest.raises(ValueError, match="batch_size"):
+    next(data.train_batches(split, 11, seed=0))

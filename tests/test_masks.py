@@ -1,0 +1,90 @@
+"""Mask utilities: apply, measure, summarise, save and load."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import random_params
+
+from snip_jax import (
+  apply_mask,
+  check_mask,
+  count_prunable,
+  format_layer_summary,
+  kernels_and_biases,
+  layer_summary,
+  load_mask,
+  ones_like,
+  save_mask,
+  sparsity,
+)
+
+
+def literal_tree():
+  params = {
+    "Dense_0": {"kernel": jnp.array([[1.0, jnp.nan], [3.0, -4.0]]), "bias": jnp.array([1.0, 2.0])},
+    "Dense_1": {"kernel": jnp.array([[5.0, 6.0, 7.0]]), "bias": jnp.array([0.5])},
+  }
+  mask = {
+    "Dense_0": {
+      "kernel": jnp.array([[True, False], [False, True]]),
+      "bias": jnp.array([True, True]),
+    },
+    "Dense_1": {"kernel": jnp.array([[False, False, True]]), "bias": jnp.array([True])},
+  }
+  return params, mask
+
+
+def test_apply_mask_zeroes_exactly_even_nan():
+  params, mask = literal_tree()
+  masked = apply_mask(params, mask)
+  np.testing.assert_array_equal(masked["Dense_0"]["kernel"], [[1.0, 0.0], [0.0, -4.0]])
+  np.testing.assert_array_equal(masked["Dense_1"]["kernel"], [[0.0, 0.0, 7.0]])
+  np.testing.assert_array_equal(masked["Dense_0"]["bias"], [1.0, 2.0])
+  assert not np.signbit(masked["Dense_0"]["kernel"][1, 0])  # +0.0, not -0.0.
+
+
+def test_sparsity_and_layer_summary():
+  params, mask = literal_tree()
+  assert count_prunable(params) == 7
+  assert sparsity(mask) == pytest.approx(4 / 7)
+  assert sparsity(apply_mask(params, mask)) == pytest.approx(4 / 7)
+  assert layer_summary(mask) == [
+    {"name": "Dense_0/kernel", "size": 4, "kept": 2, "sparsity": 0.5},
+    {"name": "Dense_1/kernel", "size": 3, "kept": 1, "sparsity": pytest.approx(2 / 3)},
+  ]
+  assert [r["name"] for r in layer_summary(mask, kernels_and_biases)] == [
+    "Dense_0/bias",
+    "Dense_0/kernel",
+    "Dense_1/bias",
+    "Dense_1/kernel",
+  ]
+  table = format_layer_summary(layer_summary(mask))
+  assert table.splitlines()[-1].split() == ["total", "7", "3", "57.14%"]
+
+
+def test_ones_like_and_check_mask():
+  params = random_params(jax.random.key(0))
+  mask = ones_like(params)
+  check_mask(params, mask)
+  assert sparsity(mask) == 0.0
+  with pytest.raises(ValueError, match="does not match"):
+    check_mask(params, {"Dense_0": mask["Dense_0"]})
+  with pytest.raises(ValueError, match="does not match"):
+    apply_mask(params, {"Dense_0": mask["Dense_0"]})
+
+
+def test_save_load_round_trip_and_mismatch(tmp_path):
+  params, mask = literal_tree()
+  path = tmp_path / "mask.npz"
+  save_mask(path, mask)
+  with np.load(path) as f:
+    assert sorted(f.files) == ["Dense_0/bias", "Dense_0/kernel", "Dense_1/bias", "Dense_1/kernel"]
+    assert f["Dense_0/kernel"].dtype == np.bool_
+  loaded = load_mask(path, params)
+  jax.tree.map(np.testing.assert_array_equal, loaded, mask)
+
+  with pytest.raises(ValueError, match="no entry"):
+    load_mask(path, random_params(jax.random.key(0)))
+  with pytest.raises(ValueError, match="entries the params lack"):
+    load_mask(path, {"Dense_0": params["Dense_0"]})

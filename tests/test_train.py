@@ -1,0 +1,131 @@
+"""The experiment end to end: config checks, determinism, and the CLI on real Fashion-MNIST."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data import write_mnist_like
+
+from snip_jax import data, train
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+from configs import lenet300_fashion_mnist  # noqa: E402
+
+
+def config(**overrides):
+  cfg = lenet300_fashion_mnist.get_config()
+  cfg.update(overrides)
+  return cfg
+
+
+@pytest.mark.parametrize(
+  ("overrides", "match"),
+  [
+    ({"model": "resnet"}, "Unknown model 'resnet'"),
+    ({"dataset": "imagenet"}, "Unknown dataset 'imagenet'"),
+    ({"sparsity": 1.0}, "sparsity must lie in"),
+    ({"sparsity": -0.5}, "sparsity must lie in"),
+    ({"optimizer": "lbfgs"}, "Unknown optimizer 'lbfgs'"),
+    ({"init": "ones"}, "Unknown init 'ones'"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+  ],
+)
+def test_bad_config_fails_before_touching_the_workdir(tmp_path, overrides, match):
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(config(**overrides), str(workdir))
+  assert not workdir.exists()
+
+
+def test_same_seed_same_mask_and_metrics(tmp_path):
+  idx_dir = tmp_path / "idx"
+  idx_dir.mkdir()
+  write_mnist_like(idx_dir, num_train=200, num_test=50)
+  data_dir = str(tmp_path / "tfds")
+  data.ensure_prepared("mnist", data_dir, str(idx_dir))
+  cfg = config(
+    dataset="mnist",
+    data_dir=data_dir,
+    num_epochs=2,
+    batch_size=20,
+    score_batch_size=20,
+    eval_batch_size=32,
+    sparsity=0.9,
+  )
+  runs = []
+  for name in ("a", "b"):
+    summary = train.train_and_evaluate(cfg, str(tmp_path / name))
+    with np.load(tmp_path / name / "mask.npz") as f:
+      mask = {k: f[k] for k in f.files}
+    metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
+    runs.append((summary, mask, metrics))
+  (summary_a, mask_a, metrics_a), (summary_b, mask_b, metrics_b) = runs
+  assert mask_a.keys() == mask_b.keys()
+  for k in mask_a:
+    np.testing.assert_array_equal(mask_a[k], mask_b[k])
+  strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
+  assert strip(metrics_a) == strip(metrics_b)
+  assert summary_a["test_loss"] == summary_b["test_loss"]
+  assert summary_a["steps"] == 2 * (180 // 20)
+
+
+def test_cli_on_real_fashion_mnist(tmp_path, real_fashion_mnist):
+  workdir = tmp_path / "run"
+  cmd = [
+    sys.executable,
+    str(ROOT / "experiments" / "train.py"),
+    "--workdir",
+    str(workdir),
+    "--config.num_epochs=2",
+    "--config.seed=1",
+  ]
+  result = subprocess.run(
+    cmd,
+    capture_output=True,
+    text=True,
+    cwd=tmp_path,
+    timeout=600,
+    env={**os.environ, "PYTHONPATH": str(ROOT)},
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "test accuracy" in result.stdout and "Dense_0/kernel" in result.stdout
+
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["model"] == "lenet300" and summary["dataset"] == "fashion_mnist"
+  assert summary["num_params"] == 266_610 and summary["num_prunable"] == 266_200
+  assert summary["num_kept"] == 5_324
+  assert abs(summary["sparsity"] - 0.98) * summary["num_prunable"] <= 1
+  assert summary["test_accuracy"] >= 0.80  # Two epochs; the full default run is in README.
+  assert [r["name"] for r in summary["per_layer"]] == [
+    "Dense_0/kernel",
+    "Dense_1/kernel",
+    "Dense_2/kernel",
+  ]
+  for key in ("target_sparsity", "test_loss", "train_seconds"):
+    assert key in summary
+  assert json.loads((workdir / "config.json").read_text())["seed"] == 1
+  lines = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
+  assert [m["epoch"] for m in lines] == [1, 2]
+  assert set(lines[0]) == {"epoch", "train_loss", "train_accuracy", "val_accuracy", "seconds"}
+  with np.load(workdir / "mask.npz") as f:
+    assert int(sum(f[k].sum() for k in f.files if f[k].ndim >= 2)) == 5_324
+
+
+def test_cli_rejects_a_misspelt_config_field(tmp_path):
+  cmd = [
+    sys.executable,
+    str(ROOT / "experiments" / "train.py"),
+    "--workdir",
+    str(tmp_path),
+    "--config.sparsty=0.9",
+  ]
+  result = subprocess.run(
+    cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}
+  )
+  assert result.returncode != 0
+  assert "sparsty" in result.stderr
