@@ -45,8 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
   # (paper, MNIST: x0.1 every 25k iterations).
   config.lr_decay_factor = 0.1
   config.lr_decay_every_steps = 25_000
-  # Epochs over the 54,000 training examples (90% of train; 540 steps per epoch at batch 100).
-  config.num_epochs = 30
+  # Epochs over the 54,000 training examples (540 steps each at batch 100): 100 epochs = 54k
+  # steps, decayed at 25k and 50k; ~2.5 min on a 2-core CPU.
+  config.num_epochs = 100
   # Training batch size (paper: 100 for MNIST).
   config.batch_size = 100
   # Batch size for evaluation on the validation and test splits.

@@ -1,0 +1,93 @@
+"""Runs the default experiment at 98% sparsity and dense, and writes the README's numbers.
+
+  python experiments/default_results.py            # ~6 min on a 2-core CPU
+
+Both runs use experiments/configs/lenet300_fashion_mnist.py unchanged except for the sparsity
+(the dense run is --config.sparsity=0). Their results files go to results/default/<run>/, a
+summary to results/default/results.json, and the table between the markers in README.md is
+rewritten from that file (never typed by hand).
+"""
+
+import json
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).parent))
+from configs import lenet300_fashion_mnist
+
+from snip_jax import train
+
+ROOT = Path(__file__).resolve().parents[1]
+_OUT = flags.DEFINE_string("out", str(ROOT / "results" / "default"), "Output directory.")
+_README = flags.DEFINE_string("readme", str(ROOT / "README.md"), "README to update.")
+
+RUNS = {"snip98": 0.98, "dense": 0.0}
+START, END = "<!-- default-results:start -->", "<!-- default-results:end -->"
+KEYS = (
+  "sparsity",
+  "num_kept",
+  "num_prunable",
+  "test_accuracy",
+  "test_loss",
+  "val_accuracy",
+  "prune_seconds",
+  "train_seconds",
+  "epochs",
+  "steps",
+)
+
+
+def table(results: dict) -> str:
+  rows = [
+    "| run | command | measured sparsity | kept / prunable | test accuracy | test error "
+    "| train time |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for name, r in results["runs"].items():
+    rows.append(
+      f"| {name} | `{r['command']}` | {r['sparsity']:.4%} | {r['num_kept']:,} / "
+      f"{r['num_prunable']:,} | {r['test_accuracy']:.4f} | {1 - r['test_accuracy']:.2%} | "
+      f"{r['train_seconds']:.0f} s |"
+    )
+  rows.append("")
+  rows.append(
+    f"Produced by `{results['command']}` on {results['machine']} (JAX {results['jax']}); raw "
+    "files in `results/default/`."
+  )
+  return "\n".join(rows)
+
+
+def main(argv):
+  del argv
+  out = Path(_OUT.value)
+  results = {
+    "command": "python experiments/default_results.py",
+    "machine": f"a {os.cpu_count()}-core {platform.machine()} CPU ({platform.system()})",
+    "runs": {},
+  }
+  for name, sparsity in RUNS.items():
+    config = lenet300_fashion_mnist.get_config()
+    config.sparsity = sparsity
+    summary = train.train_and_evaluate(config, str(out / name))
+    results["jax"] = summary["jax_version"]
+    command = "python experiments/train.py" + ("" if sparsity else " --config.sparsity=0")
+    results["runs"][name] = {"command": command, **{k: summary[k] for k in KEYS}}
+  (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+  readme = Path(_README.value)
+  text = readme.read_text()
+  block = f"{START}\n{table(results)}\n{END}"
+  new_text, count = re.subn(re.escape(START) + ".*?" + re.escape(END), block, text, flags=re.S)
+  if count != 1:
+    raise SystemExit(f"{readme} needs exactly one {START} ... {END} block.")
+  readme.write_text(new_text)
+  print(table(results))
+
+
+if __name__ == "__main__":
+  app.run(main)
