@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import math
 import os
 import time
@@ -32,8 +31,6 @@ from tqdm import tqdm
 
 from snip_jax import data, masks, models, optim, selection, sensitivity
 from snip_jax.init import get_initializer
-
-log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam")
 Batch = tuple[jax.Array, jax.Array]
@@ -181,6 +178,14 @@ def _write_json(path: str, obj: Any) -> None:
     f.write("\n")
 
 
+def _stop_if_not_finite(loss: float, step: int) -> None:
+  if not math.isfinite(loss):
+    raise FloatingPointError(
+      f"Training loss became {loss} by step {step}; lower config.learning_rate or check the "
+      "data and the initialisation."
+    )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs SNIP on ``config`` and writes the results files into ``workdir``.
 
@@ -197,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       )
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  log.info("Config:\n%s", config)
+  print(f"Config:\n{config}", flush=True)
 
   init_key, score_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 4)
   model = models.get_model(config.model, num_classes=num_classes, init=config.init)
@@ -245,16 +250,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state, m = jit_train_step(state, batch)
         step_metrics.append(m)
         if (i + 1) % config.log_every_steps == 0:  # Sync now and then so the ETA is honest.
+          loss = float(m["loss"])
+          _stop_if_not_finite(loss, int(state.step))
           bar.update(config.log_every_steps)
-          bar.set_postfix(epoch=epoch, loss=f"{float(m['loss']):.4f}")
+          bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
       bar.update(epoch * steps_per_epoch - bar.n)
       epoch_metrics = jax.device_get(step_metrics)
       train_loss = float(np.mean([m["loss"] for m in epoch_metrics]))
-      if not math.isfinite(train_loss):
-        raise FloatingPointError(
-          f"Training loss became {train_loss} in epoch {epoch} (by step {int(state.step)}); "
-          "lower config.learning_rate or check the data."
-        )
+      _stop_if_not_finite(train_loss, int(state.step))
       _, val_accuracy = evaluate(jit_eval_step, state, splits["validation"], config.eval_batch_size)
       record = {
         "epoch": epoch,

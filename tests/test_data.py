@@ -5,33 +5,9 @@ import socket
 
 import numpy as np
 import pytest
+from helpers import write_idx, write_mnist_like
 
 from snip_jax import data
-
-
-def write_idx(path, array: np.ndarray, magic_type: int = 0x08, compress: bool = True) -> None:
-  header = bytes([0, 0, magic_type, array.ndim]) + b"".join(
-    int(d).to_bytes(4, "big") for d in array.shape
-  )
-  payload = header + array.astype(np.uint8).tobytes()
-  if compress:
-    with gzip.open(path, "wb") as f:
-      f.write(payload)
-  else:
-    path.write_bytes(payload)
-
-
-def write_mnist_like(directory, num_train=20, num_test=10, seed=0):
-  rng = np.random.default_rng(seed)
-  arrays = {}
-  for prefix, n in (("train", num_train), ("t10k", num_test)):
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
-    # Labels uncompressed: both forms are accepted.
-    write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels, compress=False)
-    arrays[prefix] = (images, labels)
-  return arrays
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data import write_mnist_like
+from helpers import write_mnist_like
 
 from snip_jax import data, train
 
