@@ -32,7 +32,10 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.WARNING)
   config = _CONFIG.value
-  train.train_and_evaluate(config, _WORKDIR.value or train.default_workdir(config))
+  try:
+    train.train_and_evaluate(config, _WORKDIR.value or train.default_workdir(config))
+  except (ValueError, FileNotFoundError) as e:  # Bad config or missing data: the message says
+    raise SystemExit(f"error: {e}") from e  # what to fix; a traceback would only bury it.
 
 
 if __name__ == "__main__":

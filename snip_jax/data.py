@@ -61,7 +61,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "mnist",
     10,
     ("/usr/share/datasets/mnist",),
-    "put the four original MNIST IDX files (train-images-idx3-ubyte[.gz], ...) in a directory",
+    "copy the four original MNIST IDX files into /usr/share/datasets/mnist (searched by default)",
   ),
 }
 
@@ -177,8 +177,9 @@ def _builder(name: str, data_dir: str):
 def is_prepared(name: str, data_dir: str) -> bool:
   """Whether ``data_dir`` holds ``name`` prepared in the array_record format."""
   builder = _builder(get_spec(name).tfds_name, data_dir)
-  if not builder.is_prepared():
-    return False
+  with _quiet_absl():  # TFDS warns that an unprepared folder has no dataset_info.json.
+    if not builder.is_prepared():
+      return False
   if builder.info.file_format.value != "array_record":
     raise DataNotFoundError(
       f"{name} in {data_dir} was prepared as {builder.info.file_format.value}, but snip-jax "

@@ -116,16 +116,16 @@ def test_cli_on_real_fashion_mnist(tmp_path, real_fashion_mnist):
     assert int(sum(f[k].sum() for k in f.files if f[k].ndim >= 2)) == 5_324
 
 
-def test_cli_rejects_a_misspelt_config_field(tmp_path):
-  cmd = [
-    sys.executable,
-    str(ROOT / "experiments" / "train.py"),
-    "--workdir",
-    str(tmp_path),
-    "--config.sparsty=0.9",
-  ]
+@pytest.mark.parametrize(
+  ("flag", "message"),
+  [("--config.sparsty=0.9", "sparsty"), ("--config.sparsity=1.5", "error: sparsity must lie in")],
+)
+def test_cli_bad_input_is_a_clear_error(tmp_path, flag, message):
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, str(ROOT / "experiments" / "train.py"), "--workdir", str(workdir), flag]
   result = subprocess.run(
     cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}
   )
   assert result.returncode != 0
-  assert "sparsty" in result.stderr
+  assert message in result.stderr
+  assert not workdir.exists()
