@@ -81,6 +81,12 @@ def cross_entropy(logits_BxC: jax.Array, labels_B: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits_BxC, labels_B)
 
 
+def mean_loss(apply_fn, params, images, labels, **apply_kwargs) -> tuple[jax.Array, jax.Array]:
+  """``(mean cross-entropy, logits)`` of the model on a batch: the loss SNIP and SGD share."""
+  logits = apply_fn({"params": params}, images, **apply_kwargs)
+  return jnp.mean(cross_entropy(logits, labels)), logits
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """The unmasked optimizer: L2 weight decay, then SGD(momentum) or Adam, with step decay."""
   schedule = optax.exponential_decay(
@@ -111,7 +117,7 @@ def snip_mask(config, apply_fn, params, images, labels):
   filter_fn = filter_fn_for(config)
 
   def batch_loss(params, images, labels):
-    return jnp.mean(cross_entropy(apply_fn({"params": params}, images), labels))
+    return mean_loss(apply_fn, params, images, labels)[0]
 
   score = jax.jit(
     functools.partial(sensitivity.connection_sensitivity, batch_loss, filter_fn=filter_fn)
@@ -130,14 +136,16 @@ def create_train_state(
 
 
 def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One SGD step on a batch; the masked optimizer zeroes pruned coordinates of the update."""
+  """One SGD step on a batch; the masked optimizer zeroes pruned coordinates of the update.
+
+  Stochastic layers (dropout) get ``fold_in(state.rng, state.step)``, so a step's randomness
+  depends only on the run's key and the step number.
+  """
   images, labels = batch
-
-  def batch_loss(params):
-    logits = state.apply_fn({"params": params}, images, train=True)
-    return jnp.mean(cross_entropy(logits, labels)), logits
-
-  (loss, logits), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params)
+  rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
+  (loss, logits), grads = jax.value_and_grad(
+    lambda p: mean_loss(state.apply_fn, p, images, labels, train=True, rngs=rngs), has_aux=True
+  )(state.params)
   state = state.apply_gradients(grads=grads)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
   return state, {"loss": loss, "accuracy": accuracy}
@@ -186,6 +194,44 @@ def _stop_if_not_finite(loss: float, step: int) -> None:
     )
 
 
+def prune_at_init(config, apply_fn, params, train_split: data.Split, score_key: jax.Array):
+  """SNIP on one random batch of the training split: returns ``(mask, seconds)``."""
+  t0 = time.perf_counter()
+  score_idx = np.asarray(
+    jax.random.choice(score_key, len(train_split), (config.score_batch_size,), replace=False)
+  )
+  images = jnp.asarray(train_split.images[score_idx])
+  labels = jnp.asarray(train_split.labels[score_idx])
+  mask, _ = snip_mask(config, apply_fn, params, images, labels)
+  mask = jax.block_until_ready(mask)
+  return mask, time.perf_counter() - t0
+
+
+def _train_epoch(
+  jit_train_step, state: TrainState, batches, bar: tqdm, epoch: int, sync_every: int
+):
+  """Runs the steps of one epoch; returns ``(state, mean train loss, mean train accuracy)``.
+
+  The host syncs with the device every ``sync_every`` steps (not every step, so dispatch stays
+  asynchronous) to advance the progress bar honestly and to stop early on a non-finite loss.
+  """
+  step_metrics = []
+  start = bar.n
+  for i, batch in enumerate(batches, start=1):
+    state, metrics = jit_train_step(state, batch)
+    step_metrics.append(metrics)
+    if i % sync_every == 0:
+      loss = float(metrics["loss"])
+      _stop_if_not_finite(loss, int(state.step))
+      bar.update(start + i - bar.n)
+      bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
+  bar.update(start + len(step_metrics) - bar.n)
+  step_metrics = jax.device_get(step_metrics)
+  train_loss = float(np.mean([m["loss"] for m in step_metrics]))
+  _stop_if_not_finite(train_loss, int(state.step))
+  return state, train_loss, float(np.mean([m["accuracy"] for m in step_metrics]))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs SNIP on ``config`` and writes the results files into ``workdir``.
 
@@ -208,20 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = models.get_model(config.model, num_classes=num_classes, init=config.init)
   params = jax.jit(model.init)(init_key, jnp.asarray(train_split.images[:1]))["params"]
 
-  # SNIP: one batch, one gradient w.r.t. a ones-mask, global top-κ.
-  t0 = time.perf_counter()
-  score_idx = np.asarray(
-    jax.random.choice(score_key, len(train_split), (config.score_batch_size,), replace=False)
-  )
-  mask, _ = snip_mask(
-    config,
-    model.apply,
-    params,
-    jnp.asarray(train_split.images[score_idx]),
-    jnp.asarray(train_split.labels[score_idx]),
-  )
-  mask = jax.block_until_ready(mask)
-  prune_seconds = time.perf_counter() - t0
+  mask, prune_seconds = prune_at_init(config, model.apply, params, train_split, score_key)
   masks.save_mask(os.path.join(workdir, "mask.npz"), mask)
   filter_fn = filter_fn_for(config)
   per_layer = masks.layer_summary(mask, filter_fn)
@@ -245,24 +278,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     for epoch in range(1, config.num_epochs + 1):
       t_epoch = time.perf_counter()
       epoch_seed = np.asarray(jax.random.key_data(jax.random.fold_in(data_key, epoch)))
-      step_metrics = []
-      for i, batch in enumerate(data.train_batches(train_split, config.batch_size, epoch_seed)):
-        state, m = jit_train_step(state, batch)
-        step_metrics.append(m)
-        if (i + 1) % config.log_every_steps == 0:  # Sync now and then so the ETA is honest.
-          loss = float(m["loss"])
-          _stop_if_not_finite(loss, int(state.step))
-          bar.update(config.log_every_steps)
-          bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
-      bar.update(epoch * steps_per_epoch - bar.n)
-      epoch_metrics = jax.device_get(step_metrics)
-      train_loss = float(np.mean([m["loss"] for m in epoch_metrics]))
-      _stop_if_not_finite(train_loss, int(state.step))
+      batches = data.train_batches(train_split, config.batch_size, epoch_seed)
+      state, train_loss, train_accuracy = _train_epoch(
+        jit_train_step, state, batches, bar, epoch, config.log_every_steps
+      )
       _, val_accuracy = evaluate(jit_eval_step, state, splits["validation"], config.eval_batch_size)
       record = {
         "epoch": epoch,
         "train_loss": train_loss,
-        "train_accuracy": float(np.mean([m["accuracy"] for m in epoch_metrics])),
+        "train_accuracy": train_accuracy,
         "val_accuracy": val_accuracy,
         "seconds": time.perf_counter() - t_epoch,
       }

@@ -42,13 +42,17 @@ def test_bad_config_fails_before_touching_the_workdir(tmp_path, overrides, match
   assert not workdir.exists()
 
 
-def test_same_seed_same_mask_and_metrics(tmp_path):
-  idx_dir = tmp_path / "idx"
-  idx_dir.mkdir()
-  write_mnist_like(idx_dir, num_train=200, num_test=50)
-  data_dir = str(tmp_path / "tfds")
-  data.ensure_prepared("mnist", data_dir, str(idx_dir))
-  cfg = config(
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory) -> str:
+  """A TFDS data dir holding a 200/50-example MNIST-format dataset of random images."""
+  root = tmp_path_factory.mktemp("tiny_mnist")
+  (root / "idx").mkdir()
+  write_mnist_like(root / "idx", num_train=200, num_test=50)
+  return data.ensure_prepared("mnist", str(root / "tfds"), str(root / "idx"))
+
+
+def tiny_config(data_dir, **overrides):
+  return config(
     dataset="mnist",
     data_dir=data_dir,
     num_epochs=2,
@@ -56,7 +60,12 @@ def test_same_seed_same_mask_and_metrics(tmp_path):
     score_batch_size=20,
     eval_batch_size=32,
     sparsity=0.9,
+    **overrides,
   )
+
+
+def test_same_seed_same_mask_and_metrics(tmp_path, tiny_mnist):
+  cfg = tiny_config(tiny_mnist)
   runs = []
   for name in ("a", "b"):
     summary = train.train_and_evaluate(cfg, str(tmp_path / name))
@@ -72,6 +81,12 @@ def test_same_seed_same_mask_and_metrics(tmp_path):
   assert strip(metrics_a) == strip(metrics_b)
   assert summary_a["test_loss"] == summary_b["test_loss"]
   assert summary_a["steps"] == 2 * (180 // 20)
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, tiny_mnist):
+  cfg = tiny_config(tiny_mnist, learning_rate=1e30, log_every_steps=1)
+  with pytest.raises(FloatingPointError, match=r"Training loss became (nan|inf) by step \d+"):
+    train.train_and_evaluate(cfg, str(tmp_path / "run"))
 
 
 def test_cli_on_real_fashion_mnist(tmp_path, real_fashion_mnist):
