@@ -52,7 +52,7 @@ def tiny_mnist(tmp_path_factory) -> str:
 
 
 def tiny_config(data_dir, **overrides):
-  return config(
+  settings = dict(
     dataset="mnist",
     data_dir=data_dir,
     num_epochs=2,
@@ -60,8 +60,8 @@ def tiny_config(data_dir, **overrides):
     score_batch_size=20,
     eval_batch_size=32,
     sparsity=0.9,
-    **overrides,
   )
+  return config(**{**settings, **overrides})
 
 
 def test_same_seed_same_mask_and_metrics(tmp_path, tiny_mnist):
@@ -81,6 +81,39 @@ def test_same_seed_same_mask_and_metrics(tmp_path, tiny_mnist):
   assert strip(metrics_a) == strip(metrics_b)
   assert summary_a["test_loss"] == summary_b["test_loss"]
   assert summary_a["steps"] == 2 * (180 // 20)
+
+
+def test_prune_biases_makes_every_lenet300_param_prunable(tmp_path, tiny_mnist):
+  summary = train.train_and_evaluate(
+    tiny_config(tiny_mnist, prune_biases=True, num_epochs=1), str(tmp_path / "run")
+  )
+  assert summary["num_prunable"] == summary["num_params"] == 266_610
+  assert summary["num_kept"] == round(0.1 * 266_610)
+  assert abs(summary["sparsity"] - 0.9) * 266_610 <= 1
+
+
+def test_lenet5_config_file_through_the_cli(tmp_path, tiny_mnist):
+  workdir = tmp_path / "run"
+  cmd = [
+    sys.executable,
+    str(ROOT / "experiments" / "train.py"),
+    "--config",
+    str(ROOT / "experiments" / "configs" / "lenet5_fashion_mnist.py"),
+    "--workdir",
+    str(workdir),
+    "--config.dataset=mnist",
+    f"--config.data_dir={tiny_mnist}",
+    "--config.num_epochs=1",
+    "--config.batch_size=20",
+    "--config.score_batch_size=20",
+  ]
+  result = subprocess.run(
+    cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["model"] == "lenet5" and summary["target_sparsity"] == 0.99
+  assert summary["num_params"] == 431_080 and summary["num_kept"] == round(0.01 * 430_500)
 
 
 def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, tiny_mnist):
