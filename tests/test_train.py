@@ -23,6 +23,18 @@ def config(**overrides):
   return cfg
 
 
+def run_cli(*flags: str, cwd=None) -> subprocess.CompletedProcess:
+  """Runs ``python experiments/train.py FLAGS`` in a subprocess, as a user would."""
+  return subprocess.run(
+    [sys.executable, str(ROOT / "experiments" / "train.py"), *flags],
+    capture_output=True,
+    text=True,
+    cwd=cwd,
+    timeout=600,
+    env={**os.environ, "PYTHONPATH": str(ROOT)},
+  )
+
+
 @pytest.mark.parametrize(
   ("overrides", "match"),
   [
@@ -94,9 +106,7 @@ def test_prune_biases_makes_every_lenet300_param_prunable(tmp_path, tiny_mnist):
 
 def test_lenet5_config_file_through_the_cli(tmp_path, tiny_mnist):
   workdir = tmp_path / "run"
-  cmd = [
-    sys.executable,
-    str(ROOT / "experiments" / "train.py"),
+  result = run_cli(
     "--config",
     str(ROOT / "experiments" / "configs" / "lenet5_fashion_mnist.py"),
     "--workdir",
@@ -106,9 +116,6 @@ def test_lenet5_config_file_through_the_cli(tmp_path, tiny_mnist):
     "--config.num_epochs=1",
     "--config.batch_size=20",
     "--config.score_batch_size=20",
-  ]
-  result = subprocess.run(
-    cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}
   )
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((workdir / "summary.json").read_text())
@@ -124,21 +131,8 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, tiny_mnist):
 
 def test_cli_on_real_fashion_mnist(tmp_path, real_fashion_mnist):
   workdir = tmp_path / "run"
-  cmd = [
-    sys.executable,
-    str(ROOT / "experiments" / "train.py"),
-    "--workdir",
-    str(workdir),
-    "--config.num_epochs=2",
-    "--config.seed=1",
-  ]
-  result = subprocess.run(
-    cmd,
-    capture_output=True,
-    text=True,
-    cwd=tmp_path,
-    timeout=600,
-    env={**os.environ, "PYTHONPATH": str(ROOT)},
+  result = run_cli(
+    "--workdir", str(workdir), "--config.num_epochs=2", "--config.seed=1", cwd=tmp_path
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "test accuracy" in result.stdout and "Dense_0/kernel" in result.stdout
@@ -170,10 +164,7 @@ def test_cli_on_real_fashion_mnist(tmp_path, real_fashion_mnist):
 )
 def test_cli_bad_input_is_a_clear_error(tmp_path, flag, message):
   workdir = tmp_path / "run"
-  cmd = [sys.executable, str(ROOT / "experiments" / "train.py"), "--workdir", str(workdir), flag]
-  result = subprocess.run(
-    cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}
-  )
+  result = run_cli("--workdir", str(workdir), flag)
   assert result.returncode != 0
   assert message in result.stderr
   assert not workdir.exists()
