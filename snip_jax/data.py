@@ -210,6 +210,11 @@ def prepare_from_idx(name: str, idx_dir: str, data_dir: str) -> None:
     )
   builder = _builder(spec.tfds_name, data_dir)
   final_dir = Path(builder.data_dir)
+  if final_dir.exists() and any(final_dir.iterdir()):
+    raise DataNotFoundError(
+      f"{final_dir} exists but holds no prepared dataset (left by an interrupted build?). "
+      "Remove it and run again; snip-jax will prepare it from the IDX files."
+    )
   final_dir.parent.mkdir(parents=True, exist_ok=True)
   tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.incomplete-", dir=final_dir.parent))
   try:

@@ -72,6 +72,18 @@ def test_prepare_from_idx_then_read_through_tfds(tmp_path, no_network):
   assert abs(float(splits["train"].images.mean())) < 1e-4  # Normalised by train statistics.
 
 
+def test_leftover_unprepared_folder_is_named_not_overwritten(tmp_path):
+  idx_dir, data_dir = tmp_path / "idx", tmp_path / "tfds"
+  idx_dir.mkdir()
+  write_mnist_like(idx_dir)
+  leftover = data_dir / "mnist" / "3.0.1"
+  leftover.mkdir(parents=True)
+  (leftover / "mnist-train.tfrecord-00000-of-00001").write_bytes(b"partial")
+  with pytest.raises(data.DataNotFoundError, match="interrupted build"):
+    data.ensure_prepared("mnist", str(data_dir), str(idx_dir))
+  assert [p.name for p in leftover.iterdir()] == ["mnist-train.tfrecord-00000-of-00001"]
+
+
 def test_missing_data_fails_at_once_naming_three_ways(tmp_path, no_network):
   with pytest.raises(data.DataNotFoundError) as info:
     data.ensure_prepared("mnist", str(tmp_path / "tfds"), str(tmp_path))
