@@ -3,7 +3,7 @@
 #   - Debian's dataset-fashion-mnist (real Fashion-MNIST IDX files) where apt-get is available;
 #   - a virtual environment .venv with requirements-dev.txt and the package (pip install -e .),
 #     reinstalled only when a requirements file or pyproject.toml changes.
-# Sourced by scripts/run.sh and scripts/test.sh; prints where the venv is.
+# Sourced by scripts/run.sh and scripts/test.sh; progress messages go to stderr.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
