@@ -1,11 +1,10 @@
 """Offline data: IDX parsing, preparing the TFDS layout, reading it back, clear failures."""
 
 import gzip
-import socket
 
 import numpy as np
 import pytest
-from helpers import write_idx, write_mnist_like
+from helpers import refuse_network, write_idx, write_mnist_like
 
 from snip_jax import data
 
@@ -13,12 +12,7 @@ from snip_jax import data
 @pytest.fixture
 def no_network(monkeypatch):
   """Fails the test if anything tries to open a network connection."""
-
-  def refuse(*args, **kwargs):
-    raise AssertionError("a network connection was attempted")
-
-  monkeypatch.setattr(socket.socket, "connect", refuse)
-  monkeypatch.setattr(socket, "create_connection", refuse)
+  refuse_network(monkeypatch)
 
 
 def test_read_idx_round_trip(tmp_path):
@@ -89,7 +83,7 @@ def test_missing_data_fails_at_once_naming_three_ways(tmp_path, no_network):
     data.ensure_prepared("mnist", str(tmp_path / "tfds"), str(tmp_path))
   message = str(info.value)
   assert "1. " in message and "2. " in message and "3. " in message
-  assert "--config.idx_dir" in message and "tfds build mnist" in message
+  assert "--config.source_dir" in message and "tfds build mnist" in message
   with pytest.raises(data.DataNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
     data.ensure_prepared("fashion_mnist", str(tmp_path / "tfds"), str(tmp_path))
 
