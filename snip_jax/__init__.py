@@ -11,6 +11,7 @@ The library API a user's own loop needs::
 from snip_jax.masks import (
   apply_mask,
   check_mask,
+  collapsed_layers,
   count_prunable,
   format_layer_summary,
   kernels,
@@ -31,6 +32,7 @@ __all__ = [
   "MaskedState",
   "apply_mask",
   "check_mask",
+  "collapsed_layers",
   "connection_sensitivity",
   "count_prunable",
   "format_layer_summary",

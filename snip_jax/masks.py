@@ -38,8 +38,19 @@ def kernels(path: KeyPath, leaf: Any) -> bool:
 
 
 def kernels_and_biases(path: KeyPath, leaf: Any) -> bool:
-  """Kernels plus bias vectors, as the authors' TF code prunes them."""
-  return kernels(path, leaf) or path_name(path).rsplit("/", 1)[-1] == "bias"
+  """Kernels plus the bias vectors of layers, as the authors' TF code prunes them.
+
+  The offsets and scales of normalisation layers (any module whose name contains ``norm``,
+  e.g. ``BatchNorm_0`` or ``conv1_norm``) are not connections and are never prunable.
+  """
+  if kernels(path, leaf):
+    return True
+  return path_name(path).rsplit("/", 1)[-1] == "bias" and not in_norm_layer(path)
+
+
+def in_norm_layer(path: KeyPath) -> bool:
+  """Whether ``path`` lies in a normalisation layer: a module whose name contains ``norm``."""
+  return any("norm" in module.lower() for module in path_name(path).split("/")[:-1])
 
 
 def prunable_leaves(tree: PyTree, filter_fn: FilterFn = kernels) -> PyTree:
@@ -111,6 +122,15 @@ def layer_summary(tree: PyTree, filter_fn: FilterFn = kernels) -> list[dict[str,
       {"name": name, "size": size, "kept": kept, "sparsity": 1.0 - kept / size if size else 0.0}
     )
   return rows
+
+
+def collapsed_layers(rows: Sequence[dict[str, Any]]) -> list[str]:
+  """Names of the prunable leaves left with no connection at all (layer collapse).
+
+  A collapsed layer cuts every path from input to output, so such a network cannot learn;
+  ``rows`` are :func:`layer_summary` rows.
+  """
+  return [r["name"] for r in rows if r["size"] and r["kept"] == 0]
 
 
 def sparsity(tree: PyTree, filter_fn: FilterFn = kernels) -> float:

@@ -13,7 +13,6 @@ a user can reuse. Results go to the workdir:
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -33,16 +32,22 @@ from snip_jax import data, masks, models, optim, selection, sensitivity
 from snip_jax.init import get_initializer
 
 OPTIMIZERS = ("sgd", "adam")
+#: How batch norm normalises while SNIP scores: with the (freshly initialised) running
+#: statistics, as the authors' code does, or with the statistics of the scoring batch.
+SCORE_BN_MODES = ("inference", "train")
 Batch = tuple[jax.Array, jax.Array]
 
 
 class TrainState(train_state.TrainState):
-  """Flax ``TrainState`` plus the run's RNG key; the mask lives in the optimizer state.
+  """Flax ``TrainState`` plus batch-norm statistics and the run's RNG key.
 
-  ``tx`` is :func:`snip_jax.optim.masked`, whose state carries the mask, so ``apply_gradients``
-  keeps pruned weights at zero and :attr:`mask` reads it back.
+  The mask lives in the optimizer state: ``tx`` is :func:`snip_jax.optim.masked`, whose state
+  carries the mask, so ``apply_gradients`` keeps pruned weights at zero and :attr:`mask` reads
+  it back. ``batch_stats`` is the model's ``batch_stats`` collection (``{}`` without batch
+  norm); it is never pruned.
   """
 
+  batch_stats: Any
   rng: jax.Array
 
   @property
@@ -61,6 +66,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   data.get_spec(config.dataset)
   get_initializer(config.init)
   selection.validate_sparsity(config.sparsity)
+  if config.score_bn_mode not in SCORE_BN_MODES:
+    raise ValueError(
+      f"Unknown score_bn_mode {config.score_bn_mode!r}; choose one of {SCORE_BN_MODES}."
+    )
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}.")
   for field in ("batch_size", "eval_batch_size", "score_batch_size", "num_epochs"):
@@ -81,10 +90,20 @@ def cross_entropy(logits_BxC: jax.Array, labels_B: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits_BxC, labels_B)
 
 
-def mean_loss(apply_fn, params, images, labels, **apply_kwargs) -> tuple[jax.Array, jax.Array]:
-  """``(mean cross-entropy, logits)`` of the model on a batch: the loss SNIP and SGD share."""
-  logits = apply_fn({"params": params}, images, **apply_kwargs)
-  return jnp.mean(cross_entropy(logits, labels)), logits
+def forward(
+  apply_fn, params, batch_stats, images, *, train: bool, rngs=None
+) -> tuple[jax.Array, Any]:
+  """``(logits, batch_stats)``: the model on a batch, the one forward pass SNIP and SGD share.
+
+  With ``train=True`` batch norm normalises with the batch's statistics and the returned
+  ``batch_stats`` are the updated running averages; otherwise it uses (and returns unchanged)
+  ``batch_stats``. For a model without batch norm ``batch_stats`` is ``{}``.
+  """
+  variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+  if train and batch_stats:
+    logits, updates = apply_fn(variables, images, train=True, rngs=rngs, mutable=["batch_stats"])
+    return logits, updates["batch_stats"]
+  return apply_fn(variables, images, train=train, rngs=rngs), batch_stats
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -99,39 +118,65 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     base = optax.sgd(schedule, momentum=config.momentum or None)
   else:
     base = optax.adam(schedule)
-  # L2 on every param, as in the authors' code (weight decay 5e-4 <=> 0.00025 * sum(w ** 2)).
-  # Pruned weights are zero, so the masked optimizer sees no decay on them.
-  return optax.chain(optax.add_decayed_weights(config.weight_decay), base)
+  # L2 on every weight and bias, as in the authors' code (weight decay 5e-4 <=> 0.00025 *
+  # sum(w ** 2)), but not on batch-norm scales and offsets, which their code does not decay
+  # either. Pruned weights are zero, so the masked optimizer sees no decay on them.
+  decayed = lambda params: jax.tree.map_with_path(  # noqa: E731
+    lambda path, _: not masks.in_norm_layer(path), params
+  )
+  return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=decayed), base)
 
 
 def filter_fn_for(config: ml_collections.ConfigDict) -> masks.FilterFn:
   return masks.kernels_and_biases if config.prune_biases else masks.kernels
 
 
-def snip_mask(config, apply_fn, params, images, labels):
-  """Scores ``params`` on one batch (one ``jax.grad`` w.r.t. a ones-mask) and selects top-κ.
+def make_score_fn(config, apply_fn):
+  """A jitted ``score(params, batch_stats, images, labels)``: SNIP's connection sensitivity.
+
+  One ``jax.grad`` of the mean cross-entropy w.r.t. a ones-mask (see
+  :func:`snip_jax.sensitivity.connection_sensitivity`). Batch norm runs as
+  ``config.score_bn_mode`` says; statistics it would update are discarded (scoring changes
+  nothing but the mask).
+  """
+  filter_fn = filter_fn_for(config)
+  train_mode = config.score_bn_mode == "train"
+
+  def score(params, batch_stats, images, labels):
+    def batch_loss(params):
+      logits, _ = forward(apply_fn, params, batch_stats, images, train=train_mode)
+      return jnp.mean(cross_entropy(logits, labels))
+
+    return sensitivity.connection_sensitivity(batch_loss, params, filter_fn=filter_fn)
+
+  return jax.jit(score)
+
+
+def snip_mask(config, apply_fn, params, images, labels, batch_stats=None):
+  """:func:`make_score_fn`'s scores on one batch, then the global top-κ at ``config.sparsity``.
 
   Returns:
     ``(mask, scores)``.
   """
-  filter_fn = filter_fn_for(config)
-
-  def batch_loss(params, images, labels):
-    return mean_loss(apply_fn, params, images, labels)[0]
-
-  score = jax.jit(
-    functools.partial(sensitivity.connection_sensitivity, batch_loss, filter_fn=filter_fn)
-  )
-  scores = score(params, images, labels)
-  return selection.top_k_mask(scores, config.sparsity, filter_fn=filter_fn), scores
+  scores = make_score_fn(config, apply_fn)(params, batch_stats or {}, images, labels)
+  return selection.top_k_mask(scores, config.sparsity, filter_fn=filter_fn_for(config)), scores
 
 
 def create_train_state(
-  model: nn.Module, params, mask, tx: optax.GradientTransformation, rng: jax.Array
+  model: nn.Module,
+  params,
+  mask,
+  tx: optax.GradientTransformation,
+  rng: jax.Array,
+  batch_stats=None,
 ) -> TrainState:
   """A train state whose params are masked and whose optimizer keeps them masked."""
   return TrainState.create(
-    apply_fn=model.apply, params=masks.apply_mask(params, mask), tx=optim.masked(tx, mask), rng=rng
+    apply_fn=model.apply,
+    params=masks.apply_mask(params, mask),
+    tx=optim.masked(tx, mask),
+    batch_stats=batch_stats or {},
+    rng=rng,
   )
 
 
@@ -143,10 +188,15 @@ def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, j
   """
   images, labels = batch
   rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
-  (loss, logits), grads = jax.value_and_grad(
-    lambda p: mean_loss(state.apply_fn, p, images, labels, train=True, rngs=rngs), has_aux=True
-  )(state.params)
-  state = state.apply_gradients(grads=grads)
+
+  def loss_fn(params):
+    logits, batch_stats = forward(
+      state.apply_fn, params, state.batch_stats, images, train=True, rngs=rngs
+    )
+    return jnp.mean(cross_entropy(logits, labels)), (logits, batch_stats)
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
   return state, {"loss": loss, "accuracy": accuracy}
 
@@ -155,7 +205,7 @@ def eval_step(state: TrainState, batch) -> dict[str, jax.Array]:
   """Weighted sums of loss and correct predictions on a (padded) batch, on masked params."""
   images, labels, weights = batch
   params = masks.apply_mask(state.params, state.mask)
-  logits = state.apply_fn({"params": params}, images)
+  logits, _ = forward(state.apply_fn, params, state.batch_stats, images, train=False)
   return {
     "loss": jnp.sum(weights * cross_entropy(logits, labels)),
     "correct": jnp.sum(weights * (jnp.argmax(logits, -1) == labels)),
@@ -194,7 +244,9 @@ def _stop_if_not_finite(loss: float, step: int) -> None:
     )
 
 
-def prune_at_init(config, apply_fn, params, train_split: data.Split, score_key: jax.Array):
+def prune_at_init(
+  config, apply_fn, params, batch_stats, train_split: data.Split, score_key: jax.Array
+):
   """SNIP on one random batch of the training split: returns ``(mask, seconds)``."""
   t0 = time.perf_counter()
   score_idx = np.asarray(
@@ -202,7 +254,7 @@ def prune_at_init(config, apply_fn, params, train_split: data.Split, score_key: 
   )
   images = jnp.asarray(train_split.images[score_idx])
   labels = jnp.asarray(train_split.labels[score_idx])
-  mask, _ = snip_mask(config, apply_fn, params, images, labels)
+  mask, _ = snip_mask(config, apply_fn, params, images, labels, batch_stats)
   mask = jax.block_until_ready(mask)
   return mask, time.perf_counter() - t0
 
@@ -239,7 +291,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The summary (also written to ``workdir/summary.json``).
   """
   validate_config(config)
-  splits, num_classes = data.load_dataset(config.dataset, config.data_dir, config.idx_dir)
+  splits, num_classes = data.load_dataset(config.dataset, config.data_dir, config.source_dir)
   train_split = splits["train"]
   for field in ("batch_size", "score_batch_size"):
     if config[field] > len(train_split):
@@ -252,19 +304,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   init_key, score_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 4)
   model = models.get_model(config.model, num_classes=num_classes, init=config.init)
-  params = jax.jit(model.init)(init_key, jnp.asarray(train_split.images[:1]))["params"]
+  # One example is enough to fix the shapes, and much faster to run than a batch.
+  variables = jax.jit(model.init)(init_key, jnp.asarray(train_split.images[:1]))
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
 
-  mask, prune_seconds = prune_at_init(config, model.apply, params, train_split, score_key)
+  mask, prune_seconds = prune_at_init(
+    config, model.apply, params, batch_stats, train_split, score_key
+  )
   masks.save_mask(os.path.join(workdir, "mask.npz"), mask)
   filter_fn = filter_fn_for(config)
   per_layer = masks.layer_summary(mask, filter_fn)
+  collapsed = masks.collapsed_layers(per_layer)
   print(
     f"SNIP pruning ({prune_seconds:.2f} s), target sparsity {config.sparsity:.2%}:\n"
     + masks.format_layer_summary(per_layer),
     flush=True,
   )
+  if collapsed:
+    print(
+      f"WARNING: layer collapse: {len(collapsed)} layer(s) kept no connection at all, so no "
+      f"signal passes through them: {', '.join(collapsed)}. Lower config.sparsity.",
+      flush=True,
+    )
 
-  state = create_train_state(model, params, mask, make_optimizer(config), step_key)
+  state = create_train_state(
+    model, params, mask, make_optimizer(config), step_key, batch_stats=batch_stats
+  )
   jit_train_step = jax.jit(train_step, donate_argnums=0)
   jit_eval_step = jax.jit(eval_step)
 
@@ -278,7 +343,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     for epoch in range(1, config.num_epochs + 1):
       t_epoch = time.perf_counter()
       epoch_seed = np.asarray(jax.random.key_data(jax.random.fold_in(data_key, epoch)))
-      batches = data.train_batches(train_split, config.batch_size, epoch_seed)
+      batches = data.train_batches(
+        train_split, config.batch_size, epoch_seed, augment=config.augment
+      )
       state, train_loss, train_accuracy = _train_epoch(
         jit_train_step, state, batches, bar, epoch, config.log_every_steps
       )
@@ -311,6 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     "num_params": sum(int(np.size(p)) for p in jax.tree.leaves(final_params)),
     "num_prunable": masks.count_prunable(final_params, filter_fn),
     "num_kept": sum(r["kept"] for r in per_layer),
+    "collapsed_layers": collapsed,
     "test_accuracy": test_accuracy,
     "test_loss": test_loss,
     "val_accuracy": record["val_accuracy"],

@@ -1,14 +1,12 @@
 """The experiment end to end: config checks, determinism, and the CLI on real Fashion-MNIST."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_mnist_like
+from helpers import run_cli, write_mnist_like
 
 from snip_jax import data, train
 
@@ -23,18 +21,6 @@ def config(**overrides):
   return cfg
 
 
-def run_cli(*flags: str, cwd=None) -> subprocess.CompletedProcess:
-  """Runs ``python experiments/train.py FLAGS`` in a subprocess, as a user would."""
-  return subprocess.run(
-    [sys.executable, str(ROOT / "experiments" / "train.py"), *flags],
-    capture_output=True,
-    text=True,
-    cwd=cwd,
-    timeout=600,
-    env={**os.environ, "PYTHONPATH": str(ROOT)},
-  )
-
-
 @pytest.mark.parametrize(
   ("overrides", "match"),
   [
@@ -45,6 +31,7 @@ def run_cli(*flags: str, cwd=None) -> subprocess.CompletedProcess:
     ({"optimizer": "lbfgs"}, "Unknown optimizer 'lbfgs'"),
     ({"init": "ones"}, "Unknown init 'ones'"),
     ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"score_bn_mode": "eval"}, "Unknown score_bn_mode 'eval'"),
   ],
 )
 def test_bad_config_fails_before_touching_the_workdir(tmp_path, overrides, match):
@@ -121,6 +108,18 @@ def test_lenet5_config_file_through_the_cli(tmp_path, tiny_mnist):
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["model"] == "lenet5" and summary["target_sparsity"] == 0.99
   assert summary["num_params"] == 431_080 and summary["num_kept"] == round(0.01 * 430_500)
+
+
+def test_layer_collapse_is_reported_and_stored(tmp_path, tiny_mnist, capsys):
+  # κ = 2 connections for LeNet-300-100's three layers: at least one layer keeps none.
+  summary = train.train_and_evaluate(
+    tiny_config(tiny_mnist, sparsity=1 - 2 / 266_200, num_epochs=1), str(tmp_path / "run")
+  )
+  assert summary["num_kept"] == 2
+  rows = {r["name"]: r["kept"] for r in summary["per_layer"]}
+  assert summary["collapsed_layers"] == [name for name, kept in rows.items() if kept == 0]
+  assert summary["collapsed_layers"]
+  assert "WARNING: layer collapse" in capsys.readouterr().out
 
 
 def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, tiny_mnist):

@@ -14,17 +14,20 @@ from ml_collections import config_dict
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # Model: a name in snip_jax.models.MODELS ('lenet300', 'lenet5').
+  # Model: a name in snip_jax.models.MODELS (e.g. 'lenet300', 'vgg_d', 'wrn_16_8', 'lstm_s').
   config.model = "lenet300"
   # Kernel initialiser: 'vs_h' (He, the paper's default), 'vs_x', 'normal', 'truncated_normal'.
   config.init = "vs_h"
-  # Dataset: a name in snip_jax.data.DATASETS ('fashion_mnist', 'mnist').
+  # Dataset: a name in snip_jax.data.DATASETS ('fashion_mnist', 'mnist', 'cifar10').
   config.dataset = "fashion_mnist"
   # TFDS data directory; unset = $TFDS_DATA_DIR or ~/tensorflow_datasets.
   config.data_dir = config_dict.placeholder(str)
-  # Directory of the original IDX files to prepare the dataset from when it is not prepared
-  # yet; unset = the dataset's default location (Debian's dataset-fashion-mnist for fashion).
-  config.idx_dir = config_dict.placeholder(str)
+  # Directory of the original files (IDX for MNIST-likes, the CIFAR-10 archive) to prepare the
+  # dataset from when it is not prepared yet; unset = the dataset's default locations
+  # (Debian's dataset-fashion-mnist for fashion_mnist).
+  config.source_dir = config_dict.placeholder(str)
+  # Random horizontal flips and translations by up to 4 pixels (the paper's CIFAR-10 recipe).
+  config.augment = False
 
   # Fraction of prunable weights removed by SNIP, in [0, 1); 0 trains the dense network.
   config.sparsity = 0.98
@@ -32,6 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.prune_biases = False
   # Examples in the single mini-batch the connection sensitivity is computed on.
   config.score_batch_size = 100
+  # Batch norm while scoring: 'inference' normalises with the freshly initialised running
+  # statistics (mean 0, variance 1), as the authors' code does; 'train' uses the statistics of
+  # the scoring batch. No effect on models without batch norm.
+  config.score_bn_mode = "inference"
 
   # Optimizer: 'sgd' (with config.momentum) or 'adam'. Paper: SGD, momentum 0.9.
   config.optimizer = "sgd"

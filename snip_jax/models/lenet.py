@@ -6,18 +6,9 @@ Inputs are NHWC images; outputs are logits ``[batch, num_classes]``.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import linen as nn
 
-
-def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
-  """2x2 max pooling with stride 2 on even spatial sizes.
-
-  A reshape followed by ``max`` computes the same thing as ``nn.max_pool(x, (2, 2), (2, 2))``
-  with a much cheaper backward pass on XLA:CPU (see ../shared/PERF-NOTES.md).
-  """
-  b, h, w, c = x_BxHxWxC.shape
-  return jnp.max(x_BxHxWxC.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+from snip_jax.models.layers import max_pool_2x2
 
 
 class LeNet300100(nn.Module):
