@@ -9,9 +9,6 @@ rewritten from that file (never typed by hand).
 """
 
 import json
-import os
-import platform
-import re
 import sys
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).parent))
 from configs import lenet300_fashion_mnist
+from report import machine, replace_block
 
 from snip_jax import train
 
@@ -27,7 +25,6 @@ _OUT = flags.DEFINE_string("out", str(ROOT / "results" / "default"), "Output dir
 _README = flags.DEFINE_string("readme", str(ROOT / "README.md"), "README to update.")
 
 RUNS = {"snip98": 0.98, "dense": 0.0}
-START, END = "<!-- default-results:start -->", "<!-- default-results:end -->"
 KEYS = (
   "sparsity",
   "num_kept",
@@ -67,7 +64,7 @@ def main(argv):
   out = Path(_OUT.value)
   results = {
     "command": "python experiments/default_results.py",
-    "machine": f"a {os.cpu_count()}-core {platform.machine()} CPU ({platform.system()})",
+    "machine": machine(),
     "runs": {},
   }
   for name, sparsity in RUNS.items():
@@ -79,13 +76,7 @@ def main(argv):
     results["runs"][name] = {"command": command, **{k: summary[k] for k in KEYS}}
   (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
-  readme = Path(_README.value)
-  text = readme.read_text()
-  block = f"{START}\n{table(results)}\n{END}"
-  new_text, count = re.subn(re.escape(START) + ".*?" + re.escape(END), block, text, flags=re.S)
-  if count != 1:
-    raise SystemExit(f"{readme} needs exactly one {START} ... {END} block.")
-  readme.write_text(new_text)
+  replace_block(Path(_README.value), "default-results", table(results))
   print(table(results))
 
 
