@@ -90,8 +90,7 @@ DATASETS: dict[str, DatasetSpec] = {
     default_source_dirs=("/usr/share/datasets/cifar-10", "~/.keras/datasets"),
     install_hint="download cifar-10-python.tar.gz or cifar-10-binary.tar.gz from "
     "https://www.cs.toronto.edu/~kriz/cifar.html (on any machine) into "
-    "/usr/share/datasets/cifar-10 (searched by default), or point --config.source_dir at the "
-    "folder holding it",
+    "/usr/share/datasets/cifar-10 (searched by default)",
     label_names=(
       "airplane",
       "automobile",
