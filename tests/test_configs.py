@@ -16,7 +16,7 @@ import pytest
 from helpers import run_cli, write_cifar10, write_mnist_like
 from test_models import COUNTS
 
-from snip_jax import data, train
+from snip_jax import data, models, train
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -41,7 +41,7 @@ def tiny_data_dir(tmp_path_factory) -> str:
 
 
 def test_there_is_a_config_per_paper_row():
-  rows = {f"{name}_{spec.paper_dataset}" for name, spec in train.models.MODELS.items()}
+  rows = {f"{name}_{spec.paper_dataset}" for name, spec in models.MODELS.items()}
   assert rows <= set(CONFIGS)
 
 
