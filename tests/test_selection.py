@@ -1,4 +1,4 @@
-"""Global top-κ selection: exact κ, ties, determinism, bad input."""
+"""Top-κ selection: exact κ for every distribution, ties, the guard, `within`, bad input."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +7,7 @@ import pytest
 from helpers import random_params
 
 from snip_jax import count_prunable, num_kept, sparsity, top_k_mask
+from snip_jax.selection import DISTRIBUTIONS, layer_budgets
 
 
 def kept(mask) -> int:
@@ -102,3 +103,261 @@ def test_non_finite_scores_are_refused(bad_value):
 def test_no_prunable_leaves_is_an_error():
   with pytest.raises(ValueError, match="No prunable leaves"):
     top_k_mask({"bias": jnp.ones(3)}, 0.5)
+
+
+# --- Per-layer distributions, the minimum-kept guard and `within`. ---
+
+MLP_SIZES = ((40, 30), (30, 20), (20, 10))
+
+
+def kept_per_leaf(mask) -> list[int]:
+  return [int(jnp.sum(m)) for m in jax.tree.leaves(mask) if m.ndim >= 2]
+
+
+def prunable_pairs(scores, mask):
+  """(scores, kept) numpy pairs of the prunable leaves, in tree order."""
+  return [
+    (np.asarray(s), np.asarray(m))
+    for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(mask), strict=True)
+    if s.ndim >= 2
+  ]
+
+
+def mlp_scores(kind: str, seed: int = 7):
+  params = random_params(jax.random.key(seed), sizes=MLP_SIZES)
+  key = jax.random.key(seed + 1)
+  if kind == "normal":  # Signed, like GraSP scores.
+    return jax.tree.map(lambda p: jax.random.normal(key, p.shape), params)
+  return jax.tree.map(  # Integer-valued: heavy ties.
+    lambda p: jax.random.randint(key, p.shape, -2, 3).astype(jnp.float32), params
+  )
+
+
+@pytest.mark.parametrize("target", [0.0, 0.1, 0.5, 0.9, 0.98, 0.999])
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+@pytest.mark.parametrize("kind", ["normal", "ties"])
+def test_exact_kappa_every_distribution(target, distribution, kind):
+  scores = mlp_scores(kind)
+  n = count_prunable(scores)
+  mask = top_k_mask(scores, target, distribution=distribution)
+  assert kept(mask) == num_kept(n, target)
+  assert all(bool(jnp.all(m)) for m in jax.tree.leaves(mask) if m.ndim == 1)  # Biases.
+  if distribution != "global":
+    shapes = [s.shape for s in jax.tree.leaves(scores) if s.ndim >= 2]
+    assert kept_per_leaf(mask) == layer_budgets(shapes, target, distribution)
+    for s, m in prunable_pairs(scores, mask):  # Each leaf keeps its own best.
+      if m.any() and not m.all():
+        assert s[m].min() >= s[~m].max()
+
+
+def test_uniform_literal_budgets():
+  scores = {
+    "a": {"kernel": jnp.arange(10.0).reshape(2, 5)},
+    "b": {"kernel": -jnp.arange(6.0).reshape(3, 2)},  # Negative: the largest is 0.
+    "c": {"kernel": jnp.array([[0.5, 0.1], [0.4, 0.2]])},
+  }
+  # 20 prunable, keep 6 at density 0.3: targets 3, 1.8, 1.2 -> floors 3, 1, 1, the spare one
+  # goes to the largest remainder (0.8, leaf 'b').
+  mask = top_k_mask(scores, 0.7, distribution="uniform")
+  assert kept_per_leaf(mask) == [3, 2, 1]
+  np.testing.assert_array_equal(mask["a"]["kernel"], [[0, 0, 0, 0, 0], [0, 0, 1, 1, 1]])
+  np.testing.assert_array_equal(mask["b"]["kernel"], [[1, 1], [0, 0], [0, 0]])
+  np.testing.assert_array_equal(mask["c"]["kernel"], [[1, 0], [0, 0]])
+
+
+def test_uniform_equal_remainders_go_in_tree_order():
+  shapes = [(2, 2)] * 3
+  # 12 prunable, keep round(0.4 * 12) = 5: each target 5/3; the two spare ones go to the first.
+  assert layer_budgets(shapes, 0.6, "uniform") == [2, 2, 1]
+  assert layer_budgets(shapes, 0.5, "uniform") == [2, 2, 2]
+  assert layer_budgets(shapes, 0.0, "uniform") == [4, 4, 4]
+
+
+def test_erk_literal_budgets_with_a_dense_capped_layer():
+  shapes = [(100, 100), (100, 10)]  # ERK weights ε·sum(shape): 200 and 110.
+  # Keep 1100: 1100·200/310 = 709.68, 1100·110/310 = 390.32 -> 710 and 390.
+  assert layer_budgets(shapes, 0.9, "erk") == [710, 390]
+  # Keep 5500: uncapped the small layer would get 1951.6 > 1000, so it is dense and the
+  # large layer takes the other 4500.
+  assert layer_budgets(shapes, 0.5, "erk") == [4500, 1000]
+
+
+def test_erk_conv_budgets():
+  shapes = [(3, 3, 3, 16), (3, 3, 16, 32), (512, 10)]  # Sizes 432, 4608, 5120; sums 25, 54, 522.
+  # Keep 1016 of 10160: 25400/601 = 42.26, 54864/601 = 91.29, 530352/601 = 882.45.
+  assert layer_budgets(shapes, 0.9, "erk") == [42, 91, 883]
+  # Keep 8128: the dense layer caps at 5120, then the first conv caps at 432, the rest 2576.
+  assert layer_budgets(shapes, 0.2, "erk") == [432, 2576, 5120]
+  for target in (0.0, 0.3, 0.5, 0.9, 0.99, 0.999):
+    budgets = layer_budgets(shapes, target, "erk")
+    assert sum(budgets) == num_kept(10160, target)
+    assert all(0 <= b <= np.prod(s) for b, s in zip(budgets, shapes, strict=True))
+  # Densities follow sum(shape) / prod(shape): the middle conv, lowest at 54/4608, is sparsest.
+  first, middle, last = layer_budgets(shapes, 0.9, "erk")
+  assert middle / 4608 < first / 432 < last / 5120
+
+
+def test_erk_mask_matches_budgets_on_a_conv_tree():
+  key = jax.random.key(11)
+  scores = {
+    "conv": {"kernel": jax.random.normal(key, (3, 3, 3, 16)), "bias": jnp.zeros(16)},
+    "dense": {"kernel": jax.random.uniform(key, (512, 10))},
+  }
+  mask = top_k_mask(scores, 0.9, distribution="erk")
+  assert kept_per_leaf(mask) == layer_budgets([(3, 3, 3, 16), (512, 10)], 0.9, "erk")
+
+
+def collapsing_scores():
+  """An MLP whose last layer scores so low that a global top-κ at 0.98 keeps none of it."""
+  scores = mlp_scores("normal")
+  scores["Dense_2"]["kernel"] = jnp.abs(scores["Dense_2"]["kernel"]) * 1e-3 - 10.0
+  return scores
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_min_kept_guard_prevents_collapse(distribution):
+  scores = collapsing_scores()
+  n = count_prunable(scores)
+  if distribution == "global":
+    assert kept_per_leaf(top_k_mask(scores, 0.98))[2] == 0  # Collapses without the guard.
+  mask = top_k_mask(scores, 0.98, distribution=distribution, min_kept_per_layer=8)
+  assert kept(mask) == num_kept(n, 0.98) == 40
+  assert min(kept_per_leaf(mask)) >= 8
+  for s, m in prunable_pairs(scores, mask):
+    assert s[m].min() >= s[~m].max()  # The reserved ones are that layer's best.
+
+
+def test_min_kept_guard_global_literal():
+  scores = {
+    "a": {"kernel": jnp.array([[4.0, 3.0], [2.0, 1.0]])},
+    "b": {"kernel": jnp.zeros((2, 2))},
+  }
+  # Keep 3: plain global takes 4, 3, 2; with one reserved per leaf it takes 4, 3 and b's first.
+  mask = top_k_mask(scores, 0.625, min_kept_per_layer=1)
+  np.testing.assert_array_equal(mask["a"]["kernel"], [[1, 1], [0, 0]])
+  np.testing.assert_array_equal(mask["b"]["kernel"], [[1, 0], [0, 0]])
+
+
+def test_min_kept_larger_than_a_layer_keeps_it_whole():
+  shapes = [(2, 2), (10, 10)]
+  assert layer_budgets(shapes, 0.9, "erk", min_kept_per_layer=6) == [4, 6]
+  assert layer_budgets(shapes, 0.9, "uniform", min_kept_per_layer=0) == [0, 10]
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_min_kept_beyond_kappa_is_an_error(distribution):
+  scores = mlp_scores("normal")  # 2000 prunable: keep 40 at 0.98, but 3 layers x 20 = 60.
+  with pytest.raises(ValueError, match=r"60 .* κ=40.*lower min_kept_per_layer or the sparsity"):
+    top_k_mask(scores, 0.98, distribution=distribution, min_kept_per_layer=20)
+  with pytest.raises(ValueError, match="lower min_kept_per_layer"):
+    layer_budgets([(40, 30), (30, 20), (20, 10)], 0.98, "uniform", min_kept_per_layer=20)
+
+
+def random_within(scores, seed: int = 5):
+  key = jax.random.key(seed)
+  return jax.tree.map(lambda s: jax.random.bernoulli(key, 0.5, s.shape), scores)
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+@pytest.mark.parametrize("min_kept", [0, 5])
+def test_within_only_keeps_candidates(distribution, min_kept):
+  scores = mlp_scores("ties")
+  within = random_within(scores)
+  n = count_prunable(scores)
+  for target in (0.6, 0.9, 0.99):
+    mask = top_k_mask(
+      scores, target, distribution=distribution, min_kept_per_layer=min_kept, within=within
+    )
+    assert kept(mask) == num_kept(n, target)
+    for (s, m), w in zip(prunable_pairs(scores, mask), jax.tree.leaves(within)[1::2], strict=True):
+      w = np.asarray(w)
+      assert not (m & ~w).any()
+      assert m.sum() >= min(min_kept, w.sum())
+      if distribution != "global" and m.any() and (w & ~m).any():
+        assert s[m].min() >= s[w & ~m].max()
+
+
+def test_within_caps_per_layer_budgets_at_the_candidates():
+  scores = {"a": {"kernel": jnp.ones((2, 2))}, "b": {"kernel": jnp.ones((2, 2))}}
+  within = {
+    "a": {"kernel": jnp.array([[True, False], [False, False]])},
+    "b": {"kernel": jnp.ones((2, 2), bool)},
+  }
+  # Keep 4 at density 1/2: 'a' has one candidate, so 'b' takes the other three.
+  mask = top_k_mask(scores, 0.5, distribution="uniform", within=within)
+  np.testing.assert_array_equal(mask["a"]["kernel"], [[True, False], [False, False]])
+  assert kept_per_leaf(mask) == [1, 3]
+
+
+def test_within_with_fewer_candidates_than_kappa_is_an_error():
+  scores = {"kernel": jnp.ones((4, 4))}
+  within = {"kernel": jnp.eye(4, dtype=bool)}
+  with pytest.raises(ValueError, match="`within` allows only 4 of the 16"):
+    top_k_mask(scores, 0.5, within=within)
+  mask = top_k_mask(scores, 0.75, within=within)  # Keep exactly the 4 candidates.
+  np.testing.assert_array_equal(mask["kernel"], np.eye(4, dtype=bool))
+
+
+def test_within_must_match_the_scores_tree():
+  scores = {"kernel": jnp.ones((4, 4))}
+  with pytest.raises(ValueError, match="shape"):
+    top_k_mask(scores, 0.5, within={"kernel": jnp.ones((4, 3), bool)})
+  with pytest.raises(ValueError, match="does not match"):
+    top_k_mask(scores, 0.5, within={"w": jnp.ones((4, 4), bool)})
+
+
+def test_non_finite_check_ignores_within():
+  scores = {"kernel": jnp.ones((3, 3)).at[0, 0].set(jnp.nan)}
+  within = {"kernel": jnp.ones((3, 3), bool).at[0, 0].set(False)}
+  with pytest.raises(ValueError, match="NaN or infinite"):
+    top_k_mask(scores, 0.5, within=within)
+
+
+def reference_global_mask(scores, target):
+  """Global top-κ by np.lexsort: largest score first, then lower flat index."""
+  flat = np.concatenate([np.ravel(s) for s in jax.tree.leaves(scores) if s.ndim >= 2])
+  order = np.lexsort((np.arange(flat.size), -flat))
+  keep = np.zeros(flat.size, bool)
+  keep[order[: num_kept(flat.size, target)]] = True
+  return keep
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_global_default_matches_lexsort_reference(seed):
+  scores = mlp_scores("ties", seed=seed)
+  for target in (0.0, 0.5, 0.9, 0.98):
+    mask = top_k_mask(scores, target)
+    flat_mask = np.concatenate([np.ravel(m) for m in jax.tree.leaves(mask) if m.ndim >= 2])
+    np.testing.assert_array_equal(flat_mask, reference_global_mask(scores, target))
+    same = top_k_mask(scores, target, distribution="global", min_kept_per_layer=0, within=None)
+    jax.tree.map(np.testing.assert_array_equal, mask, same)
+
+
+def test_low_precision_scores_are_selected_in_float32():
+  scores = mlp_scores("normal")
+  mask = top_k_mask(jax.tree.map(lambda s: s.astype(jnp.bfloat16), scores), 0.9)
+  reference = top_k_mask(
+    jax.tree.map(lambda s: s.astype(jnp.bfloat16).astype(jnp.float32), scores), 0.9
+  )
+  jax.tree.map(np.testing.assert_array_equal, mask, reference)
+
+
+@pytest.mark.parametrize("bad", ["random", "ERK", None, 1])
+def test_unknown_distribution_is_an_error(bad):
+  with pytest.raises(
+    ValueError, match=r"distribution must be one of \('global', 'uniform', 'erk'\)"
+  ):
+    top_k_mask({"kernel": jnp.ones((3, 3))}, 0.5, distribution=bad)
+
+
+def test_layer_budgets_refuses_global():
+  with pytest.raises(ValueError, match="use top_k_mask"):
+    layer_budgets([(3, 3)], 0.5, "global")
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True, None])
+def test_bad_min_kept_is_an_error(bad):
+  with pytest.raises(ValueError, match="min_kept_per_layer must be a non-negative int"):
+    top_k_mask({"kernel": jnp.ones((3, 3))}, 0.5, min_kept_per_layer=bad)
+  with pytest.raises(ValueError, match="min_kept_per_layer must be a non-negative int"):
+    layer_budgets([(3, 3)], 0.5, "erk", min_kept_per_layer=bad)
