@@ -6,7 +6,9 @@ Every other module goes through the functions here, so each fact lives in one pl
 
 * :func:`kernels` / :func:`kernels_and_biases` decide which leaves are prunable;
 * :func:`apply_mask` zeroes pruned coordinates;
-* :func:`sparsity` and :func:`layer_summary` measure a mask or a set of params;
+* :func:`sparsity` and :func:`layer_summary` measure a mask or a set of params
+  (:func:`layer_sparsities` flattens it into a dict for a metrics logger);
+* :func:`overlap` compares two masks (intersection over union, per layer and in total);
 * :func:`save_mask` / :func:`load_mask` store a mask as ``.npz`` keyed by tree path.
 """
 
@@ -140,6 +142,45 @@ def sparsity(tree: PyTree, filter_fn: FilterFn = kernels) -> float:
   if size == 0:
     raise ValueError("The tree has no prunable leaves under this filter_fn.")
   return 1.0 - sum(r["kept"] for r in rows) / size
+
+
+def layer_sparsities(tree: PyTree, filter_fn: FilterFn = kernels) -> dict[str, float]:
+  """``{'sparsity/<layer>': ..., 'sparsity/total': ...}``: :func:`layer_summary` as a flat
+  dict of floats, ready for a metrics logger."""
+  rows = layer_summary(tree, filter_fn)
+  result = {f"sparsity/{r['name']}": r["sparsity"] for r in rows}
+  result["sparsity/total"] = sparsity(tree, filter_fn)
+  return result
+
+
+def overlap(mask_a: PyTree, mask_b: PyTree, filter_fn: FilterFn = kernels) -> dict[str, Any]:
+  """How far two masks of the same params agree on the kept connections.
+
+  Intersection over union of the kept sets (1.0: identical; two random masks at density ``d``
+  score about ``d / (2 - d)``). Layers where both masks keep nothing count as identical.
+
+  Returns:
+    ``{'total': iou, 'per_layer': {name: iou}, 'intersection': int, 'union': int}``, over the
+    prunable leaves.
+
+  Raises:
+    ValueError: if the two masks differ in structure or shapes.
+  """
+  check_mask(mask_a, mask_b)
+  per_layer, inter_total, union_total = {}, 0, 0
+  for (path, a), b in zip(jax.tree.leaves_with_path(mask_a), jax.tree.leaves(mask_b), strict=True):
+    if not filter_fn(path, a):
+      continue
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    inter, union = int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b))
+    per_layer[path_name(path)] = inter / union if union else 1.0
+    inter_total, union_total = inter_total + inter, union_total + union
+  return {
+    "total": inter_total / union_total if union_total else 1.0,
+    "per_layer": per_layer,
+    "intersection": inter_total,
+    "union": union_total,
+  }
 
 
 def format_layer_summary(rows: Sequence[dict[str, Any]]) -> str:

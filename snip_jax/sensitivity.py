@@ -4,6 +4,8 @@ The network computes with ``c ⊙ w``; the sensitivity of connection ``j`` is
 ``s_j = |g_j| / Σ_k |g_k|`` with ``g = ∂L/∂c`` at ``c = 1``. We take exactly that derivative: one
 ``jax.grad`` of the user's loss with respect to a mask pytree of ones multiplied into the params,
 so the model code needs no change. (At ``c = 1`` it equals ``w ⊙ ∂L/∂w``; the tests check this.)
+
+Iterative pruning rescores a pruned network: the same derivative taken at ``c = mask``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def connection_sensitivity(
   *args: Any,
   filter_fn: masks.FilterFn = masks.kernels,
   normalize: bool = True,
+  mask: PyTree | None = None,
 ) -> PyTree:
   """SNIP scores of every prunable connection.
 
@@ -35,6 +38,9 @@ def connection_sensitivity(
     filter_fn: which leaves are prunable (see :mod:`snip_jax.masks`).
     normalize: divide by the sum over all prunable connections, as in the paper. Selection is
       invariant to it; leave it on to get the paper's ``s_j``.
+    mask: where to take the derivative: ``c = mask`` (a mask shaped like ``params``, e.g. the
+      current mask of an iteratively pruned network) instead of ``c = 1``. The loss then sees
+      the pruned network ``w ⊙ mask``.
 
   Returns:
     A pytree shaped like ``params`` of non-negative float32 scores. Non-prunable leaves are
@@ -45,8 +51,12 @@ def connection_sensitivity(
   def loss_of_mask(c):
     return loss_fn(jax.tree.map(lambda w, ci: w * ci.astype(w.dtype), params, c), *args)
 
-  ones = jax.tree.map(lambda p: jnp.ones(jnp.shape(p), jnp.float32), params)
-  grads = jax.grad(loss_of_mask)(ones)
+  if mask is None:
+    c = jax.tree.map(lambda p: jnp.ones(jnp.shape(p), jnp.float32), params)
+  else:
+    masks.check_mask(params, mask)
+    c = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), mask)
+  grads = jax.grad(loss_of_mask)(c)
   scores = jax.tree.map(lambda g, keep: jnp.abs(g) if keep else jnp.zeros_like(g), grads, prunable)
   if normalize:
     total = sum(jnp.sum(s) for s in jax.tree.leaves(scores))

@@ -12,9 +12,11 @@ from snip_jax import (
   count_prunable,
   format_layer_summary,
   kernels_and_biases,
+  layer_sparsities,
   layer_summary,
   load_mask,
   ones_like,
+  overlap,
   save_mask,
   sparsity,
 )
@@ -88,3 +90,38 @@ def test_save_load_round_trip_and_mismatch(tmp_path):
     load_mask(path, random_params(jax.random.key(0)))
   with pytest.raises(ValueError, match="entries the params lack"):
     load_mask(path, {"Dense_0": params["Dense_0"]})
+  wider = {**params, "Dense_1": {**params["Dense_1"], "kernel": jnp.ones((1, 4))}}
+  with pytest.raises(ValueError, match=r"'Dense_1/kernel' has shape \(1, 3\) but the param"):
+    load_mask(path, wider)
+
+
+def test_overlap_is_iou_per_layer_and_in_total():
+  a = {
+    "l1": {"kernel": jnp.array([[True, True], [False, False]]), "bias": jnp.ones(2, bool)},
+    "l2": {"kernel": jnp.array([[True], [False]]), "bias": jnp.ones(1, bool)},
+  }
+  b = {
+    "l1": {"kernel": jnp.array([[True, False], [True, False]]), "bias": jnp.zeros(2, bool)},
+    "l2": {"kernel": jnp.array([[False], [False]]), "bias": jnp.ones(1, bool)},
+  }
+  result = overlap(a, b)
+  # l1: {00, 01} vs {00, 10}: 1 shared of 3; l2: {0} vs {}: 0 of 1; total 1 of 4.
+  assert result["per_layer"] == {"l1/kernel": 1 / 3, "l2/kernel": 0.0}
+  assert result["total"] == 0.25 and (result["intersection"], result["union"]) == (1, 4)
+  assert overlap(a, a)["total"] == 1.0
+  empty = jax.tree.map(jnp.zeros_like, a)
+  assert overlap(empty, empty)["total"] == 1.0  # Both keep nothing: identical.
+  with pytest.raises(ValueError, match="Mask tree does not match"):
+    overlap(a, {"l1": a["l1"]})
+
+
+def test_layer_sparsities_is_a_flat_dict_for_logging():
+  mask = {
+    "l1": {"kernel": jnp.array([[True, False], [False, False]]), "bias": jnp.ones(2, bool)},
+    "l2": {"kernel": jnp.array([[True], [True]])},
+  }
+  assert layer_sparsities(mask) == {
+    "sparsity/l1/kernel": 0.75,
+    "sparsity/l2/kernel": 0.0,
+    "sparsity/total": 0.5,
+  }
