@@ -2,12 +2,18 @@
 
 The library API a user's own loop needs::
 
-  scores = snip_jax.connection_sensitivity(loss_fn, params, batch)   # one jax.grad
+  scores = snip_jax.connection_sensitivity(loss_fn, params, x, y)     # one jax.grad
   mask = snip_jax.top_k_mask(scores, sparsity=0.98)                   # exact global top-κ
   tx = snip_jax.masked(optax.sgd(0.1, momentum=0.9), mask)            # pruned weights stay 0
   params = snip_jax.apply_mask(params, mask)
+
+and for SNIP's baselines (``snip_jax.criteria``)::
+
+  task = snip_jax.Task(loss_fn=loss_fn, forward=forward, input_shape=(28, 28, 1))
+  mask = snip_jax.prune("synflow", params, 0.98, task, distribution="erk")
 """
 
+from snip_jax.criteria import CRITERIA, Task, has_path, prune, score
 from snip_jax.masks import (
   apply_mask,
   check_mask,
@@ -16,34 +22,45 @@ from snip_jax.masks import (
   format_layer_summary,
   kernels,
   kernels_and_biases,
+  layer_sparsities,
   layer_summary,
   load_mask,
   ones_like,
+  overlap,
   save_mask,
   sparsity,
 )
 from snip_jax.optim import MaskedState, masked
-from snip_jax.selection import num_kept, top_k_mask
+from snip_jax.selection import DISTRIBUTIONS, layer_budgets, num_kept, top_k_mask
 from snip_jax.sensitivity import connection_sensitivity
 
 __version__ = "0.1.0"
 
 __all__ = [
+  "CRITERIA",
+  "DISTRIBUTIONS",
   "MaskedState",
+  "Task",
   "apply_mask",
   "check_mask",
   "collapsed_layers",
   "connection_sensitivity",
   "count_prunable",
   "format_layer_summary",
+  "has_path",
   "kernels",
   "kernels_and_biases",
+  "layer_budgets",
+  "layer_sparsities",
   "layer_summary",
   "load_mask",
   "masked",
   "num_kept",
   "ones_like",
+  "overlap",
+  "prune",
   "save_mask",
+  "score",
   "sparsity",
   "top_k_mask",
 ]

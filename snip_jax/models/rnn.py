@@ -42,5 +42,11 @@ class RNNClassifier(nn.Module):
       recurrent_kernel_init=self.kernel_init,
       name=self.cell,
     )
-    outputs_BxTxH = nn.RNN(cell)(x_BxTxH)
+    # The zero initial state takes the dtype the cell computes in, so the same module also
+    # runs in float64 (SynFlow's scoring) where Flax's default float32 state would not match.
+    carry = jax.tree.map(
+      lambda c: c.astype(x_BxTxH.dtype),
+      cell.initialize_carry(jax.random.key(0), x_BxTxH[:, 0].shape),
+    )
+    outputs_BxTxH = nn.RNN(cell)(x_BxTxH, initial_carry=carry)
     return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="fc")(outputs_BxTxH[:, -1])

@@ -1,0 +1,393 @@
+"""Pruning-at-initialisation criteria: SNIP and the baselines it is compared with.
+
+Every criterion is a score function with one signature,
+``score_fn(params, mask, batch, key) -> scores`` (larger = keep), built from a :class:`Task`
+that says what it may look at: a loss for the data-driven criteria, a forward function for
+the data-free one. :func:`score` averages a criterion's scores over scoring batches;
+:func:`prune` turns scores into a mask through :func:`snip_jax.selection.top_k_mask` (exact κ,
+global or per-layer), in one shot or over several rounds.
+
+========================  ========================================================  ======
+name                      score of connection ``j`` (``θ = w ⊙ mask``)              rounds
+========================  ========================================================  ======
+``snip``                  ``|∂L/∂c_j|`` at ``c = mask`` (Lee et al. 2019), normalised  1
+``random``                uniform on [0, 1) from ``key``                            1
+``magnitude``             ``|w_j|``                                                 1
+``grasp``                 ``(θ ⊙ Hg)_j``, ``g = ∇L(θ)`` (Wang et al. 2020)          1
+``synflow``               ``θ̂_j ∂R/∂θ̂_j``, ``R = 1ᵀ f(|θ|, 1)`` (Tanaka et al. 2020)  100
+``iterative_snip``        SNIP of the pruned network, rescored each round             100
+                          (de Jorge et al. 2021, "Iter SNIP")
+========================  ========================================================  ======
+
+With several rounds the kept fraction shrinks exponentially to its target,
+``(1 - sparsity) ** (k / rounds)`` after round ``k``, and a connection pruned in one round stays
+pruned (selection is restricted to the previous mask). Any criterion can be iterated
+(``rounds=``); ``synflow`` and ``iterative_snip`` are iterated by default.
+
+Details that decide what the numbers mean:
+
+* **Several batches** (the paper's study of the scoring-set size): a criterion's score is the
+  mean of its single-batch scores, accumulated one batch at a time, so ``B`` batches never sit in
+  memory together. (For SNIP these are the normalised ``s_j`` of each batch.)
+* **GraSP** keeps the connections whose removal reduces gradient flow least. Wang et al. remove
+  the largest ``-θ ⊙ Hg``; we keep the largest ``θ ⊙ Hg``, the same ranking. ``Hg`` is a
+  Hessian-vector product, ``jax.jvp`` of ``jax.grad`` with tangent ``g``, never a Hessian. The
+  GraSP authors divide the logits by a temperature (200) in the loss; the CLI does the same
+  (``config.grasp_temperature``); a :class:`Task` takes the loss as given.
+* **SynFlow** is data-free: ``R`` is the sum of the outputs of the network with every parameter
+  replaced by its absolute value (masked), on one all-ones input; ``forward`` must run the model
+  deterministically (batch norm with its running statistics, no dropout). ``R`` is a product over
+  layers that overflows float32 for deep nets, so, like the authors' float64 code, it is computed
+  in float64 (``jax.enable_x64``) on CPU and GPU; TPUs lack float64, and there an overflow
+  surfaces as non-finite scores, which selection refuses with a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from snip_jax import masks, selection, sensitivity
+
+PyTree = Any
+#: ``score_fn(params, mask, batch, key) -> scores``: ``batch`` is a tuple of the loss's
+#: arguments after the params (``()`` for data-free criteria).
+ScoreFn = Callable[[PyTree, PyTree, tuple, jax.Array], PyTree]
+#: Scoring batches: a sequence of batches (each a tuple of ``loss_fn`` arguments) used in every
+#: round, or ``batches(round) -> iterable of batches``, called once per round (a generator keeps
+#: only one batch in memory at a time).
+Batches = Sequence[Any] | Callable[[int], Iterable[Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What a criterion may look at besides the params.
+
+  Attributes:
+    loss_fn: ``loss_fn(params, *batch) -> scalar``, e.g. the mean cross-entropy on a batch;
+      needed by ``snip``, ``grasp`` and ``iterative_snip``.
+    forward: ``forward(params, inputs) -> outputs``, the model in inference mode; needed by
+      ``synflow`` and by :func:`has_path`.
+    input_shape: the shape of one input example (no batch dimension), for ``forward``.
+  """
+
+  loss_fn: Callable[..., jax.Array] | None = None
+  forward: Callable[[PyTree, jax.Array], jax.Array] | None = None
+  input_shape: tuple[int, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+  """A registered criterion: how to build its score function and how it is run by default.
+
+  Attributes:
+    make_score_fn: ``make_score_fn(task, filter_fn) -> ScoreFn``, a compiled (``jax.jit``)
+      score function that returns zeros on non-prunable leaves; it is built once per
+      :func:`prune` or :func:`score` call and reused for every batch and round.
+    needs: the :class:`Task` fields it reads.
+    uses_batches: whether it reads scoring batches (data-free criteria ignore them).
+    rounds: default number of pruning rounds (1 = one shot).
+    float64: score in float64 where the backend has it (see the module docstring).
+  """
+
+  make_score_fn: Callable[[Task, masks.FilterFn], ScoreFn]
+  needs: tuple[str, ...]
+  uses_batches: bool
+  rounds: int = 1
+  float64: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# Score functions.
+
+
+def _only_prunable(tree: PyTree, filter_fn: masks.FilterFn) -> PyTree:
+  """Zeroes the non-prunable leaves of a score tree (they are not candidates)."""
+  return jax.tree.map_with_path(
+    lambda path, s: s if filter_fn(path, s) else jnp.zeros_like(s), tree
+  )
+
+
+def _snip(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
+  def score_fn(params, mask, batch, key):
+    del key
+    return sensitivity.connection_sensitivity(
+      task.loss_fn, params, *batch, filter_fn=filter_fn, mask=mask
+    )
+
+  return jax.jit(score_fn)
+
+
+@functools.partial(jax.jit, static_argnames="filter_fn")
+def _random_scores(params, mask, batch, key, *, filter_fn):
+  del mask, batch
+  leaves, treedef = jax.tree.flatten(params)
+  draws = [
+    jax.random.uniform(jax.random.fold_in(key, i), jnp.shape(leaf)) for i, leaf in enumerate(leaves)
+  ]
+  return _only_prunable(jax.tree.unflatten(treedef, draws), filter_fn)
+
+
+@functools.partial(jax.jit, static_argnames="filter_fn")
+def _magnitude_scores(params, mask, batch, key, *, filter_fn):
+  del mask, batch, key
+  return _only_prunable(jax.tree.map(lambda w: jnp.abs(w).astype(jnp.float32), params), filter_fn)
+
+
+# Criteria that read nothing but the params are compiled once per module, not per call.
+def _random(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
+  del task
+  return functools.partial(_random_scores, filter_fn=filter_fn)
+
+
+def _magnitude(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
+  del task
+  return functools.partial(_magnitude_scores, filter_fn=filter_fn)
+
+
+def _grasp(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
+  def score_fn(params, mask, batch, key):
+    del key
+    theta = masks.apply_mask(params, mask)
+
+    def grad_fn(p):
+      return jax.grad(task.loss_fn)(p, *batch)
+
+    # g is a constant direction: Hg = d/dε ∇L(θ + ε g) at ε = 0, one forward-over-reverse pass.
+    g = masks.apply_mask(jax.lax.stop_gradient(grad_fn(theta)), mask)
+    _, hg = jax.jvp(grad_fn, (theta,), (g,))
+    return _only_prunable(
+      jax.tree.map(lambda t, h: (t * h).astype(jnp.float32), theta, hg), filter_fn
+    )
+
+  return jax.jit(score_fn)
+
+
+def _synflow(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
+  def score_fn(params, mask, batch, key):
+    del batch, key
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    linear = jax.tree.map(lambda w, m: jnp.abs(w).astype(dtype) * m, params, mask)
+
+    def synaptic_flow(p):
+      return jnp.sum(task.forward(p, jnp.ones((1, *task.input_shape), dtype)))
+
+    grads = jax.grad(synaptic_flow)(linear)
+    scores = _only_prunable(jax.tree.map(jnp.multiply, linear, grads), filter_fn)
+    total = sum(jnp.sum(s) for s in jax.tree.leaves(scores))
+    # A network already cut in two (R = 0) scores 0 everywhere; keep it 0, not 0/0.
+    total = jnp.where(total > 0, total, 1)
+    return jax.tree.map(lambda s: (s / total).astype(jnp.float32), scores)
+
+  return jax.jit(score_fn)
+
+
+CRITERIA: dict[str, Criterion] = {
+  "snip": Criterion(_snip, needs=("loss_fn",), uses_batches=True),
+  "random": Criterion(_random, needs=(), uses_batches=False),
+  "magnitude": Criterion(_magnitude, needs=(), uses_batches=False),
+  "grasp": Criterion(_grasp, needs=("loss_fn",), uses_batches=True),
+  "synflow": Criterion(
+    _synflow, needs=("forward", "input_shape"), uses_batches=False, rounds=100, float64=True
+  ),
+  "iterative_snip": Criterion(_snip, needs=("loss_fn",), uses_batches=True, rounds=100),
+}
+
+
+def get_criterion(name: str) -> Criterion:
+  """The criterion called ``name``; raises ``ValueError`` naming the choices."""
+  try:
+    return CRITERIA[name]
+  except KeyError:
+    raise ValueError(f"Unknown criterion {name!r}; choose one of {sorted(CRITERIA)}.") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring and pruning.
+
+
+@jax.jit
+def _add(a: PyTree, b: PyTree) -> PyTree:
+  return jax.tree.map(jnp.add, a, b)
+
+
+def _precision(criterion: Criterion):
+  if criterion.float64 and jax.default_backend() != "tpu":
+    return jax.enable_x64(True)
+  return contextlib.nullcontext()
+
+
+def _check_task(name: str, criterion: Criterion, task: Task, batches, key) -> None:
+  missing = [field for field in criterion.needs if getattr(task, field) is None]
+  if missing:
+    raise ValueError(
+      f"Criterion {name!r} needs Task({', '.join(f'{f}=...' for f in missing)}); "
+      f"see snip_jax.criteria.Task."
+    )
+  if criterion.uses_batches and batches is None:
+    raise ValueError(f"Criterion {name!r} scores on data: pass batches=[(inputs, labels), ...].")
+  if name == "random" and key is None:
+    raise ValueError("Criterion 'random' needs key=jax.random.key(seed).")
+
+
+def _round_batches(batches: Batches, round_index: int) -> Iterable[Any]:
+  return batches(round_index) if callable(batches) else batches
+
+
+def _as_args(batch: Any) -> tuple:
+  return tuple(batch) if isinstance(batch, tuple | list) else (batch,)
+
+
+def _score(
+  name: str,
+  score_fn: ScoreFn,
+  params: PyTree,
+  mask: PyTree,
+  batches: Iterable[Any] | None,
+  key: jax.Array,
+) -> PyTree:
+  """One round: ``score_fn`` (jitted) on each batch, accumulated one batch at a time."""
+  criterion = CRITERIA[name]
+  with _precision(criterion):
+    if not criterion.uses_batches:
+      return score_fn(params, mask, (), key)
+    total, count = None, 0
+    for i, batch in enumerate(batches):
+      scores = score_fn(params, mask, _as_args(batch), jax.random.fold_in(key, i))
+      total = scores if total is None else _add(total, scores)
+      count += 1
+  if count == 0:
+    raise ValueError(f"Criterion {name!r} got no scoring batch: batches is empty.")
+  return total if count == 1 else jax.tree.map(lambda t: t / count, total)
+
+
+def score(
+  name: str,
+  params: PyTree,
+  task: Task,
+  *,
+  batches: Batches | None = None,
+  mask: PyTree | None = None,
+  key: jax.Array | None = None,
+  filter_fn: masks.FilterFn = masks.kernels,
+) -> PyTree:
+  """One round of criterion ``name``'s scores: the mean over ``batches`` of its batch scores.
+
+  Args:
+    name: a key of :data:`CRITERIA`.
+    params: the params at initialisation.
+    task: what the criterion may use (a loss, a forward function).
+    batches: scoring batches, each a tuple of ``task.loss_fn`` arguments after the params
+      (ignored by data-free criteria); a callable is called with round ``0``.
+    mask: score the network pruned to ``mask`` (default: unpruned).
+    key: randomness (``random`` needs it).
+    filter_fn: which leaves are prunable; the others score 0.
+
+  Returns:
+    A float32 score pytree shaped like ``params``; larger means more worth keeping.
+  """
+  criterion = get_criterion(name)
+  _check_task(name, criterion, task, batches, key)
+  mask = masks.ones_like(params) if mask is None else mask
+  masks.check_mask(params, mask)
+  key = jax.random.key(0) if key is None else key
+  round_batches = _round_batches(batches, 0) if criterion.uses_batches else None
+  score_fn = criterion.make_score_fn(task, filter_fn)
+  return _score(name, score_fn, params, mask, round_batches, jax.random.fold_in(key, 0))
+
+
+def schedule(sparsity: float, rounds: int) -> list[float]:
+  """Sparsity after each round: the kept fraction shrinks as ``(1 - sparsity) ** (k / rounds)``.
+
+  The last entry is ``sparsity`` exactly.
+  """
+  sparsity = selection.validate_sparsity(sparsity)
+  if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+    raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
+  return [1.0 - (1.0 - sparsity) ** (k / rounds) for k in range(1, rounds)] + [sparsity]
+
+
+def prune(
+  name: str,
+  params: PyTree,
+  sparsity: float,
+  task: Task,
+  *,
+  batches: Batches | None = None,
+  key: jax.Array | None = None,
+  rounds: int | None = None,
+  distribution: str = "global",
+  min_kept_per_layer: int = 0,
+  filter_fn: masks.FilterFn = masks.kernels,
+) -> PyTree:
+  """Scores with criterion ``name`` and selects exactly κ connections, in one or more rounds.
+
+  Args:
+    name: a key of :data:`CRITERIA`.
+    params: the params at initialisation.
+    sparsity: the final fraction of prunable connections removed, in ``[0, 1)``.
+    task: what the criterion may use (a loss, a forward function).
+    batches: scoring batches (see :data:`Batches`); a callable gets fresh batches each round.
+    key: randomness (``random`` needs it); round ``k`` uses ``fold_in(key, k)``.
+    rounds: pruning rounds (default: the criterion's, e.g. 100 for ``synflow``).
+    distribution: ``'global'``, ``'uniform'`` or ``'erk'`` (see :mod:`snip_jax.selection`).
+    min_kept_per_layer: keep at least this many connections in every prunable leaf.
+    filter_fn: which leaves are prunable.
+
+  Returns:
+    A ``bool`` mask pytree shaped like ``params``.
+  """
+  criterion = get_criterion(name)
+  _check_task(name, criterion, task, batches, key)
+  targets = schedule(sparsity, criterion.rounds if rounds is None else rounds)
+  key = jax.random.key(0) if key is None else key
+  score_fn = criterion.make_score_fn(task, filter_fn)  # Compiled once for all rounds.
+  mask = masks.ones_like(params)
+  for k, target in enumerate(targets):
+    round_batches = _round_batches(batches, k) if criterion.uses_batches else None
+    scores = _score(name, score_fn, params, mask, round_batches, jax.random.fold_in(key, k))
+    mask = selection.top_k_mask(
+      scores,
+      target,
+      filter_fn=filter_fn,
+      distribution=distribution,
+      min_kept_per_layer=min_kept_per_layer,
+      within=mask if k else None,
+    )
+  return mask
+
+
+def has_path(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) -> bool:
+  """Whether any input-to-output path survives in the network pruned to ``mask``.
+
+  Runs ``task.forward`` on one all-ones input with every kept prunable weight set to
+  ``1 / fan_in`` (a positive value; the scale avoids overflow), pruned ones to 0, biases to 0
+  and the other leaves (e.g. batch-norm scales) to their absolute values: with non-negative
+  weights and inputs, ReLU and max pooling pass signal exactly where a path exists, so the
+  output is non-zero iff one does. A layer that keeps connections but none on a path still cuts
+  the network; :func:`snip_jax.masks.collapsed_layers` names the layers that keep none.
+  """
+  if task.forward is None or task.input_shape is None:
+    raise ValueError("has_path needs Task(forward=..., input_shape=...).")
+  masks.check_mask(params, mask)
+
+  def weight(path, w, m):
+    if filter_fn(path, w):
+      fan_in = max(1, jnp.size(w) // jnp.shape(w)[-1])
+      return jnp.asarray(m, jnp.float32) / fan_in
+    if masks.path_name(path).rsplit("/", 1)[-1] == "bias":
+      return jnp.zeros_like(w)
+    return jnp.abs(w)
+
+  with _precision(CRITERIA["synflow"]):
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    weights = jax.tree.map_with_path(weight, params, mask)
+    weights = jax.tree.map(lambda w: w.astype(dtype), weights)
+    outputs = task.forward(weights, jnp.ones((1, *task.input_shape), dtype))
+    return bool(jnp.any(outputs > 0))
