@@ -1,4 +1,4 @@
-"""SNIP end to end: init -> score one batch -> global top-κ mask -> masked training -> results.
+"""SNIP end to end: init -> score -> exact top-κ mask -> masked training -> results.
 
 :func:`train_and_evaluate` is what ``experiments/train.py`` and the notebooks call. The pieces it
 is made of (:func:`create_train_state`, :func:`train_step`, :func:`eval_step`) are pure functions
@@ -7,8 +7,8 @@ a user can reuse. Results go to the workdir:
 * ``config.json``: the config of the run;
 * ``metrics.jsonl``: one line per epoch (epoch, train_loss, train_accuracy, val_accuracy, seconds);
 * ``mask.npz``: the mask, keyed by tree path;
-* ``summary.json``: model, dataset, target and measured sparsity, counts, test metrics, timings,
-  per-layer table.
+* ``summary.json``: model, dataset, criterion and how it ran, target and measured sparsity,
+  counts, layer collapse, test metrics, timings, per-layer table.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from flax import linen as nn
 from flax.training import train_state
 from tqdm import tqdm
 
-from snip_jax import data, masks, models, optim, selection, sensitivity
+from snip_jax import criteria, data, masks, models, optim, selection
 from snip_jax.init import get_initializer
 
 OPTIMIZERS = ("sgd", "adam")
@@ -66,16 +66,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   data.get_spec(config.dataset)
   get_initializer(config.init)
   selection.validate_sparsity(config.sparsity)
+  criteria.get_criterion(config.criterion)
+  if config.distribution not in selection.DISTRIBUTIONS:
+    raise ValueError(
+      f"Unknown distribution {config.distribution!r}; choose one of {selection.DISTRIBUTIONS}."
+    )
+  if config.prune_rounds is not None:
+    criteria.schedule(config.sparsity, config.prune_rounds)  # Checks the rounds.
   if config.score_bn_mode not in SCORE_BN_MODES:
     raise ValueError(
       f"Unknown score_bn_mode {config.score_bn_mode!r}; choose one of {SCORE_BN_MODES}."
     )
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}.")
-  for field in ("batch_size", "eval_batch_size", "score_batch_size", "num_epochs"):
+  for field in ("batch_size", "eval_batch_size", "score_batch_size", "score_batches", "num_epochs"):
     if not isinstance(config[field], int) or config[field] < 1:
       raise ValueError(f"config.{field} must be a positive integer, got {config[field]!r}.")
-  for field in ("learning_rate", "lr_decay_factor"):
+  if not isinstance(config.min_kept_per_layer, int) or config.min_kept_per_layer < 0:
+    raise ValueError(
+      f"config.min_kept_per_layer must be an integer >= 0, got {config.min_kept_per_layer!r}."
+    )
+  for field in ("learning_rate", "lr_decay_factor", "grasp_temperature"):
     if not config[field] > 0:
       raise ValueError(f"config.{field} must be positive, got {config[field]!r}.")
   if config.weight_decay < 0 or not 0 <= config.momentum < 1:
@@ -131,35 +142,51 @@ def filter_fn_for(config: ml_collections.ConfigDict) -> masks.FilterFn:
   return masks.kernels_and_biases if config.prune_biases else masks.kernels
 
 
-def make_score_fn(config, apply_fn):
-  """A jitted ``score(params, batch_stats, images, labels)``: SNIP's connection sensitivity.
+def scoring_loss(config, apply_fn, batch_stats):
+  """``loss(params, images, labels)``: the mean cross-entropy the data-driven criteria score.
 
-  One ``jax.grad`` of the mean cross-entropy w.r.t. a ones-mask (see
-  :func:`snip_jax.sensitivity.connection_sensitivity`). Batch norm runs as
-  ``config.score_bn_mode`` says; statistics it would update are discarded (scoring changes
-  nothing but the mask).
+  Batch norm runs as ``config.score_bn_mode`` says; statistics it would update are discarded
+  (scoring changes nothing but the mask). For ``grasp`` the logits are divided by
+  ``config.grasp_temperature``, as in the GraSP authors' code.
   """
-  filter_fn = filter_fn_for(config)
   train_mode = config.score_bn_mode == "train"
+  temperature = config.grasp_temperature if config.criterion == "grasp" else 1.0
+
+  def loss(params, images, labels):
+    logits, _ = forward(apply_fn, params, batch_stats, images, train=train_mode)
+    if temperature != 1.0:
+      logits = logits / temperature
+    return jnp.mean(cross_entropy(logits, labels))
+
+  return loss
+
+
+def make_task(config, apply_fn, batch_stats, input_shape) -> criteria.Task:
+  """What the criteria see: :func:`scoring_loss` and the model in inference mode."""
+  return criteria.Task(
+    loss_fn=scoring_loss(config, apply_fn, batch_stats),
+    forward=lambda params, x: forward(apply_fn, params, batch_stats, x, train=False)[0],
+    input_shape=tuple(input_shape),
+  )
+
+
+def make_score_fn(config, apply_fn):
+  """A jitted ``score(params, batch_stats, images, labels)``: SNIP's scores on one batch.
+
+  One ``jax.grad`` of :func:`scoring_loss` w.r.t. a ones-mask (see
+  :func:`snip_jax.sensitivity.connection_sensitivity`), for benchmarks and tests; runs use
+  :func:`prune_at_init`.
+  """
+  snip = criteria.get_criterion("snip")
+  filter_fn = filter_fn_for(config)
 
   def score(params, batch_stats, images, labels):
-    def batch_loss(params):
-      logits, _ = forward(apply_fn, params, batch_stats, images, train=train_mode)
-      return jnp.mean(cross_entropy(logits, labels))
-
-    return sensitivity.connection_sensitivity(batch_loss, params, filter_fn=filter_fn)
+    task = make_task(config, apply_fn, batch_stats, images.shape[1:])
+    return snip.make_score_fn(task, filter_fn)(
+      params, masks.ones_like(params), (images, labels), None
+    )
 
   return jax.jit(score)
-
-
-def snip_mask(config, apply_fn, params, images, labels, batch_stats=None):
-  """:func:`make_score_fn`'s scores on one batch, then the global top-κ at ``config.sparsity``.
-
-  Returns:
-    ``(mask, scores)``.
-  """
-  scores = make_score_fn(config, apply_fn)(params, batch_stats or {}, images, labels)
-  return selection.top_k_mask(scores, config.sparsity, filter_fn=filter_fn_for(config)), scores
 
 
 def create_train_state(
@@ -244,19 +271,51 @@ def _stop_if_not_finite(loss: float, step: int) -> None:
     )
 
 
+def scoring_batches(config, train_split: data.Split, score_key: jax.Array):
+  """``batches(round)``: ``config.score_batches`` random training batches for one round.
+
+  The examples of a round are drawn without replacement (round 0 from ``score_key``, round
+  ``k`` from ``fold_in(score_key, k)``) and cut into batches one at a time, so only one batch of
+  images is on the device at once.
+  """
+  size, count = config.score_batch_size, config.score_batches
+
+  def batches(round_index: int):
+    key = jax.random.fold_in(score_key, round_index) if round_index else score_key
+    idx = np.asarray(jax.random.choice(key, len(train_split), (count * size,), replace=False))
+    for b in range(count):
+      chosen = idx[b * size : (b + 1) * size]
+      yield jnp.asarray(train_split.images[chosen]), jnp.asarray(train_split.labels[chosen])
+
+  return batches
+
+
 def prune_at_init(
   config, apply_fn, params, batch_stats, train_split: data.Split, score_key: jax.Array
 ):
-  """SNIP on one random batch of the training split: returns ``(mask, seconds)``."""
+  """``config.criterion`` at ``config.sparsity`` on random training batches.
+
+  Returns:
+    ``(mask, task, seconds)``.
+  """
   t0 = time.perf_counter()
-  score_idx = np.asarray(
-    jax.random.choice(score_key, len(train_split), (config.score_batch_size,), replace=False)
+  task = make_task(config, apply_fn, batch_stats, train_split.images.shape[1:])
+  mask = criteria.prune(
+    config.criterion,
+    params,
+    config.sparsity,
+    task,
+    batches=scoring_batches(config, train_split, score_key),
+    # A stream of its own for the random criterion (the batches use score_key and its
+    # fold_ins).
+    key=jax.random.split(score_key)[0],
+    rounds=config.prune_rounds,
+    distribution=config.distribution,
+    min_kept_per_layer=config.min_kept_per_layer,
+    filter_fn=filter_fn_for(config),
   )
-  images = jnp.asarray(train_split.images[score_idx])
-  labels = jnp.asarray(train_split.labels[score_idx])
-  mask, _ = snip_mask(config, apply_fn, params, images, labels, batch_stats)
   mask = jax.block_until_ready(mask)
-  return mask, time.perf_counter() - t0
+  return mask, task, time.perf_counter() - t0
 
 
 def _train_epoch(
@@ -293,11 +352,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   validate_config(config)
   splits, num_classes = data.load_dataset(config.dataset, config.data_dir, config.source_dir)
   train_split = splits["train"]
-  for field in ("batch_size", "score_batch_size"):
-    if config[field] > len(train_split):
-      raise ValueError(
-        f"config.{field}={config[field]} exceeds the {len(train_split)} training examples."
-      )
+  if config.batch_size > len(train_split):
+    raise ValueError(
+      f"config.batch_size={config.batch_size} exceeds the {len(train_split)} training examples."
+    )
+  if config.score_batch_size * config.score_batches > len(train_split):
+    raise ValueError(
+      f"config.score_batch_size * config.score_batches = "
+      f"{config.score_batch_size * config.score_batches} scoring examples exceed the "
+      f"{len(train_split)} training examples; lower one of them."
+    )
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, "config.json"), config.to_dict())
   print(f"Config:\n{config}", flush=True)
@@ -308,24 +372,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   variables = jax.jit(model.init)(init_key, jnp.asarray(train_split.images[:1]))
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
 
-  mask, prune_seconds = prune_at_init(
+  mask, task, prune_seconds = prune_at_init(
     config, model.apply, params, batch_stats, train_split, score_key
   )
   masks.save_mask(os.path.join(workdir, "mask.npz"), mask)
   filter_fn = filter_fn_for(config)
   per_layer = masks.layer_summary(mask, filter_fn)
   collapsed = masks.collapsed_layers(per_layer)
+  connected = criteria.has_path(task, params, mask, filter_fn)
   print(
-    f"SNIP pruning ({prune_seconds:.2f} s), target sparsity {config.sparsity:.2%}:\n"
-    + masks.format_layer_summary(per_layer),
+    f"{config.criterion} pruning ({prune_seconds:.2f} s), {config.distribution} selection, "
+    f"target sparsity {config.sparsity:.2%}:\n" + masks.format_layer_summary(per_layer),
     flush=True,
   )
-  if collapsed:
+  if collapsed or not connected:
     print(
-      f"WARNING: layer collapse: {len(collapsed)} layer(s) kept no connection at all, so no "
-      f"signal passes through them: {', '.join(collapsed)}. Lower config.sparsity.",
+      f"WARNING: layer collapse: {len(collapsed)} layer(s) kept no connection at all "
+      f"({', '.join(collapsed) or 'none'}); a path from input to output "
+      f"{'survives' if connected else 'no longer exists'}. Lower config.sparsity or set "
+      "config.min_kept_per_layer.",
       flush=True,
     )
+  if config.reinit_after_pruning:
+    # Score one initialisation, train another (as the authors' code does): the mask is kept,
+    # the weights are drawn afresh with an independent key.
+    fresh = jax.jit(model.init)(
+      jax.random.fold_in(init_key, 1), jnp.asarray(train_split.images[:1])
+    )
+    params = fresh["params"]
 
   state = create_train_state(
     model, params, mask, make_optimizer(config), step_key, batch_stats=batch_stats
@@ -371,7 +445,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = {
     "model": config.model,
     "dataset": config.dataset,
-    "criterion": "snip",
+    "criterion": config.criterion,
+    "distribution": config.distribution,
+    "prune_rounds": config.prune_rounds or criteria.get_criterion(config.criterion).rounds,
+    "score_examples": config.score_batch_size * config.score_batches,
+    "reinit_after_pruning": config.reinit_after_pruning,
     "seed": config.seed,
     "target_sparsity": config.sparsity,
     "sparsity": masks.sparsity(final_params, filter_fn),
@@ -379,6 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     "num_prunable": masks.count_prunable(final_params, filter_fn),
     "num_kept": sum(r["kept"] for r in per_layer),
     "collapsed_layers": collapsed,
+    "input_output_path": connected,
     "test_accuracy": test_accuracy,
     "test_loss": test_loss,
     "val_accuracy": record["val_accuracy"],

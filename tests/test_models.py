@@ -153,7 +153,9 @@ def test_score_bn_mode():
   labels = jnp.arange(8) % 10
   variables = model.init(jax.random.key(1), images)
   params, stats = variables["params"], variables["batch_stats"]
-  config = ml_collections.ConfigDict({"prune_biases": False, "score_bn_mode": "inference"})
+  config = ml_collections.ConfigDict(
+    {"prune_biases": False, "score_bn_mode": "inference", "criterion": "snip"}
+  )
   inference = train.make_score_fn(config, model.apply)(params, stats, images, labels)
   config.score_bn_mode = "train"
   batch = train.make_score_fn(config, model.apply)(params, stats, images, labels)

@@ -18,7 +18,10 @@ def test_readme_example_runs_and_prunes(capsys):
   namespace = {}
   exec(compile(code, str(README), "exec"), namespace)
 
-  params, mask = namespace["params"], namespace["mask"]
-  assert snip_jax.sparsity(mask) == np.float64(1 - 5_324 / 266_200)
+  params, mask, synflow = namespace["params"], namespace["mask"], namespace["synflow"]
+  assert snip_jax.sparsity(mask) == snip_jax.sparsity(synflow) == np.float64(1 - 5_324 / 266_200)
   assert snip_jax.sparsity(params) == snip_jax.sparsity(mask)  # Still exactly zero after a step.
-  assert "total" in capsys.readouterr().out
+  iou = snip_jax.overlap(mask, synflow)["total"]
+  assert 0 < iou < 1
+  out = capsys.readouterr().out
+  assert out.startswith(str(iou)) and "'sparsity/total': 0.98" in out

@@ -32,6 +32,12 @@ def config(**overrides):
     ({"init": "ones"}, "Unknown init 'ones'"),
     ({"batch_size": 0}, "batch_size must be a positive integer"),
     ({"score_bn_mode": "eval"}, "Unknown score_bn_mode 'eval'"),
+    ({"criterion": "snap"}, "Unknown criterion 'snap'"),
+    ({"distribution": "layerwise"}, "Unknown distribution 'layerwise'"),
+    ({"score_batches": 0}, "score_batches must be a positive integer"),
+    ({"prune_rounds": 0}, "rounds must be a positive integer"),
+    ({"min_kept_per_layer": -1}, "min_kept_per_layer must be an integer >= 0"),
+    ({"grasp_temperature": 0.0}, "grasp_temperature must be positive"),
   ],
 )
 def test_bad_config_fails_before_touching_the_workdir(tmp_path, overrides, match):
@@ -108,6 +114,83 @@ def test_lenet5_config_file_through_the_cli(tmp_path, tiny_mnist):
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["model"] == "lenet5" and summary["target_sparsity"] == 0.99
   assert summary["num_params"] == 431_080 and summary["num_kept"] == round(0.01 * 430_500)
+
+
+@pytest.mark.parametrize(
+  ("criterion", "distribution"),
+  [
+    ("snip", "erk"),
+    ("random", "uniform"),
+    ("magnitude", "global"),
+    ("grasp", "global"),
+    ("synflow", "erk"),
+    ("iterative_snip", "uniform"),
+  ],
+)
+def test_every_criterion_through_the_cli(tmp_path, tiny_mnist, criterion, distribution):
+  workdir = tmp_path / "run"
+  result = run_cli(
+    "--workdir",
+    str(workdir),
+    "--config.dataset=mnist",
+    f"--config.data_dir={tiny_mnist}",
+    "--config.num_epochs=1",
+    "--config.batch_size=20",
+    "--config.score_batch_size=20",
+    f"--config.criterion={criterion}",
+    f"--config.distribution={distribution}",
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"{criterion} pruning" in result.stdout
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert (summary["criterion"], summary["distribution"]) == (criterion, distribution)
+  assert summary["prune_rounds"] == (100 if criterion in ("synflow", "iterative_snip") else 1)
+  assert summary["num_kept"] == 5_324 and summary["sparsity"] == 1 - 5_324 / 266_200
+  per_layer = {r["name"]: r for r in summary["per_layer"]}
+  assert sum(r["kept"] for r in per_layer.values()) == 5_324
+  if distribution == "uniform":  # Every layer at 98% (up to one connection of rounding).
+    for r in per_layer.values():
+      assert abs(r["sparsity"] - 0.98) * r["size"] <= 1
+  for r in per_layer.values():
+    assert r["sparsity"] == 1 - r["kept"] / r["size"]
+
+
+def test_several_scoring_batches_a_guard_and_a_fresh_init(tmp_path, tiny_mnist, capsys):
+  # Magnitude pruning at a He init empties LeNet-300-100's first layer at 98%: its weights are
+  # the smallest (fan-in 784). The run warns, and the summary says no path is left.
+  collapsed = train.train_and_evaluate(
+    tiny_config(tiny_mnist, num_epochs=1, criterion="magnitude", sparsity=0.98),
+    str(tmp_path / "collapsed"),
+  )
+  assert collapsed["collapsed_layers"] == ["Dense_0/kernel"]
+  assert collapsed["input_output_path"] is False
+  assert "WARNING: layer collapse" in capsys.readouterr().out
+  guarded = train.train_and_evaluate(
+    tiny_config(
+      tiny_mnist, num_epochs=1, criterion="magnitude", sparsity=0.98, min_kept_per_layer=300
+    ),
+    str(tmp_path / "guarded"),
+  )
+  assert guarded["input_output_path"] is True and not guarded["collapsed_layers"]
+  assert min(r["kept"] for r in guarded["per_layer"]) == 300
+  assert guarded["num_kept"] == collapsed["num_kept"] == 5_324
+
+  batches = train.train_and_evaluate(
+    tiny_config(tiny_mnist, num_epochs=1, score_batches=3), str(tmp_path / "batches")
+  )
+  assert batches["score_examples"] == 60
+
+  # Score one init, train another: the same mask, different weights (so different results).
+  fresh_cfg = tiny_config(tiny_mnist, num_epochs=1, reinit_after_pruning=True)
+  same_cfg = tiny_config(tiny_mnist, num_epochs=1)
+  fresh = train.train_and_evaluate(fresh_cfg, str(tmp_path / "fresh"))
+  same = train.train_and_evaluate(same_cfg, str(tmp_path / "same"))
+  with np.load(tmp_path / "fresh" / "mask.npz") as a, np.load(tmp_path / "same" / "mask.npz") as b:
+    for k in a.files:
+      np.testing.assert_array_equal(a[k], b[k])
+  assert fresh["reinit_after_pruning"] and not same["reinit_after_pruning"]
+  assert fresh["test_loss"] != same["test_loss"]
+  assert fresh["sparsity"] == same["sparsity"] == 1 - round(0.1 * 266_200) / 266_200
 
 
 def test_layer_collapse_is_reported_and_stored(tmp_path, tiny_mnist, capsys):

@@ -29,12 +29,30 @@ def get_config() -> ml_collections.ConfigDict:
   # Random horizontal flips and translations by up to 4 pixels (the paper's CIFAR-10 recipe).
   config.augment = False
 
-  # Fraction of prunable weights removed by SNIP, in [0, 1); 0 trains the dense network.
+  # Pruning criterion, a name in snip_jax.criteria.CRITERIA: 'snip' (the paper), or the
+  # baselines 'random', 'magnitude', 'grasp', 'synflow', 'iterative_snip'.
+  config.criterion = "snip"
+  # Fraction of prunable weights removed, in [0, 1); 0 trains the dense network.
   config.sparsity = 0.98
+  # How the kept connections are spread over layers: 'global' (one top-k over all layers, the
+  # paper's choice), 'uniform' (every layer at `sparsity`) or 'erk' (Erdos-Renyi-Kernel).
+  config.distribution = "global"
+  # Keep at least this many connections in every prunable layer (0: no guard against collapse).
+  config.min_kept_per_layer = 0
+  # Pruning rounds with an exponential schedule; unset = the criterion's default (1 for
+  # one-shot criteria, 100 for 'synflow' and 'iterative_snip').
+  config.prune_rounds = config_dict.placeholder(int)
   # Also prune biases (the authors' TF code does); by default only kernels are prunable.
   config.prune_biases = False
-  # Examples in the single mini-batch the connection sensitivity is computed on.
+  # Examples per scoring batch (the paper's |D|), and how many batches the scores are averaged
+  # over (one batch at a time in memory); iterated criteria draw fresh batches each round.
   config.score_batch_size = 100
+  config.score_batches = 1
+  # GraSP divides the logits by this temperature while scoring (the GraSP authors' value).
+  config.grasp_temperature = 200.0
+  # Score one initialisation, then train an independent re-initialisation under its mask (as
+  # the authors' code does); False trains the scored weights.
+  config.reinit_after_pruning = False
   # Batch norm while scoring: 'inference' normalises with the freshly initialised running
   # statistics (mean 0, variance 1), as the authors' code does; 'train' uses the statistics of
   # the scoring batch. No effect on models without batch norm.
