@@ -97,21 +97,27 @@ def test_prune_biases_makes_every_lenet300_param_prunable(tmp_path, tiny_mnist):
   assert abs(summary["sparsity"] - 0.9) * 266_610 <= 1
 
 
-def test_lenet5_config_file_through_the_cli(tmp_path, tiny_mnist):
-  workdir = tmp_path / "run"
+def run_tiny_cli(workdir, data_dir, *flags, config_file=None):
+  """The CLI for one epoch on the tiny dataset; returns ``(stdout, summary)``."""
+  # absl wants --config before any --config.<field> override.
   result = run_cli(
-    "--config",
-    str(ROOT / "experiments" / "configs" / "lenet5_fashion_mnist.py"),
+    *(("--config", str(config_file)) if config_file else ()),
     "--workdir",
     str(workdir),
     "--config.dataset=mnist",
-    f"--config.data_dir={tiny_mnist}",
+    f"--config.data_dir={data_dir}",
     "--config.num_epochs=1",
     "--config.batch_size=20",
     "--config.score_batch_size=20",
+    *flags,
   )
   assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.loads((workdir / "summary.json").read_text())
+  return result.stdout, json.loads((workdir / "summary.json").read_text())
+
+
+def test_lenet5_config_file_through_the_cli(tmp_path, tiny_mnist):
+  config_file = ROOT / "experiments" / "configs" / "lenet5_fashion_mnist.py"
+  _, summary = run_tiny_cli(tmp_path / "run", tiny_mnist, config_file=config_file)
   assert summary["model"] == "lenet5" and summary["target_sparsity"] == 0.99
   assert summary["num_params"] == 431_080 and summary["num_kept"] == round(0.01 * 430_500)
 
@@ -128,21 +134,13 @@ def test_lenet5_config_file_through_the_cli(tmp_path, tiny_mnist):
   ],
 )
 def test_every_criterion_through_the_cli(tmp_path, tiny_mnist, criterion, distribution):
-  workdir = tmp_path / "run"
-  result = run_cli(
-    "--workdir",
-    str(workdir),
-    "--config.dataset=mnist",
-    f"--config.data_dir={tiny_mnist}",
-    "--config.num_epochs=1",
-    "--config.batch_size=20",
-    "--config.score_batch_size=20",
+  stdout, summary = run_tiny_cli(
+    tmp_path / "run",
+    tiny_mnist,
     f"--config.criterion={criterion}",
     f"--config.distribution={distribution}",
   )
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert f"{criterion} pruning" in result.stdout
-  summary = json.loads((workdir / "summary.json").read_text())
+  assert f"{criterion} pruning" in stdout
   assert (summary["criterion"], summary["distribution"]) == (criterion, distribution)
   assert summary["prune_rounds"] == (100 if criterion in ("synflow", "iterative_snip") else 1)
   assert summary["num_kept"] == 5_324 and summary["sparsity"] == 1 - 5_324 / 266_200
