@@ -3,6 +3,7 @@
   python experiments/train.py                       # LeNet-300-100, Fashion-MNIST, 98% sparsity
   python experiments/train.py --config experiments/configs/lenet5_fashion_mnist.py \
       --workdir runs/lenet5 --config.sparsity=0.95 --config.seed=1
+  python experiments/train.py --config.criterion=synflow --config.distribution=erk
 
 This file only parses flags; the experiment is snip_jax.train.train_and_evaluate.
 """

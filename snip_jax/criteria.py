@@ -92,6 +92,7 @@ class Criterion:
       :func:`prune` or :func:`score` call and reused for every batch and round.
     needs: the :class:`Task` fields it reads.
     uses_batches: whether it reads scoring batches (data-free criteria ignore them).
+    uses_key: whether it draws random numbers (then a ``key`` must be given).
     rounds: default number of pruning rounds (1 = one shot).
     float64: score in float64 where the backend has it (see the module docstring).
   """
@@ -99,6 +100,7 @@ class Criterion:
   make_score_fn: Callable[[Task, masks.FilterFn], ScoreFn]
   needs: tuple[str, ...]
   uses_batches: bool
+  uses_key: bool = False
   rounds: int = 1
   float64: bool = False
 
@@ -190,7 +192,7 @@ def _synflow(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
 
 CRITERIA: dict[str, Criterion] = {
   "snip": Criterion(_snip, needs=("loss_fn",), uses_batches=True),
-  "random": Criterion(_random, needs=(), uses_batches=False),
+  "random": Criterion(_random, needs=(), uses_batches=False, uses_key=True),
   "magnitude": Criterion(_magnitude, needs=(), uses_batches=False),
   "grasp": Criterion(_grasp, needs=("loss_fn",), uses_batches=True),
   "synflow": Criterion(
@@ -232,8 +234,8 @@ def _check_task(name: str, criterion: Criterion, task: Task, batches, key) -> No
     )
   if criterion.uses_batches and batches is None:
     raise ValueError(f"Criterion {name!r} scores on data: pass batches=[(inputs, labels), ...].")
-  if name == "random" and key is None:
-    raise ValueError("Criterion 'random' needs key=jax.random.key(seed).")
+  if criterion.uses_key and key is None:
+    raise ValueError(f"Criterion {name!r} needs key=jax.random.key(seed).")
 
 
 def _round_batches(batches: Batches, round_index: int) -> Iterable[Any]:

@@ -23,7 +23,8 @@ The selection itself is a radix select, not a sort: the scores' IEEE bit pattern
 to unsigned integers in the same order, the κ-th largest is found one bit at a time from the
 top (one counting pass over the scores per bit: 32 for float32), and the keys equal to it are
 kept in index order until κ is reached. It returns exactly ``lax.top_k``'s set, runs in linear
-time (``lax.top_k`` sorts, single-threaded on CPU), and takes κ as a traced value, so iterative pruning compiles it once for all its rounds.
+time (``lax.top_k`` sorts, single-threaded on CPU), and takes κ as a traced value, so
+iterative pruning compiles it once for all its rounds.
 
 Two options restrict the choice without changing κ:
 

@@ -252,9 +252,15 @@ def evaluate(jit_eval_step, state: TrainState, split: data.Split, batch_size: in
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> str:
-  return os.path.join(
-    "runs", f"{config.model}_{config.dataset}_sp{config.sparsity:g}_seed{config.seed}"
-  )
+  """``runs/<model>_<dataset>[_<criterion>][_<distribution>]_sp<sparsity>_seed<seed>``.
+
+  The criterion and distribution appear when they are not the defaults (SNIP, global), so
+  baselines never overwrite the SNIP run they are compared with.
+  """
+  parts = [config.model, config.dataset]
+  parts += [config.criterion] if config.criterion != "snip" else []
+  parts += [config.distribution] if config.distribution != "global" else []
+  return os.path.join("runs", "_".join([*parts, f"sp{config.sparsity:g}", f"seed{config.seed}"]))
 
 
 def _write_json(path: str, obj: Any) -> None:

@@ -248,3 +248,9 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, flag, message):
   assert result.returncode != 0
   assert message in result.stderr
   assert not workdir.exists()
+
+
+def test_default_workdir_names_non_default_criteria():
+  assert train.default_workdir(config()) == "runs/lenet300_fashion_mnist_sp0.98_seed0"
+  baseline = config(criterion="synflow", distribution="erk", sparsity=0.9, seed=2)
+  assert train.default_workdir(baseline) == "runs/lenet300_fashion_mnist_synflow_erk_sp0.9_seed2"
