@@ -219,8 +219,9 @@ def _add(a: PyTree, b: PyTree) -> PyTree:
   return jax.tree.map(jnp.add, a, b)
 
 
-def _precision(criterion: Criterion):
-  if criterion.float64 and jax.default_backend() != "tpu":
+def _precision(float64: bool):
+  """``jax.enable_x64`` when ``float64`` is asked for and the backend has it (not TPUs)."""
+  if float64 and jax.default_backend() != "tpu":
     return jax.enable_x64(True)
   return contextlib.nullcontext()
 
@@ -256,7 +257,7 @@ def _score(
 ) -> PyTree:
   """One round: ``score_fn`` (jitted) on each batch, accumulated one batch at a time."""
   criterion = CRITERIA[name]
-  with _precision(criterion):
+  with _precision(criterion.float64):
     if not criterion.uses_batches:
       return score_fn(params, mask, (), key)
     total, count = None, 0
@@ -383,11 +384,11 @@ def has_path(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) 
     if filter_fn(path, w):
       fan_in = max(1, jnp.size(w) // jnp.shape(w)[-1])
       return jnp.asarray(m, jnp.float32) / fan_in
-    if masks.path_name(path).rsplit("/", 1)[-1] == "bias":
+    if masks.is_bias(path):
       return jnp.zeros_like(w)
     return jnp.abs(w)
 
-  with _precision(CRITERIA["synflow"]):
+  with _precision(True):
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     weights = jax.tree.map_with_path(weight, params, mask)
     weights = jax.tree.map(lambda w: w.astype(dtype), weights)

@@ -47,7 +47,12 @@ def kernels_and_biases(path: KeyPath, leaf: Any) -> bool:
   """
   if kernels(path, leaf):
     return True
-  return path_name(path).rsplit("/", 1)[-1] == "bias" and not in_norm_layer(path)
+  return is_bias(path) and not in_norm_layer(path)
+
+
+def is_bias(path: KeyPath) -> bool:
+  """Whether ``path`` names a bias vector (a leaf called ``bias``, as Flax names them)."""
+  return path_name(path).rsplit("/", 1)[-1] == "bias"
 
 
 def in_norm_layer(path: KeyPath) -> bool:

@@ -87,13 +87,17 @@ def num_kept(num_prunable: int, sparsity: float) -> int:
   return kappa
 
 
-def _validate_distribution(distribution: Any) -> str:
+def validate_distribution(distribution: Any) -> str:
+  """Returns ``distribution``, or raises ``ValueError`` naming the choices."""
   if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
-    raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}.")
+    raise ValueError(
+      f"Unknown distribution {distribution!r}: distribution must be one of {DISTRIBUTIONS}."
+    )
   return distribution
 
 
-def _validate_min_kept(min_kept_per_layer: Any) -> int:
+def validate_min_kept(min_kept_per_layer: Any) -> int:
+  """Returns ``min_kept_per_layer`` as an int, or raises ``ValueError`` unless it is one >= 0."""
   if isinstance(min_kept_per_layer, bool) or not isinstance(min_kept_per_layer, numbers.Integral):
     raise ValueError(
       f"min_kept_per_layer must be a non-negative int, got {min_kept_per_layer!r}; "
@@ -211,13 +215,13 @@ def layer_budgets(
     ValueError: bad sparsity, distribution or ``min_kept_per_layer``, or a guard that needs more
       than κ connections.
   """
-  distribution = _validate_distribution(distribution)
+  distribution = validate_distribution(distribution)
   if distribution == "global":
     raise ValueError(
       'distribution="global" has no fixed per-layer budgets (they follow the scores); use '
       'top_k_mask, or "uniform" / "erk" here.'
     )
-  min_kept = _validate_min_kept(min_kept_per_layer)
+  min_kept = validate_min_kept(min_kept_per_layer)
   shapes = [tuple(int(d) for d in shape) for shape in shapes]
   sizes = [math.prod(shape) for shape in shapes]
   if sum(sizes) == 0:
@@ -355,8 +359,8 @@ def top_k_mask(
     ValueError: bad sparsity, distribution, ``min_kept_per_layer`` or ``within``; no prunable
       leaves; non-finite scores; fewer candidates than κ; or a guard that needs more than κ.
   """
-  distribution = _validate_distribution(distribution)
-  min_kept = _validate_min_kept(min_kept_per_layer)
+  distribution = validate_distribution(distribution)
+  min_kept = validate_min_kept(min_kept_per_layer)
   if within is not None:
     masks.check_mask(scores, within)
 

@@ -67,10 +67,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   get_initializer(config.init)
   selection.validate_sparsity(config.sparsity)
   criteria.get_criterion(config.criterion)
-  if config.distribution not in selection.DISTRIBUTIONS:
-    raise ValueError(
-      f"Unknown distribution {config.distribution!r}; choose one of {selection.DISTRIBUTIONS}."
-    )
+  selection.validate_distribution(config.distribution)
+  selection.validate_min_kept(config.min_kept_per_layer)
   if config.prune_rounds is not None:
     criteria.schedule(config.sparsity, config.prune_rounds)  # Checks the rounds.
   if config.score_bn_mode not in SCORE_BN_MODES:
@@ -82,10 +80,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("batch_size", "eval_batch_size", "score_batch_size", "score_batches", "num_epochs"):
     if not isinstance(config[field], int) or config[field] < 1:
       raise ValueError(f"config.{field} must be a positive integer, got {config[field]!r}.")
-  if not isinstance(config.min_kept_per_layer, int) or config.min_kept_per_layer < 0:
-    raise ValueError(
-      f"config.min_kept_per_layer must be an integer >= 0, got {config.min_kept_per_layer!r}."
-    )
   for field in ("learning_rate", "lr_decay_factor", "grasp_temperature"):
     if not config[field] > 0:
       raise ValueError(f"config.{field} must be positive, got {config[field]!r}.")
@@ -375,7 +369,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   init_key, score_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 4)
   model = models.get_model(config.model, num_classes=num_classes, init=config.init)
   # One example is enough to fix the shapes, and much faster to run than a batch.
-  variables = jax.jit(model.init)(init_key, jnp.asarray(train_split.images[:1]))
+  init = jax.jit(model.init)
+  one_example = jnp.asarray(train_split.images[:1])
+  variables = init(init_key, one_example)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
 
   mask, task, prune_seconds = prune_at_init(
@@ -402,10 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if config.reinit_after_pruning:
     # Score one initialisation, train another (as the authors' code does): the mask is kept,
     # the weights are drawn afresh with an independent key.
-    fresh = jax.jit(model.init)(
-      jax.random.fold_in(init_key, 1), jnp.asarray(train_split.images[:1])
-    )
-    params = fresh["params"]
+    params = init(jax.random.fold_in(init_key, 1), one_example)["params"]
 
   state = create_train_state(
     model, params, mask, make_optimizer(config), step_key, batch_stats=batch_stats

@@ -36,7 +36,8 @@ def config(**overrides):
     ({"distribution": "layerwise"}, "Unknown distribution 'layerwise'"),
     ({"score_batches": 0}, "score_batches must be a positive integer"),
     ({"prune_rounds": 0}, "rounds must be a positive integer"),
-    ({"min_kept_per_layer": -1}, "min_kept_per_layer must be an integer >= 0"),
+    ({"min_kept_per_layer": -1}, "min_kept_per_layer must be a non-negative int"),
+    ({"min_kept_per_layer": True}, "min_kept_per_layer must be a non-negative int"),
     ({"grasp_temperature": 0.0}, "grasp_temperature must be positive"),
   ],
 )
