@@ -80,6 +80,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("batch_size", "eval_batch_size", "score_batch_size", "score_batches", "num_epochs"):
     if not isinstance(config[field], int) or config[field] < 1:
       raise ValueError(f"config.{field} must be a positive integer, got {config[field]!r}.")
+  if config.train_examples is not None and (
+    not isinstance(config.train_examples, int) or config.train_examples < 1
+  ):
+    raise ValueError(
+      f"config.train_examples must be a positive integer (or None for all), got "
+      f"{config.train_examples!r}."
+    )
   for field in ("learning_rate", "lr_decay_factor", "grasp_temperature"):
     if not config[field] > 0:
       raise ValueError(f"config.{field} must be positive, got {config[field]!r}.")
@@ -290,6 +297,26 @@ def scoring_batches(config, train_split: data.Split, score_key: jax.Array):
   return batches
 
 
+def training_split(config, train_split: data.Split, labels_key: jax.Array) -> data.Split:
+  """The examples a run scores and trains on.
+
+  The first ``config.train_examples`` of the training split (all when unset), with their labels
+  shuffled by one fixed permutation drawn from ``labels_key`` when ``config.random_labels``
+  (the memorisation experiment: the class frequencies stay, any link from image to label goes).
+  Validation and test keep their true labels.
+  """
+  n = config.train_examples
+  if n is not None and n > len(train_split):
+    raise ValueError(
+      f"config.train_examples={n} exceeds the {len(train_split)} training examples of "
+      f"{config.dataset}; lower it or leave it unset (None) for all of them."
+    )
+  images, labels = train_split.images[:n], train_split.labels[:n]
+  if config.random_labels:
+    labels = np.asarray(jax.random.permutation(labels_key, labels))
+  return data.Split(images, labels)
+
+
 def prune_at_init(
   config, apply_fn, params, batch_stats, train_split: data.Split, score_key: jax.Array
 ):
@@ -351,7 +378,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   validate_config(config)
   splits, num_classes = data.load_dataset(config.dataset, config.data_dir, config.source_dir)
-  train_split = splits["train"]
+  init_key, score_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 4)
+  # The epochs fold 1, 2, ... into data_key; 0 is the labels' stream.
+  train_split = training_split(config, splits["train"], jax.random.fold_in(data_key, 0))
   if config.batch_size > len(train_split):
     raise ValueError(
       f"config.batch_size={config.batch_size} exceeds the {len(train_split)} training examples."
@@ -366,7 +395,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   _write_json(os.path.join(workdir, "config.json"), config.to_dict())
   print(f"Config:\n{config}", flush=True)
 
-  init_key, score_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 4)
   model = models.get_model(config.model, num_classes=num_classes, init=config.init)
   # One example is enough to fix the shapes, and much faster to run than a batch.
   init = jax.jit(model.init)
@@ -410,8 +438,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   open(metrics_path, "w").close()
   t_train = time.perf_counter()
+  # The bar only on a terminal (disable=None): in a log file the per-epoch lines say it all.
   with tqdm(
-    total=config.num_epochs * steps_per_epoch, unit="step", dynamic_ncols=True, desc="train"
+    total=config.num_epochs * steps_per_epoch,
+    unit="step",
+    dynamic_ncols=True,
+    desc="train",
+    disable=None,
   ) as bar:
     for epoch in range(1, config.num_epochs + 1):
       t_epoch = time.perf_counter()
@@ -449,6 +482,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     "prune_rounds": config.prune_rounds or criteria.get_criterion(config.criterion).rounds,
     "score_examples": config.score_batch_size * config.score_batches,
     "reinit_after_pruning": config.reinit_after_pruning,
+    "train_examples": len(train_split),
+    "random_labels": config.random_labels,
     "seed": config.seed,
     "target_sparsity": config.sparsity,
     "sparsity": masks.sparsity(final_params, filter_fn),

@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from helpers import run_cli, write_mnist_like
@@ -39,6 +40,7 @@ def config(**overrides):
     ({"min_kept_per_layer": -1}, "min_kept_per_layer must be a non-negative int"),
     ({"min_kept_per_layer": True}, "min_kept_per_layer must be a non-negative int"),
     ({"grasp_temperature": 0.0}, "grasp_temperature must be positive"),
+    ({"train_examples": 0}, "train_examples must be a positive integer"),
   ],
 )
 def test_bad_config_fails_before_touching_the_workdir(tmp_path, overrides, match):
@@ -87,6 +89,35 @@ def test_same_seed_same_mask_and_metrics(tmp_path, tiny_mnist):
   assert strip(metrics_a) == strip(metrics_b)
   assert summary_a["test_loss"] == summary_b["test_loss"]
   assert summary_a["steps"] == 2 * (180 // 20)
+
+
+def test_training_split_takes_a_prefix_and_shuffles_labels_by_one_permutation():
+  rng = np.random.default_rng(0)
+  split = data.Split(rng.normal(size=(50, 2, 2, 1)).astype(np.float32), np.arange(50) % 10)
+  key = jax.random.key(3)
+  same = train.training_split(config(train_examples=30), split, key)
+  np.testing.assert_array_equal(same.images, split.images[:30])
+  np.testing.assert_array_equal(same.labels, split.labels[:30])
+  shuffled = train.training_split(config(train_examples=30, random_labels=True), split, key)
+  np.testing.assert_array_equal(shuffled.images, split.images[:30])
+  # A permutation of the true labels: class counts kept, most labels moved, deterministic.
+  np.testing.assert_array_equal(np.sort(shuffled.labels), np.sort(split.labels[:30]))
+  assert (shuffled.labels != split.labels[:30]).mean() > 0.5
+  again = train.training_split(config(train_examples=30, random_labels=True), split, key)
+  np.testing.assert_array_equal(again.labels, shuffled.labels)
+  assert len(train.training_split(config(), split, key)) == 50
+
+
+def test_train_examples_and_random_labels_in_a_run(tmp_path, tiny_mnist):
+  with pytest.raises(ValueError, match="train_examples=500 exceeds the 180 training examples"):
+    train.train_and_evaluate(tiny_config(tiny_mnist, train_examples=500), str(tmp_path / "no"))
+  assert not (tmp_path / "no").exists()
+  summary = train.train_and_evaluate(
+    tiny_config(tiny_mnist, train_examples=100, random_labels=True, num_epochs=1),
+    str(tmp_path / "run"),
+  )
+  assert summary["train_examples"] == 100 and summary["random_labels"] is True
+  assert summary["steps"] == 100 // 20
 
 
 def test_prune_biases_makes_every_lenet300_param_prunable(tmp_path, tiny_mnist):

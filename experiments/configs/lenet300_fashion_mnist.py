@@ -26,6 +26,11 @@ def get_config() -> ml_collections.ConfigDict:
   # dataset from when it is not prepared yet; unset = the dataset's default locations
   # (Debian's dataset-fashion-mnist for fashion_mnist).
   config.source_dir = config_dict.placeholder(str)
+  # Train (and score) on the first `train_examples` training examples only; unset = all 54,000.
+  config.train_examples = config_dict.placeholder(int)
+  # Shuffle the training labels by one fixed permutation (the paper's memorisation experiment);
+  # validation and test keep their true labels.
+  config.random_labels = False
   # Random horizontal flips and translations by up to 4 pixels (the paper's CIFAR-10 recipe).
   config.augment = False
 
