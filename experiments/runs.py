@@ -1,0 +1,229 @@
+"""What the experiment scripts share: run specs, a resumable runs file, worker processes, stats.
+
+An experiment is a list of :class:`Run` s. :func:`run_all` trains the ones not yet in
+``<out>/runs.jsonl`` (one JSON line per finished run: its tags, config overrides, summary and
+per-epoch metrics) and appends each as it finishes, so an interrupted experiment resumes where it
+stopped and a finished one costs nothing to re-run. Each run's own files (config, metrics, mask,
+summary, log) go to ``<out>/runs/<name>/``, which is not committed; ``runs.jsonl`` is the raw
+result the tables and figures are made from.
+
+Runs are independent and deterministic (each has its own seed), so they can go to worker
+processes: on a 2-core CPU two workers finish LeNet-300-100 runs about twice as fast as one,
+with the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import importlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS_FILE = "runs.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run: a config file of ``experiments/configs`` plus field overrides.
+
+  Attributes:
+    name: unique within its experiment; also the run's directory under ``<out>/runs/``.
+    config: the module name of the base config, e.g. ``'lenet300_fashion_mnist'``.
+    overrides: config fields to set, e.g. ``{'sparsity': 0.98, 'seed': 1}``.
+    tags: what the run stands for in tables and figures (model, criterion, sparsity, seed...).
+  """
+
+  name: str
+  config: str
+  overrides: dict[str, Any]
+  tags: dict[str, Any]
+
+  def make_config(self):
+    module = importlib.import_module(f"configs.{self.config}")
+    config = module.get_config()
+    for field, value in self.overrides.items():
+      if field not in config:
+        raise KeyError(f"{self.name}: config {self.config!r} has no field {field!r}.")
+      config[field] = value
+    return config
+
+  def command(self) -> str:
+    """The ``experiments/train.py`` command that trains this run on its own."""
+    flags = " ".join(f"--config.{k}={v}" for k, v in self.overrides.items())
+    return f"python experiments/train.py --config experiments/configs/{self.config}.py {flags}"
+
+
+def quick_out(experiment: str) -> str:
+  """Where ``--quick`` runs go unless told otherwise: a scratch directory, never results/."""
+  return os.path.join(tempfile.gettempdir(), "snip_jax_quick", experiment)
+
+
+def read_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+  """The finished runs recorded in ``<out>/runs.jsonl`` (empty if there is none)."""
+  path = Path(out) / RUNS_FILE
+  if not path.exists():
+    return []
+  records = []
+  for number, line in enumerate(path.read_text().splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      raise ValueError(
+        f"{path}:{number} is not valid JSON ({e}); an interrupted write leaves at most a "
+        "partial last line: delete that line and re-run to redo the run."
+      ) from None
+  return records
+
+
+def _train_one(run: Run, out: str) -> dict[str, Any]:
+  """Trains ``run`` (in a worker process); returns its record for ``runs.jsonl``."""
+  from snip_jax import train
+
+  workdir = Path(out) / "runs" / run.name
+  workdir.mkdir(parents=True, exist_ok=True)
+  config = run.make_config()
+  t0 = time.perf_counter()
+  with open(workdir / "log.txt", "w") as log, contextlib.redirect_stdout(log):
+    summary = train.train_and_evaluate(config, str(workdir))
+  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return {
+    "name": run.name,
+    "tags": run.tags,
+    "config": run.config,
+    "overrides": run.overrides,
+    "command": run.command(),
+    "summary": summary,
+    "metrics": metrics,
+    "wall_seconds": time.perf_counter() - t0,
+  }
+
+
+def run_all(
+  runs: Sequence[Run], out: str | os.PathLike[str], workers: int = 1
+) -> list[dict[str, Any]]:
+  """Trains every run of ``runs`` not yet recorded in ``<out>/runs.jsonl``.
+
+  Returns:
+    The records of ``runs``, in their order (from the file, old and new).
+  """
+  names = [r.name for r in runs]
+  if len(set(names)) != len(names):
+    raise ValueError("Run names must be unique within an experiment.")
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  done = {r["name"] for r in read_records(out)}
+  todo = [r for r in runs if r.name not in done]
+  print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}; {len(todo)} to go.")
+  t0 = time.perf_counter()
+  with open(out / RUNS_FILE, "a") as f:
+
+    def record(rec: dict[str, Any], finished: int) -> None:
+      f.write(json.dumps(rec) + "\n")
+      f.flush()
+      s = rec["summary"]
+      print(
+        f"[{finished}/{len(todo)}] {rec['name']}: test accuracy {s['test_accuracy']:.4f} "
+        f"({rec['wall_seconds']:.0f} s; {time.perf_counter() - t0:.0f} s so far)",
+        flush=True,
+      )
+
+    if workers <= 1 or len(todo) <= 1:
+      for i, run in enumerate(todo, start=1):
+        record(_train_one(run, str(out)), i)
+    else:
+      # spawn, not fork: a forked child of a process that has started JAX's threads can hang.
+      ctx = multiprocessing.get_context("spawn")
+      with ctx.Pool(min(workers, len(todo)), maxtasksperchild=8) as pool:
+        jobs = pool.imap_unordered(_train_star, [(run, str(out)) for run in todo])
+        for i, rec in enumerate(jobs, start=1):
+          record(rec, i)
+  by_name = {r["name"]: r for r in read_records(out)}
+  return [by_name[name] for name in names]
+
+
+def _train_star(args: tuple[Run, str]) -> dict[str, Any]:
+  return _train_one(*args)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables.
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+  """Mean and sample standard deviation (ddof=1; 0 for one value) of ``n`` values."""
+
+  mean: float
+  std: float
+  n: int
+
+  @classmethod
+  def of(cls, values: Iterable[float]) -> Stat:
+    v = np.asarray(list(values), np.float64)
+    if v.size == 0:
+      return cls(math.nan, math.nan, 0)
+    return cls(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size))
+
+  def pct(self, digits: int = 2) -> str:
+    """``'12.34 ± 0.56'`` for a fraction, in percentage points."""
+    return f"{100 * self.mean:.{digits}f} ± {100 * self.std:.{digits}f}"
+
+
+def group(
+  records: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any]
+) -> dict[Any, list[dict[str, Any]]]:
+  """Records grouped by ``key(record)``, groups in first-seen order."""
+  groups: dict[Any, list[dict[str, Any]]] = {}
+  for rec in records:
+    groups.setdefault(key(rec), []).append(rec)
+  return groups
+
+
+def test_error(rec: dict[str, Any]) -> float:
+  return 1.0 - rec["summary"]["test_accuracy"]
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:
+  """A GitHub markdown table; ``align`` has one of 'l'/'r' per column (default: all 'l')."""
+  align = align or "l" * len(header)
+  lines = [
+    "| " + " | ".join(header) + " |",
+    "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
+  ]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+  """``rows`` (dicts with the same keys) as a CSV file with a header."""
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def total_hours(records: Iterable[dict[str, Any]]) -> float:
+  """Worker time of ``records`` in hours (each run's wall-clock, summed)."""
+  return sum(r["wall_seconds"] for r in records) / 3600
+
+
+def ensure_importable() -> None:
+  """Puts ``experiments/`` on ``sys.path`` (for ``configs``), as the scripts' workers need."""
+  here = str(Path(__file__).parent)
+  if here not in sys.path:
+    sys.path.insert(0, here)

