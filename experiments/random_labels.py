@@ -1,6 +1,6 @@
 """Random labels (the paper's memorisation experiment): can the pruned network fit noise?
 
-  python experiments/random_labels.py          # 5 runs x 3 seeds, ~15 min of worker time
+  python experiments/random_labels.py          # 5 settings x 3 seeds (cost: RESULTS.md)
   python experiments/random_labels.py --quick  # plumbing check on a tiny budget (CI)
 
 LeNet-300-100 on the first 10,000 Fashion-MNIST training images, dense and SNIP-pruned (98%),
@@ -19,13 +19,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import app
 
 sys.path.insert(0, str(Path(__file__).parent))
 import runs as runs_lib
-
-FLAGS = flags.FLAGS
-
 
 SPARSITY = 0.98
 RECIPE = {
@@ -91,10 +88,7 @@ def aggregate(records) -> list[dict]:
 
 def figure(records, path: Path) -> None:
   """Training loss (mean over seeds, band = min..max) vs iterations, one line per setting."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = runs_lib.pyplot()
   import numpy as np
 
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -108,12 +102,13 @@ def figure(records, path: Path) -> None:
   ax.set_xlabel("iterations")
   ax.set_ylabel("training loss (epoch mean)")
   ax.set_yscale("log")
-  ax.set_title("LeNet-300-100, Fashion-MNIST (10k examples): true vs shuffled labels", fontsize=10)
+  examples = records[0]["summary"]["train_examples"]
+  ax.set_title(
+    f"LeNet-300-100, Fashion-MNIST ({examples:,} examples): true vs shuffled labels", fontsize=10
+  )
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  runs_lib.save_figure(fig, path)
 
 
 def write_outputs(out: Path) -> list[dict]:
@@ -127,21 +122,12 @@ def write_outputs(out: Path) -> list[dict]:
 
 def main(argv):
   del argv
-  runs_lib.ensure_importable()
-  quick = FLAGS.quick
-  out = Path(
-    FLAGS.out or (runs_lib.quick_out("random_labels") if quick else "results/random_labels")
-  )
-  runs_lib.run_all(make_runs(1 if quick else FLAGS.seeds, quick), out, workers=FLAGS.workers)
+  out = runs_lib.run_flagged("random_labels", make_runs)
   rows = write_outputs(out)
   for r in rows:
     print(f"{r['setting']:34s} final training loss {r['final_train_loss_mean']:.4f}")
 
 
 if __name__ == "__main__":
-  # Flags only when run as a script: make_results imports this module.
-  flags.DEFINE_string("out", None, "Output directory (default: results/random_labels).")
-  flags.DEFINE_integer("seeds", 3, "Seeds 0..n-1 per setting.")
-  flags.DEFINE_integer("workers", 1, "Runs trained at a time (worker processes).")
-  flags.DEFINE_bool("quick", False, "Tiny budget: checks the plumbing, not the numbers.")
+  runs_lib.define_flags("random_labels")
   app.run(main)

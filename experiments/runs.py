@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from absl import flags
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS_FILE = "runs.jsonl"
@@ -69,6 +70,35 @@ class Run:
 def quick_out(experiment: str) -> str:
   """Where ``--quick`` runs go unless told otherwise: a scratch directory, never results/."""
   return os.path.join(tempfile.gettempdir(), "snip_jax_quick", experiment)
+
+
+def define_flags(experiment: str, trains: bool = True) -> None:
+  """The flags of every experiment script: --out and --quick; --seeds and --workers if it
+  ``trains`` (call it under ``if __name__ == '__main__'``: make_results imports the scripts)."""
+  flags.DEFINE_string(
+    "out", None, f"Output directory (default: results/{experiment}; a scratch one with --quick)."
+  )
+  flags.DEFINE_bool("quick", False, "Tiny budget: checks the plumbing, not the numbers.")
+  if trains:
+    flags.DEFINE_integer("seeds", 3, "Seeds 0..n-1 per setting.")
+    flags.DEFINE_integer("workers", 1, "Runs trained at a time (worker processes).")
+
+
+def out_dir(experiment: str) -> Path:
+  """The output directory the flags of :func:`define_flags` ask for."""
+  if flags.FLAGS.out:
+    return Path(flags.FLAGS.out)
+  return Path(quick_out(experiment)) if flags.FLAGS.quick else ROOT / "results" / experiment
+
+
+def run_flagged(experiment: str, make_runs: Callable[[int, bool], Sequence[Run]]) -> Path:
+  """Trains ``make_runs(seeds, quick)`` as the flags of :func:`define_flags` ask (one seed
+  with --quick); returns the output directory."""
+  ensure_importable()
+  out = out_dir(experiment)
+  quick = flags.FLAGS.quick
+  run_all(make_runs(1 if quick else flags.FLAGS.seeds, quick), out, workers=flags.FLAGS.workers)
+  return out
 
 
 def read_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -215,6 +245,22 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> N
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
+
+
+def pyplot():
+  """``matplotlib.pyplot`` on the file-only Agg backend (imported when a figure is drawn)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def save_figure(fig, path: str | os.PathLike[str]) -> None:
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  pyplot().close(fig)
 
 
 def total_hours(records: Iterable[dict[str, Any]]) -> float:

@@ -1,7 +1,7 @@
-"""Sparsity sweep: dense vs SNIP vs the baselines at 90-99% sparsity, several seeds.
+"""Sparsity sweep: dense vs SNIP vs the baselines at sparsities of 90-99%, several seeds.
 
-  python experiments/sweep.py                 # the full sweep (~2.5 h of worker time)
-  python experiments/sweep.py --workers 2     # two runs at a time (a 2-core CPU: ~1.3 h)
+  python experiments/sweep.py                 # the full sweep (126 runs; cost: RESULTS.md)
+  python experiments/sweep.py --workers 2     # two runs at a time (~2x faster on 2 cores)
   python experiments/sweep.py --quick         # plumbing check on a tiny budget (CI)
 
 LeNet-300-100 and LeNet-5-Caffe on Fashion-MNIST (``--dataset mnist`` where MNIST is prepared),
@@ -106,11 +106,9 @@ def aggregate(records) -> list[dict]:
 
 def figure(rows, dataset: str, path: Path) -> None:
   """Test error vs fraction of weights kept (log scale), one panel per model, error bars."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   import matplotlib.ticker
+
+  plt = runs_lib.pyplot()
 
   rows = [r for r in rows if r["dataset"] == dataset]
   models = list(dict.fromkeys(r["model"] for r in rows))
@@ -148,9 +146,7 @@ def figure(rows, dataset: str, path: Path) -> None:
     ax.set_title(f"{MODEL_NAMES.get(model, model)}, {dataset} (n={mine[0]['n']} seeds)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  runs_lib.save_figure(fig, path)
 
 
 def write_outputs(out: Path) -> list[dict]:
@@ -166,7 +162,7 @@ def write_outputs(out: Path) -> list[dict]:
 def main(argv):
   del argv
   runs_lib.ensure_importable()
-  out = Path(FLAGS.out or (runs_lib.quick_out("sweep") if FLAGS.quick else "results/sweep"))
+  out = runs_lib.out_dir("sweep")
   if FLAGS.quick:
     specs = make_runs(
       ["fashion_mnist"], ["lenet300", "lenet5"], ["snip", "random"], [0.98], 1, True
@@ -180,15 +176,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  # Flags only when run as a script: make_results imports this module.
-  flags.DEFINE_string("out", None, "Output directory (default: results/sweep).")
+  runs_lib.define_flags("sweep")
   flags.DEFINE_list("datasets", ["fashion_mnist"], "'fashion_mnist' and/or 'mnist'.")
   flags.DEFINE_list("models", ["lenet300", "lenet5"], "Models to sweep.")
   flags.DEFINE_list(
     "criteria", ["snip", "random", "magnitude", "grasp", "synflow"], "Pruning criteria."
   )
   flags.DEFINE_list("sparsities", ["0.9", "0.95", "0.98", "0.99"], "Sparsities.")
-  flags.DEFINE_integer("seeds", 3, "Seeds 0..n-1 per setting.")
-  flags.DEFINE_integer("workers", 1, "Runs trained at a time (worker processes).")
-  flags.DEFINE_bool("quick", False, "Tiny budget: checks the plumbing, not the numbers.")
   app.run(main)

@@ -1,6 +1,6 @@
 """Runs a SNIP experiment: prune at initialisation, train with the mask fixed, evaluate.
 
-  python experiments/train.py                       # LeNet-300-100, Fashion-MNIST, 98% sparsity
+  python experiments/train.py                       # LeNet-300-100, Fashion-MNIST, sparsity 98%
   python experiments/train.py --config experiments/configs/lenet5_fashion_mnist.py \
       --workdir runs/lenet5 --config.sparsity=0.95 --config.seed=1
   python experiments/train.py --config.criterion=synflow --config.distribution=erk
