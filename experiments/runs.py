@@ -63,8 +63,8 @@ class Run:
 
   def command(self) -> str:
     """The ``experiments/train.py`` command that trains this run on its own."""
-    flags = " ".join(f"--config.{k}={v}" for k, v in self.overrides.items())
-    return f"python experiments/train.py --config experiments/configs/{self.config}.py {flags}"
+    fields = " ".join(f"--config.{k}={v}" for k, v in self.overrides.items())
+    return f"python experiments/train.py --config experiments/configs/{self.config}.py {fields}"
 
 
 def quick_out(experiment: str) -> str:

@@ -218,7 +218,7 @@ def test_sweep_aggregates_gaps_to_dense_and_collapses():
   assert rows["random"]["collapsed_runs"] == 1 and rows["snip"]["collapsed_runs"] == 0
   import make_results  # (defines its own flags: imported only here)
 
-  found = make_results.sweep_findings(list(rows.values()))[("d", "lenet300", 0.98)]
+  found = make_results.sweep_findings(list(rows.values()))[("d", "lenet300", 3, 0.98)]
   assert found["gap"] == pytest.approx(0.04)
   assert found["vs_random"] == pytest.approx(0.60 - 0.13)
 
@@ -244,3 +244,20 @@ def test_kept_first_layer_counts_shrink_with_sparsity():
 def test_quick_outputs_never_go_to_results():
   assert "snip_jax_quick" in runs.quick_out("sweep")
   assert not runs.quick_out("sweep").startswith(str(ROOT / "results"))
+
+
+def test_sweep_runs_add_the_full_budget_check_of_the_headline():
+  specs = sweep.make_runs(
+    ["fashion_mnist"], ["lenet300", "lenet5"], ["snip", "random"], [0.9, 0.98], seeds=3
+  )
+  assert len(specs) == 2 * 3 * (1 + 2 * 2) + 3 * 3
+  assert specs[0].name == "fashion_mnist/lenet300/dense/0.0/seed0"
+  assert specs[0].overrides["num_epochs"] == sweep.BUDGETS["lenet300"]["num_epochs"]
+  full = [r for r in specs if "lenet300-full/" in r.name]
+  assert {r.tags["criterion"] for r in full} == {"dense", "snip", "random"}
+  # The default config's budget: no epoch or decay override.
+  assert all(set(r.overrides) <= {"seed", "sparsity", "criterion"} for r in full)
+  assert not any(
+    "-full/" in r.name
+    for r in sweep.make_runs(["d"], ["lenet300"], ["snip"], [0.98], 1, quick=True)
+  )
