@@ -125,14 +125,8 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
   for (dataset, model, epochs), group in tables.items():
     sparsities = sorted({r["sparsity"] for r in group if r["criterion"] != sweep.DENSE})
     header = ["criterion", *[f"{s:.0%} sparsity" for s in sparsities]]
-    table_rows = []
     dense = next(r for r in group if r["criterion"] == sweep.DENSE)
-    table_rows.append(
-      [
-        f"dense (n={dense['n']})",
-        *[f"{pct(dense['test_error_mean'])} ± {pct(dense['test_error_std'])}"] * len(sparsities),
-      ]
-    )
+    table_rows = []
     for criterion in dict.fromkeys(r["criterion"] for r in group if r["criterion"] != "dense"):
       cells = []
       for s in sparsities:
@@ -144,11 +138,13 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
         if r["collapsed_runs"]:
           cell += f" ({r['collapsed_runs']}/{r['n']} collapsed)"
         cells.append(cell)
-      n = max(x["n"] for x in group if x["criterion"] == criterion)
-      table_rows.append([f"{criterion} (n={n})", *cells])
+      ns = sorted({x["n"] for x in group if x["criterion"] == criterion})
+      table_rows.append([f"{criterion} (n={'-'.join(map(str, ns[:: len(ns) - 1]))})", *cells])
     lines += [
       f"### {sweep.MODEL_NAMES.get(model, model)}, {dataset}: test error (%), {epochs} "
       f"epoch{'s' if epochs > 1 else ''}",
+      "",
+      f"Dense: {pct(dense['test_error_mean'])} ± {pct(dense['test_error_std'])} (n={dense['n']}).",
       "",
       runs_lib.markdown_table(header, table_rows, "l" + "r" * len(sparsities)),
       "",
@@ -231,7 +227,8 @@ def random_labels_section(out: Path, base: Path) -> tuple[str, list]:
     "",
     f"LeNet-300-100 on the first {recipe['train_examples']:,} Fashion-MNIST training images, "
     f"{recipe['num_epochs']} epochs ({recipe['num_epochs'] * recipe['train_examples'] // 100:,} "
-    "iterations) of SGD with momentum 0.9 at a constant learning rate of 0.1, batch 100, no "
+    f"iterations) of SGD with momentum 0.9 at a constant learning rate of "
+    f"{recipe['learning_rate']:g}, batch 100, no "
     "weight decay unless stated. 'Random labels' shuffles the training labels by one fixed "
     "permutation (`config.random_labels`); SNIP scores the same shuffled data it then trains "
     f"on, at {random_labels.SPARSITY:.0%} sparsity. Training loss is the mean over each "
