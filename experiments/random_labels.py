@@ -5,10 +5,11 @@
 
 LeNet-300-100 on the first 10,000 Fashion-MNIST training images, dense and SNIP-pruned (98%),
 each trained on the true labels and on labels shuffled by a fixed permutation
-(``config.random_labels``), plus the dense network on shuffled labels with weight decay
-(the paper's figure has such a run too: L2 alone does not stop a dense network memorising). SGD with momentum
-0.9 at a constant learning rate of 0.01, batch 100, 100 epochs (10,000 steps), no weight decay
-unless the run says so; SNIP scores on a batch of the (shuffled) training set it will fit.
+(``config.random_labels``), plus the dense network on shuffled labels with weight decay (the
+paper's figure has such a run too: L2 alone does not stop a dense network memorising). SGD with
+momentum 0.9 at a constant learning rate of 0.01, batch 100, 100 epochs (10,000 steps), no
+weight decay unless the run says so; SNIP scores on a batch of the (shuffled) training set it
+will fit.
 Writes ``results/random_labels/runs.jsonl``, ``random_labels.csv`` (final training loss and
 accuracy of each setting, mean and std over seeds) and ``random_labels.png`` (training loss vs
 iterations).
