@@ -182,6 +182,8 @@ def run_all(
         jobs = pool.imap_unordered(_train_star, [(run, str(out)) for run in todo])
         for i, rec in enumerate(jobs, start=1):
           record(rec, i)
+        pool.close()  # Then join: workers exit cleanly instead of being terminated.
+        pool.join()
   by_name = {r["name"]: r for r in read_records(out)}
   return [by_name[name] for name in names]
 
