@@ -110,7 +110,9 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
     "the training set held out) for a CPU budget: "
     + "; ".join(
       f"{sweep.MODEL_NAMES[m]} {b['num_epochs']} epochs ({b['num_epochs'] * 540:,} steps, decay "
-      f"every {b['lr_decay_every_steps']:,})"
+      f"every {b['lr_decay_every_steps']:,}"
+      + (f", learning rate {b['learning_rate']:g}" if "learning_rate" in b else "")
+      + ")"
       for m, b in sweep.BUDGETS.items()
     )
     + f". The headline setting ({sweep.MODEL_NAMES[sweep.FULL['model']]} at "
@@ -137,9 +139,12 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
         cell = f"{pct(r['test_error_mean'])} ± {pct(r['test_error_std'])}"
         if r["collapsed_runs"]:
           cell += f" ({r['collapsed_runs']}/{r['n']} collapsed)"
+        if r["chance_runs"]:
+          cell += f" ({r['chance_runs']}/{r['n']} at chance)"
         cells.append(cell)
       ns = sorted({x["n"] for x in group if x["criterion"] == criterion})
-      table_rows.append([f"{criterion} (n={'-'.join(map(str, ns[:: len(ns) - 1]))})", *cells])
+      n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+      table_rows.append([f"{criterion} (n={n})", *cells])
     lines += [
       f"### {sweep.MODEL_NAMES.get(model, model)}, {dataset}: test error (%), {epochs} "
       f"epoch{'s' if epochs > 1 else ''}",
@@ -185,8 +190,26 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
         f"({r['collapsed_runs']}/{r['n']} seeds)"
         for r in collapsed
       )
-      + ". Magnitude pruning at a He initialisation empties LeNet-300-100's first layer, whose "
-      "fan-in of 784 gives it the smallest weights; the network then predicts one class."
+      + ". A collapsed network predicts one class."
+      + (
+        " Magnitude pruning at a He initialisation empties LeNet-300-100's first layer, whose "
+        "fan-in of 784 gives it the smallest weights."
+        if any(r["model"] == "lenet300" and r["criterion"] == "magnitude" for r in collapsed)
+        else ""
+      )
+    )
+  failed = [r for r in rows if r["chance_runs"]]
+  if failed:
+    lines.append(
+      "- Training at chance level with every layer connected (the masked network trained but "
+      "learnt nothing; the largest training loss of its first epoch is given): "
+      + "; ".join(
+        f"{sweep.MODEL_NAMES.get(r['model'], r['model'])} {r['criterion']} {r['sparsity']:.0%}, "
+        f"{r['epochs']} epochs ({r['chance_runs']}/{r['n']} seeds, first-epoch loss up to "
+        f"{r['chance_first_epoch_loss_max']:.1f})"
+        for r in failed
+      )
+      + f". The paper's learning rate of {0.1:g} is used for every criterion; none was tuned."
     )
   lines += [
     f"- Cost: {len(records)} runs, {hours(records)} of worker time on {machine()}.",
