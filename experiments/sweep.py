@@ -31,9 +31,8 @@ FLAGS = flags.FLAGS
 #: batch 100 each) and the step decay, x0.1 every `lr_decay_every_steps` (the paper decays every
 #: 25k steps of a longer run). LeNet-300-100 gets 30 epochs (16,200 steps, decayed at 7,500 and
 #: 15,000); LeNet-5-Caffe, ~15x costlier per step on a CPU, 2 epochs (1,080 steps, decayed after
-#: the first) at a learning rate of 0.01: at the paper's 0.1 its first runs here (seed 0, 90%)
-#: ended at chance level for the dense network and for GraSP (a first-epoch training loss of
-#: 15.5), where 0.01 trains them.
+#: the first) at a learning rate of 0.01: at the paper's 0.1 the first runs here (seed 0) of
+#: the dense network and of GraSP at 90% ended at chance level; at 0.01 both train.
 BUDGETS = {
   "lenet300": {"num_epochs": 30, "lr_decay_every_steps": 7_500},
   "lenet5": {"num_epochs": 2, "lr_decay_every_steps": 540, "learning_rate": 0.01},
