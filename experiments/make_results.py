@@ -100,7 +100,7 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
     "## 1. Sparsity sweep",
     "",
     "```",
-    "python experiments/sweep.py --workers 2",
+    "python experiments/sweep.py",
     "```",
     "",
     "Dense vs SNIP vs random, magnitude, GraSP and SynFlow pruning at 90, 95, 98 and 99% "
@@ -245,7 +245,7 @@ def random_labels_section(out: Path, base: Path) -> tuple[str, list]:
     "## 2. Random labels: the pruned network cannot memorise",
     "",
     "```",
-    "python experiments/random_labels.py --workers 2",
+    "python experiments/random_labels.py",
     "```",
     "",
     f"LeNet-300-100 on the first {recipe['train_examples']:,} Fashion-MNIST training images, "
@@ -354,7 +354,7 @@ def ablations_section(out: Path) -> tuple[str, list]:
     "## 4. Ablations: initialisation and scoring batch",
     "",
     "```",
-    "python experiments/ablations.py --workers 2",
+    "python experiments/ablations.py",
     "```",
     "",
     f"LeNet-300-100 on Fashion-MNIST at {ablations.SPARSITY:.0%} sparsity, Adam (learning rate "
@@ -367,9 +367,10 @@ def ablations_section(out: Path) -> tuple[str, list]:
     "",
     runs_lib.markdown_table(["init", *head], init_rows, "lrrr"),
     "",
-    "Scoring batch |D| (VS-H init; the paper's default is one training batch, 100):",
+    "Scoring batch: SNIP scores one batch of |D| training examples (VS-H init; the paper's "
+    "default is one training batch, 100):",
     "",
-    runs_lib.markdown_table(["|D|", *head], batch_rows, "rrrr"),
+    runs_lib.markdown_table(["scoring examples", *head], batch_rows, "rrrr"),
     "",
     "The paper runs both studies on MNIST; its numbers are not quoted here because its tables "
     "could not be read on this offline machine.",
@@ -457,7 +458,10 @@ def main(argv):
       "MNIST; the full MNIST (with its test set) is not available offline here, so the "
       "training experiments use Fashion-MNIST, a drop-in replacement that is harder: compare "
       "gaps to the dense network, not absolute errors. Every script also has a `--quick` mode "
-      "(a few steps on a slice of the data) that CI runs to check the plumbing.",
+      "(a few steps on a slice of the data) that CI runs to check the plumbing; those that "
+      "train take `--workers 2` to train two runs at a time, which changes no number (each run is "
+      "deterministic given its config). Worker time below is the sum of the runs' wall-clock "
+      "times.",
       "",
     ]
   )
