@@ -180,16 +180,19 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
       f"from dense ({pct(f['dense'])}%) and {100 * f['vs_random']:.2f} points better than "
       f"random pruning ({pct(f['random'])}%)."
     )
+
+  def where(r, count: str) -> str:
+    return (
+      f"{sweep.MODEL_NAMES.get(r['model'], r['model'])} {r['criterion']} {r['sparsity']:.0%}, "
+      f"{r['epochs']} epochs ({r[count]}/{r['n']} seeds"
+    )
+
   collapsed = [r for r in rows if r["collapsed_runs"]]
   if collapsed:
     lines.append(
       "- Layer collapse (a layer left with no connection, `collapsed_layers` in the run's "
       "summary): "
-      + "; ".join(
-        f"{sweep.MODEL_NAMES.get(r['model'], r['model'])} {r['criterion']} {r['sparsity']:.0%} "
-        f"({r['collapsed_runs']}/{r['n']} seeds)"
-        for r in collapsed
-      )
+      + "; ".join(where(r, "collapsed_runs") + f": {r['collapsed_layers']})" for r in collapsed)
       + ". A collapsed network predicts one class."
       + (
         " Magnitude pruning at a He initialisation empties LeNet-300-100's first layer, whose "
@@ -204,12 +207,12 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
       "- Training at chance level with every layer connected (the masked network trained but "
       "learnt nothing; the largest training loss of its first epoch is given): "
       + "; ".join(
-        f"{sweep.MODEL_NAMES.get(r['model'], r['model'])} {r['criterion']} {r['sparsity']:.0%}, "
-        f"{r['epochs']} epochs ({r['chance_runs']}/{r['n']} seeds, first-epoch loss up to "
+        where(r, "chance_runs") + f", first-epoch loss up to "
         f"{r['chance_first_epoch_loss_max']:.1f})"
         for r in failed
       )
-      + f". The paper's learning rate of {0.1:g} is used for every criterion; none was tuned."
+      + ". A model's learning rate is the same for every criterion; none was tuned per "
+      "criterion."
     )
   lines += [
     f"- Cost: {len(records)} runs, {hours(records)} of worker time on {machine()}.",

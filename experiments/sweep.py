@@ -112,6 +112,9 @@ def aggregate(records) -> list[dict]:
           "test_error_std": err.std,
           "gap_to_dense": err.mean - dense.mean,
           "collapsed_runs": sum(bool(r["summary"]["collapsed_layers"]) for r in group),
+          "collapsed_layers": " ".join(
+            sorted({name for r in group for name in r["summary"]["collapsed_layers"]})
+          ),
           "chance_runs": len(at_chance),
           "chance_first_epoch_loss_max": max(
             (r["metrics"][0]["train_loss"] for r in at_chance), default=None
