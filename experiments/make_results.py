@@ -129,7 +129,7 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
     header = ["criterion", *[f"{s:.0%} sparsity" for s in sparsities]]
     dense = next(r for r in group if r["criterion"] == sweep.DENSE)
     table_rows = []
-    for criterion in dict.fromkeys(r["criterion"] for r in group if r["criterion"] != "dense"):
+    for criterion in sweep.ordered(r["criterion"] for r in group if r["criterion"] != "dense"):
       cells = []
       for s in sparsities:
         r = next((x for x in group if x["criterion"] == criterion and x["sparsity"] == s), None)
@@ -204,7 +204,7 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
   failed = [r for r in rows if r["chance_runs"]]
   if failed:
     lines.append(
-      "- Training at chance level with every layer connected (the masked network trained but "
+      "- Training at chance level with no layer collapsed (the masked network trained but "
       "learnt nothing; the largest training loss of its first epoch is given): "
       + "; ".join(
         where(r, "chance_runs") + f", first-epoch loss up to "

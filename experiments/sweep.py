@@ -48,6 +48,15 @@ QUICK = {"num_epochs": 1, "lr_decay_every_steps": 1_000, "train_examples": 1_000
 PAPER = {"lenet300": (0.98, 0.024, 0.017), "lenet5": (0.99, 0.011, 0.009)}
 MODEL_NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
 DENSE = "dense"
+#: Order (and colour) of the criteria in tables and figures.
+ORDER = (DENSE, "snip", "random", "magnitude", "grasp", "synflow", "iterative_snip")
+
+
+def ordered(criteria) -> list[str]:
+  """``criteria`` in :data:`ORDER`, unknown ones last."""
+  return sorted(set(criteria), key=lambda c: (ORDER.index(c) if c in ORDER else len(ORDER), c))
+
+
 #: Test accuracy of a constant prediction on the 10 balanced classes of both datasets.
 CHANCE = 0.1
 
@@ -95,7 +104,7 @@ def aggregate(records) -> list[dict]:
     by_setting = runs_lib.group(recs, lambda r: (r["tags"]["criterion"], r["tags"]["sparsity"]))
     for (criterion, sparsity), group in by_setting.items():
       err = runs_lib.Stat.of(runs_lib.test_error(r) for r in group)
-      # Runs that end at chance level with every layer still connected (training failed).
+      # Runs that end at chance level with no layer collapsed (training failed).
       at_chance = [
         r
         for r in group
@@ -142,7 +151,7 @@ def figure(rows, dataset: str, path: Path) -> None:
   fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False)
   for ax, model in zip(axes[0], models, strict=True):
     mine = [r for r in rows if r["model"] == model]
-    for criterion in dict.fromkeys(r["criterion"] for r in mine):
+    for criterion in ordered(r["criterion"] for r in mine):
       pts = sorted((r for r in mine if r["criterion"] == criterion), key=lambda r: r["sparsity"])
       if criterion == DENSE:
         (d,) = pts
@@ -156,6 +165,7 @@ def figure(rows, dataset: str, path: Path) -> None:
         yerr=[100 * r["test_error_std"] for r in pts],
         marker="o",
         ms=4,
+        color=f"C{ORDER.index(criterion) - 1 if criterion in ORDER else len(ORDER)}",
         capsize=3,
         label=criterion,
       )
