@@ -92,8 +92,9 @@ def aggregate(records) -> list[dict]:
   return rows
 
 
-def write_outputs(out: Path) -> list[dict]:
-  rows = aggregate(runs_lib.read_records(out))
+def write_outputs(out: Path, records) -> list[dict]:
+  """``ablations.csv`` from ``records`` (those of ``<out>/runs.jsonl``); returns its rows."""
+  rows = aggregate(records)
   if rows:
     runs_lib.write_csv(rows, out / "ablations.csv")
   return rows
@@ -102,7 +103,7 @@ def write_outputs(out: Path) -> list[dict]:
 def main(argv):
   del argv
   out = runs_lib.run_flagged("ablations", make_runs)
-  for r in write_outputs(out):
+  for r in write_outputs(out, runs_lib.read_records(out)):
     print(
       f"{r['setting']:16s} test error {100 * r['test_error_mean']:.2f} ± "
       f"{100 * r['test_error_std']:.2f}% (n={r['n']})"

@@ -50,6 +50,11 @@ def pct(x: float, digits: int = 2) -> str:
   return "-" if math.isnan(x) else f"{100 * x:.{digits}f}"
 
 
+def pm(row: dict, key: str, digits: int = 2) -> str:
+  """``row``'s ``<key>_mean ± <key>_std``, fractions shown in percentage points."""
+  return runs_lib.Stat(row[f"{key}_mean"], row[f"{key}_std"], row["n"]).pct(digits)
+
+
 def rel(path: Path, base: Path) -> str:
   try:
     return str(path.relative_to(base))
@@ -92,8 +97,8 @@ def sweep_findings(rows) -> dict:
 
 
 def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
-  rows = sweep.write_outputs(out)
   records = runs_lib.read_records(out)
+  rows = sweep.write_outputs(out, records)
   if not rows:
     return "## 1. Sparsity sweep\n\nNo results yet: run `python experiments/sweep.py`.\n", {}
   lines = [
@@ -136,7 +141,7 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
         if r is None:
           cells.append("-")
           continue
-        cell = f"{pct(r['test_error_mean'])} ± {pct(r['test_error_std'])}"
+        cell = pm(r, "test_error")
         if r["collapsed_runs"]:
           cell += f" ({r['collapsed_runs']}/{r['n']} collapsed)"
         if r["chance_runs"]:
@@ -149,7 +154,7 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
       f"### {sweep.MODEL_NAMES.get(model, model)}, {dataset}: test error (%), {epochs} "
       f"epoch{'s' if epochs > 1 else ''}",
       "",
-      f"Dense: {pct(dense['test_error_mean'])} ± {pct(dense['test_error_std'])} (n={dense['n']}).",
+      f"Dense: {pm(dense, 'test_error')} (n={dense['n']}).",
       "",
       runs_lib.markdown_table(header, table_rows, "l" + "r" * len(sparsities)),
       "",
@@ -226,17 +231,17 @@ def sweep_section(out: Path, base: Path) -> tuple[str, dict]:
 
 
 def random_labels_section(out: Path, base: Path) -> tuple[str, list]:
-  rows = random_labels.write_outputs(out)
+  records = runs_lib.read_records(out)
+  rows = random_labels.write_outputs(out, records)
   if not rows:
     return "## 2. Random labels\n\nNo results yet: run `python experiments/random_labels.py`.\n", []
-  records = runs_lib.read_records(out)
   table = runs_lib.markdown_table(
     ["run", "final training loss", "final training accuracy (%)", "n"],
     [
       [
         r["setting"],
         f"{r['final_train_loss_mean']:.4f} ± {r['final_train_loss_std']:.4f}",
-        f"{pct(r['final_train_accuracy_mean'], 1)} ± {pct(r['final_train_accuracy_std'], 1)}",
+        pm(r, "final_train_accuracy", 1),
         r["n"],
       ]
       for r in rows
@@ -331,15 +336,15 @@ def mask_pictures_section(out: Path, base: Path) -> tuple[str, dict | None]:
 
 
 def ablations_section(out: Path) -> tuple[str, list]:
-  rows = ablations.write_outputs(out)
+  records = runs_lib.read_records(out)
+  rows = ablations.write_outputs(out, records)
   if not rows:
     return "## 4. Ablations\n\nNo results yet: run `python experiments/ablations.py`.\n", []
-  records = runs_lib.read_records(out)
   dense = next(r for r in rows if r["study"] == "reference")
 
   def cells(r):
     return [
-      f"{pct(r['test_error_mean'])} ± {pct(r['test_error_std'])}",
+      pm(r, "test_error"),
       f"{100 * r['gap_to_dense']:+.2f}",
       r["n"],
     ]
@@ -363,7 +368,7 @@ def ablations_section(out: Path) -> tuple[str, list]:
     f"LeNet-300-100 on Fashion-MNIST at {ablations.SPARSITY:.0%} sparsity, Adam (learning rate "
     f"{recipe['learning_rate']:g}, constant), no weight decay, batch 100, "
     f"{recipe['num_epochs']} epochs; dense reference trained the same way: "
-    f"{pct(dense['test_error_mean'])} ± {pct(dense['test_error_std'])}% (n={dense['n']}). "
+    f"{pm(dense, 'test_error')}% (n={dense['n']}). "
     "Raw results: `results/ablations/runs.jsonl`, `ablations.csv`.",
     "",
     "Initialisation (SNIP scores, and training starts from, this init; RN and TN have stddev 0.1):",

@@ -114,8 +114,9 @@ def figure(records, path: Path) -> None:
   runs_lib.save_figure(fig, path)
 
 
-def write_outputs(out: Path) -> list[dict]:
-  records = runs_lib.read_records(out)
+def write_outputs(out: Path, records) -> list[dict]:
+  """``random_labels.csv`` and the figure from ``records`` (those of ``<out>/runs.jsonl``);
+  returns the aggregated rows."""
   rows = aggregate(records)
   if rows:
     runs_lib.write_csv(rows, out / "random_labels.csv")
@@ -126,7 +127,7 @@ def write_outputs(out: Path) -> list[dict]:
 def main(argv):
   del argv
   out = runs_lib.run_flagged("random_labels", make_runs)
-  rows = write_outputs(out)
+  rows = write_outputs(out, runs_lib.read_records(out))
   for r in rows:
     print(f"{r['setting']:34s} final training loss {r['final_train_loss_mean']:.4f}")
 

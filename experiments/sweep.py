@@ -186,9 +186,10 @@ def figure(rows, dataset: str, path: Path) -> None:
   runs_lib.save_figure(fig, path)
 
 
-def write_outputs(out: Path) -> list[dict]:
-  """``sweep.csv`` and the figures from ``runs.jsonl``; returns the aggregated rows."""
-  rows = aggregate(runs_lib.read_records(out))
+def write_outputs(out: Path, records) -> list[dict]:
+  """``sweep.csv`` and the figures from ``records`` (those of ``<out>/runs.jsonl``); returns
+  the aggregated rows."""
+  rows = aggregate(records)
   if rows:
     runs_lib.write_csv(rows, out / "sweep.csv")
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
@@ -208,7 +209,7 @@ def main(argv):
     sparsities = [float(s) for s in FLAGS.sparsities]
     specs = make_runs(FLAGS.datasets, FLAGS.models, FLAGS.criteria, sparsities, FLAGS.seeds)
   runs_lib.run_all(specs, out, workers=FLAGS.workers)
-  rows = write_outputs(out)
+  rows = write_outputs(out, runs_lib.read_records(out))
   print(f"wrote {out / 'sweep.csv'} ({len(rows)} rows) and the figures")
 
 
