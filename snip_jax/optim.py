@@ -3,15 +3,27 @@
 ``optax.masked`` chooses whole leaves; SNIP needs coordinate-wise masking. :func:`masked`
 wraps any ``GradientTransformation``:
 
-1. incoming gradients are zeroed at pruned coordinates, so no moment ever accumulates there;
-2. the inner optimizer runs (weight decay sees zero params there, so it adds nothing);
-3. outgoing updates and every optimizer-state leaf shaped like the params are zeroed again at
-   pruned coordinates, which also covers optimizers that add a term independent of the
-   gradient (e.g. noise) or transforms that mix coordinates.
+1. at ``init``, every optimizer-state leaf shaped like the params is zeroed at pruned
+   coordinates (e.g. Adagrad's non-zero initial accumulator);
+2. incoming gradients are zeroed at pruned coordinates, so no moment ever accumulates there
+   (weight decay sees zero params there, so it adds nothing either);
+3. the inner optimizer runs;
+4. outgoing updates are zeroed at pruned coordinates, which also covers optimizers that add a
+   term independent of the gradient (e.g. noise) or transforms that mix coordinates.
 
 With params masked once (``apply_mask``) before training, ``params + updates`` keeps every pruned
-weight at exactly ``0.0`` forever. The mask travels in the optimizer state (as data, not as a
-compile-time constant), so a jitted step compiles once for any mask of the same shapes.
+weight at exactly ``0.0`` forever, and every optimizer whose state is built from the gradients
+and params it is given (all of Optax's: SGD, momentum, Adam(W), RMSProp, Lion, clipping, ...)
+keeps zero state there, because it only ever sees zeros at those coordinates.
+
+The state is deliberately not re-masked after each update. Masking both the new moments and the
+updates computed from them makes XLA recompute the moment update in two fusions, and it then has
+to copy every donated param and moment buffer first. Masking only gradients and updates fuses
+into the optimizer's own loops, which then only read the mask as well (BENCHMARKS.md, masked vs
+dense step).
+
+The mask travels in the optimizer state (as data, not as a compile-time constant), so a jitted
+step compiles once for any mask of the same shapes.
 """
 
 from __future__ import annotations
@@ -65,13 +77,12 @@ def masked(inner: optax.GradientTransformation, mask: PyTree) -> optax.GradientT
   def init_fn(params):
     masks.check_mask(params, mask)
     bool_mask = jax.tree.map(lambda m: jnp.asarray(m, bool), mask)
-    return MaskedState(inner_state=inner.init(params), mask=bool_mask)
+    inner_state = _zero_masked_moments(inner.init(params), bool_mask)
+    return MaskedState(inner_state=inner_state, mask=bool_mask)
 
   def update_fn(updates, state, params=None):
     grads = masks.apply_mask(updates, state.mask)
     updates, inner_state = inner.update(grads, state.inner_state, params)
-    updates = masks.apply_mask(updates, state.mask)
-    inner_state = _zero_masked_moments(inner_state, state.mask)
-    return updates, MaskedState(inner_state=inner_state, mask=state.mask)
+    return masks.apply_mask(updates, state.mask), MaskedState(inner_state, state.mask)
 
   return optax.GradientTransformation(init_fn, update_fn)
