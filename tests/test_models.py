@@ -19,9 +19,10 @@ from snip_jax import (
   models,
   ones_like,
   sensitivity,
+  top_k_mask,
   train,
 )
-from snip_jax.models import get_model
+from snip_jax.models import get_model, layers
 from snip_jax.models.layers import batch_norm
 
 # Exact counts of our models: (all params, prunable kernels).
@@ -172,3 +173,91 @@ def test_score_bn_mode():
   for got, want in zip(jax.tree.leaves(inference), jax.tree.leaves(expected), strict=True):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-8)
   assert not np.allclose(inference["Conv_0"]["kernel"], batch["Conv_0"]["kernel"])
+
+
+# ------------------------------------------------------------------------------------------
+# The im2col convolution (a default chosen for speed) computes what nn.Conv computes.
+
+CONV_CASES = [
+  # (input H, W, C; features, kernel, stride, padding, bias): every conv of the model zoo.
+  ((8, 8, 3), 4, 3, 1, "SAME", False),  # VGG, WRN.
+  ((5, 5, 4), 3, 1, 1, "SAME", False),  # VGG-C's 1x1.
+  ((7, 7, 3), 4, 3, 2, "SAME", False),  # WRN's strided 3x3, odd size.
+  ((8, 8, 3), 5, 1, 2, "SAME", False),  # WRN's 1x1 shortcut.
+  ((9, 9, 2), 3, 5, 2, "SAME", False),  # AlexNet's strided 5x5 (its 11x11: below).
+  ((9, 9, 2), 3, 5, 1, "VALID", True),  # LeNet-5-like.
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[2]}x{c[2]}s{c[3]}{c[4]}")
+def test_im2col_conv_matches_flax_conv(case):
+  shape, features, size, stride, padding, bias = case
+  kwargs = dict(strides=stride, padding=padding, use_bias=bias)
+  ours = layers.Conv(features, (size, size), **kwargs)
+  flax_conv = nn.Conv(features, (size, size), **kwargs)
+  x = jax.random.normal(jax.random.key(1), (2, *shape))
+  params = ours.init(jax.random.key(0), x)
+  flax_params = flax_conv.init(jax.random.key(0), x)
+  # Same names, shapes and initial values: checkpoints, masks and seeds carry over.
+  chex.assert_trees_all_equal(params, flax_params)
+  params = jax.tree.map(lambda p: p + 0.1, params)  # A non-zero bias too.
+
+  def loss(module, params, x):
+    return jnp.sum(jnp.sin(module.apply(params, x)))
+
+  got = jax.value_and_grad(lambda p, x: loss(ours, p, x), argnums=(0, 1))(params, x)
+  want = jax.value_and_grad(lambda p, x: loss(flax_conv, p, x), argnums=(0, 1))(params, x)
+  assert ours.apply(params, x).shape == flax_conv.apply(params, x).shape
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_im2col_conv_rejects_unknown_padding():
+  with pytest.raises(ValueError, match="padding must be"):
+    layers.Conv(2, (3, 3), padding="CIRCULAR").init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+
+
+def test_models_with_im2col_convs_give_flax_conv_results(monkeypatch):
+  """Same init, same loss, same SNIP mask as with nn.Conv (the models' convs before).
+
+  AlexNet-s has the strided 11x11, 5x5 and 3x3 convs; the test above covers every other
+  configuration of the model zoo's convs.
+  """
+  name = "alexnet_s"
+  spec = models.get_spec(name)
+  images = jax.random.normal(jax.random.key(2), (4, *spec.input_shape))
+  labels = jnp.arange(4) % 10
+
+  def snip(model):
+    variables = jax.jit(model.init)(jax.random.key(0), images[:1])
+    params, batch_stats = variables["params"], variables["batch_stats"]
+
+    def loss(p):
+      # Batch norm with the running statistics, as SNIP scores by default.
+      logits, _ = train.forward(model.apply, p, batch_stats, images, train=False)
+      return jnp.mean(train.cross_entropy(logits, labels))
+
+    scores = jax.jit(lambda p: sensitivity.connection_sensitivity(loss, p))(params)
+    return params, float(jax.jit(loss)(params)), scores
+
+  ours = snip(get_model(name))
+  monkeypatch.setattr(layers, "Conv", nn.Conv)
+  reference = snip(get_model(name))
+  chex.assert_trees_all_equal(ours[0], reference[0])
+  assert ours[1] == pytest.approx(reference[1], rel=1e-5)
+  chex.assert_trees_all_close(ours[2], reference[2], rtol=1e-3, atol=1e-9)
+
+  def flat_kernels(tree):
+    return np.concatenate(
+      [np.ravel(x) for path, x in jax.tree.leaves_with_path(tree) if masks.kernels(path, x)]
+    )
+
+  flat = flat_kernels(reference[2])
+  for sparsity in (0.9, 0.99):
+    mask, reference_mask = (flat_kernels(top_k_mask(s[2], sparsity)) for s in (ours, reference))
+    # The same mask, except where float rounding reorders scores that agree to float tolerance at
+    # the threshold (as the scores above): the same count; every swapped one scores the threshold.
+    threshold = np.sort(flat[reference_mask])[0]
+    assert mask.sum() == reference_mask.sum()
+    swapped = np.flatnonzero(mask != reference_mask)
+    assert len(swapped) <= 1e-5 * flat.size  # 14 of 5.07M at 90% for AlexNet-s.
+    np.testing.assert_allclose(flat[swapped], threshold, rtol=1e-3)

@@ -31,12 +31,15 @@ class LeNet5Caffe(nn.Module):
 
   num_classes: int = 10
   kernel_init: jax.nn.initializers.Initializer = nn.initializers.he_normal()
+  #: The convolution: Flax's, which XLA:CPU runs faster for this net than the im2col
+  #: ``layers.Conv`` the bigger nets use (BENCHMARKS.md, "Convolutions"). Same params either way.
+  conv: type[nn.Module] = nn.Conv
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train
     for features in (20, 50):
-      x = nn.Conv(features, (5, 5), padding="VALID", kernel_init=self.kernel_init)(x)
+      x = self.conv(features, (5, 5), padding="VALID", kernel_init=self.kernel_init)(x)
       x = max_pool_2x2(nn.relu(x))
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(500, kernel_init=self.kernel_init)(x))
