@@ -19,12 +19,20 @@ The per-layer budgets κ_l come from one exact water-filling on the host (:func:
 real targets ``t_l = clip(ε · w_l, lo_l, hi_l)`` with the single scale ``ε`` solved in rational
 arithmetic so that ``Σ t_l = κ``, then floors plus the largest remainders (ties by tree order).
 
-The selection itself is a radix select, not a sort: the scores' IEEE bit patterns are mapped
-to unsigned integers in the same order, the κ-th largest is found one bit at a time from the
-top (one counting pass over the scores per bit: 32 for float32), and the keys equal to it are
-kept in index order until κ is reached. It returns exactly ``lax.top_k``'s set, runs in linear
-time (``lax.top_k`` sorts, single-threaded on CPU), and takes κ as a traced value, so
-iterative pruning compiles it once for all its rounds.
+The selection never sorts. Where the scores live decides how it runs (both give exactly
+``lax.top_k``'s set, the κ largest with ties to the lower index):
+
+* on an accelerator (GPU, TPU), a radix select compiled by XLA: the scores' IEEE bit patterns
+  are mapped to unsigned integers in the same order, the κ-th largest is found one bit at a
+  time from the top (one counting pass over the scores per bit: 32 for float32, each cheap
+  and parallel there), and the keys equal to it are kept in index order until κ is reached.
+  κ is a traced value, so iterative pruning compiles it once for all its rounds;
+* on CPU, the same rules in NumPy on the (zero-copy) host view of the scores: one introselect
+  (``np.partition``) finds the κ-th largest value ``t``, one pass keeps ``scores >= t``, and
+  only if more than κ tie at ``t`` are the surplus ties dropped from the highest index down.
+  XLA:CPU runs these counting passes far slower than NumPy: over VGG-D's 15.2M scores the
+  radix select takes about 15x as long as the introselect, and ``lax.top_k``, which sorts
+  single-threaded, seconds (BENCHMARKS.md, "Selection at scale").
 
 Two options restrict the choice without changing κ:
 
@@ -39,6 +47,7 @@ Two options restrict the choice without changing κ:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
 from collections.abc import Sequence
@@ -232,17 +241,12 @@ def layer_budgets(
   return _allocate(_raw_weights(shapes, distribution), kappa, lo, sizes)
 
 
-def _split(flat: jax.Array, sizes: tuple[int, ...]) -> list[jax.Array]:
-  return jnp.split(flat, np.cumsum(sizes)[:-1])
-
-
 def _sortable_keys(flat: jax.Array) -> jax.Array:
   """Unsigned integers ordered as the floats ``flat`` are (IEEE bit patterns, made monotone).
 
   Non-negative floats get their sign bit set, negative ones all bits flipped, so integer order
-  is float order. ``-0.0`` is first made ``+0.0`` so that the two zeros tie, as they compare.
+  is float order, with ``-0.0`` just below ``+0.0``: the total order ``lax.top_k`` sorts by.
   """
-  flat = flat + jnp.zeros((), flat.dtype)  # -0.0 + 0.0 = +0.0.
   bits = jax.lax.bitcast_convert_type(flat, _UINT[flat.dtype.itemsize])
   top = jnp.array(1, bits.dtype) << (8 * flat.dtype.itemsize - 1)
   return jnp.where(bits & top, ~bits, bits | top)
@@ -288,6 +292,66 @@ def _top_per_segment(
   return above | (tied & (tie_rank < (budgets - count(above))[seg]))
 
 
+def _top_numpy(values: np.ndarray, k: int) -> np.ndarray:
+  """The ``k`` largest of ``values``, ties to the lower index: one introselect, no sort.
+
+  The order is ``lax.top_k``'s, in which ``-0.0`` ranks just below ``+0.0``.
+  """
+  n = values.size
+  if k <= 0:
+    return np.zeros(n, bool)
+  threshold = np.partition(values, n - k)[n - k]  # The k-th largest (a zero of either sign).
+  if threshold == 0:
+    # Zeros straddle the threshold: +0.0 and -0.0 are two values here, +0.0 first.
+    zero = values == 0
+    negative_zero = zero & np.signbit(values)
+    keep = (values > 0) | (zero & ~negative_zero)
+    if np.count_nonzero(keep) < k:
+      keep |= negative_zero
+  else:
+    keep = values >= threshold
+  surplus = np.count_nonzero(keep) - k  # Keys tied at the threshold beyond κ (rare but real).
+  if surplus:
+    tied = values == threshold
+    if threshold == 0:  # The lowest value kept: -0.0 if any, else +0.0.
+      tied &= np.signbit(values) if np.any(keep & negative_zero) else ~np.signbit(values)
+    tied = np.flatnonzero(tied)
+    keep[tied[len(tied) - surplus :]] = False
+  return keep
+
+
+def _select_numpy(
+  flat_scores: np.ndarray,
+  within_flat: np.ndarray | None,
+  reserve: np.ndarray | None,
+  budgets: np.ndarray,
+  *,
+  sizes: tuple[int, ...],
+  per_leaf: bool,
+) -> np.ndarray:
+  """:func:`_select` in NumPy, on the host: the same rules, with floats instead of keys.
+
+  Excluded scores become ``-inf`` and reserved ones ``+inf`` (the scores are finite), which
+  is what the device path's lowest and highest keys do.
+  """
+  values = np.asarray(flat_scores)
+  bounds = np.concatenate([[0], np.cumsum(sizes)])
+  segments = list(itertools.pairwise(bounds))
+  if within_flat is not None:
+    values = np.where(within_flat, values, -np.inf)
+  if reserve is not None:
+    values = values.copy() if within_flat is None else values
+    for (start, stop), k in zip(segments, np.asarray(reserve), strict=True):
+      values[start:stop][_top_numpy(values[start:stop], int(k))] = np.inf
+  budgets = np.asarray(budgets)
+  if not per_leaf:
+    return _top_numpy(values, int(budgets[0]))
+  keep = np.empty(values.size, bool)
+  for (start, stop), k in zip(segments, budgets, strict=True):
+    keep[start:stop] = _top_numpy(values[start:stop], int(k))
+  return keep
+
+
 @functools.partial(jax.jit, static_argnames=("sizes", "per_leaf"))
 def _select(
   flat_scores: jax.Array,
@@ -297,7 +361,7 @@ def _select(
   sizes: tuple[int, ...],
   per_leaf: bool,
 ) -> jax.Array:
-  """The flat mask: ``budgets`` per leaf (``per_leaf``) or one global budget.
+  """The flat mask: ``budgets`` per leaf (``per_leaf``) or one global budget, in XLA.
 
   Scores outside ``within`` can never be kept (the lowest key, below any finite score's), and
   each leaf's top-``reserve_l`` are always kept (the highest key); the scores are finite
@@ -316,10 +380,19 @@ def _select(
   return _top_per_segment(keys, None, np.zeros(1, np.int64), budgets)
 
 
-def _flat_scores(leaf: Any) -> jax.Array:
-  flat = jnp.ravel(leaf)
+def _flat_scores(leaf: Any, xp: Any) -> Any:
+  flat = xp.ravel(xp.asarray(leaf))
   # Lower precision would create ties; float64 (with jax_enable_x64) stays float64.
-  return flat.astype(jnp.promote_types(flat.dtype, jnp.float32))
+  return flat.astype(jnp.promote_types(flat.dtype, jnp.float32), copy=False)
+
+
+def _on_host(leaves: Sequence[Any]) -> bool:
+  """Whether every array leaf is on the CPU (NumPy arrays, or JAX arrays on CPU devices)."""
+  return all(
+    all(d.platform == "cpu" for d in leaf.devices())
+    for leaf in leaves
+    if isinstance(leaf, jax.Array)
+  )
 
 
 def top_k_mask(
@@ -334,8 +407,9 @@ def top_k_mask(
   """Keeps exactly κ prunable connections: the highest-scoring, globally or per layer.
 
   Call it outside ``jax.jit``: it validates its arguments and the scores on the host, computes
-  any per-layer budgets there, then runs a compiled selection (compiled once per set of leaf
-  shapes; κ and the budgets are data).
+  any per-layer budgets there, then selects: in NumPy when the scores are on the CPU, with a
+  compiled radix select otherwise (compiled once per set of leaf shapes; κ and the budgets are
+  data). See the module docstring.
 
   Args:
     scores: a pytree shaped like the params (e.g. from
@@ -367,12 +441,16 @@ def top_k_mask(
   prunable = masks.prunable_leaves(scores, filter_fn)
   leaves, treedef = jax.tree.flatten(scores)
   flags = jax.tree.leaves(prunable)
-  chosen = [_flat_scores(leaf) for leaf, keep in zip(leaves, flags, strict=True) if keep]
+  # On the CPU the selection runs in NumPy, on zero-copy views of the scores.
+  on_host = _on_host(leaves)
+  xp = np if on_host else jnp
+  chosen = [_flat_scores(leaf, xp) for leaf, keep in zip(leaves, flags, strict=True) if keep]
   if not chosen:
     raise ValueError("No prunable leaves: filter_fn rejected every leaf of the scores tree.")
-  flat = jnp.concatenate(chosen)
-  if not bool(jnp.all(jnp.isfinite(flat))):
-    bad = int(jnp.sum(~jnp.isfinite(flat)))
+  flat = chosen[0] if len(chosen) == 1 else xp.concatenate(chosen)
+  finite = xp.isfinite(flat)
+  if not bool(finite.all()):
+    bad = flat.size - int(finite.sum())
     raise ValueError(
       f"{bad} of {flat.size} scores are NaN or infinite; refusing to build a mask from them. "
       "Check the initialisation and the scoring batch (an exploding init or a loss of NaN "
@@ -385,32 +463,40 @@ def top_k_mask(
   candidates = list(sizes)
   if within is not None:
     within_leaves = [
-      jnp.ravel(w).astype(bool)
+      xp.ravel(xp.asarray(w)).astype(bool)
       for w, keep in zip(jax.tree.leaves(within), flags, strict=True)
       if keep
     ]
-    candidates = [int(jnp.sum(w)) for w in within_leaves]
+    candidates = [int(w.sum()) for w in within_leaves]
     if kappa > sum(candidates):
       raise ValueError(
         f"sparsity={sparsity} keeps κ={kappa} connections but `within` allows only "
         f"{sum(candidates)} of the {flat.size} prunable ones; raise the sparsity to at least "
         f"{1.0 - sum(candidates) / flat.size:.6g} or widen `within`."
       )
-    within_flat = jnp.concatenate(within_leaves)
+    within_flat = xp.concatenate(within_leaves)
   lo = tuple(min(min_kept, c) for c in candidates)
   _check_floor(sum(lo), kappa, min_kept)
 
   if distribution == "global":
-    reserve = jnp.asarray(lo, jnp.int32) if any(lo) else None
-    flat_mask = _select(flat, within_flat, reserve, jnp.asarray([kappa], jnp.int32), sizes, False)
+    reserve = np.asarray(lo, np.int32) if any(lo) else None
+    budgets = np.asarray([kappa], np.int32)
   else:
     shapes = [np.shape(leaf) for leaf, keep in zip(leaves, flags, strict=True) if keep]
-    budgets = _allocate(_raw_weights(shapes, distribution), kappa, lo, candidates)
-    flat_mask = _select(flat, within_flat, None, jnp.asarray(budgets, jnp.int32), sizes, True)
+    reserve = None  # The per-layer budgets already respect the floors.
+    budgets = np.asarray(_allocate(_raw_weights(shapes, distribution), kappa, lo, candidates))
+  per_leaf = distribution != "global"
+  if on_host:
+    flat_mask = _select_numpy(flat, within_flat, reserve, budgets, sizes=sizes, per_leaf=per_leaf)
+  else:
+    reserve = None if reserve is None else jnp.asarray(reserve)
+    flat_mask = _select(
+      flat, within_flat, reserve, jnp.asarray(budgets, jnp.int32), sizes, per_leaf
+    )
 
-  pieces = iter(_split(flat_mask, sizes))
+  pieces = iter(xp.split(flat_mask, np.cumsum(sizes)[:-1]))
   mask_leaves = [
-    next(pieces).reshape(np.shape(leaf)) if keep else jnp.ones(np.shape(leaf), bool)
+    jnp.asarray(next(pieces).reshape(np.shape(leaf))) if keep else jnp.ones(np.shape(leaf), bool)
     for leaf, keep in zip(leaves, flags, strict=True)
   ]
   return jax.tree.unflatten(treedef, mask_leaves)

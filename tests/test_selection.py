@@ -1,12 +1,13 @@
 """Top-κ selection: exact κ for every distribution, ties, the guard, `within`, bad input."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import random_params
 
-from snip_jax import count_prunable, num_kept, sparsity, top_k_mask
+from snip_jax import count_prunable, num_kept, selection, sparsity, top_k_mask
 from snip_jax.selection import DISTRIBUTIONS, layer_budgets
 
 
@@ -361,3 +362,61 @@ def test_bad_min_kept_is_an_error(bad):
     top_k_mask({"kernel": jnp.ones((3, 3))}, 0.5, min_kept_per_layer=bad)
   with pytest.raises(ValueError, match="min_kept_per_layer must be a non-negative int"):
     layer_budgets([(3, 3)], 0.5, "erk", min_kept_per_layer=bad)
+
+
+# ------------------------------------------------------------------------------------------
+# The two implementations: NumPy on the host (scores on the CPU) and the XLA radix select
+# (scores on an accelerator; forced here by pretending the CPU scores are elsewhere).
+
+
+def tied_scores(key, shapes=((30, 20), (20, 10), (10,), (10, 4))):
+  """Scores with many exact ties (values on a coarse grid, both zeros) and negatives."""
+  keys = jax.random.split(key, len(shapes))
+  leaves = [jnp.round(jax.random.normal(k, s) * 3) / 4 for k, s in zip(keys, shapes, strict=True)]
+  leaves[0] = leaves[0].at[0, :5].set(-0.0)
+  return {
+    f"layer{i}": {"kernel" if len(s) > 1 else "bias": x}
+    for i, (s, x) in enumerate(zip(shapes, leaves, strict=True))
+  }
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+@pytest.mark.parametrize("min_kept", [0, 7])
+@pytest.mark.parametrize("use_within", [False, True])
+def test_numpy_and_xla_selections_agree(distribution, min_kept, use_within, monkeypatch):
+  scores = tied_scores(jax.random.key(0))
+  within = None
+  if use_within:
+    within = jax.tree.map(lambda s: jax.random.bernoulli(jax.random.key(3), 0.6, s.shape), scores)
+  kwargs = dict(distribution=distribution, min_kept_per_layer=min_kept, within=within)
+  for target in (0.5, 0.9, 0.97) if use_within else (0.0, 0.5, 0.9, 0.97):
+    on_host = top_k_mask(scores, target, **kwargs)
+    with monkeypatch.context() as m:
+      m.setattr(selection, "_on_host", lambda leaves: False)
+      in_xla = top_k_mask(scores, target, **kwargs)
+    chex.assert_trees_all_equal(on_host, in_xla)
+    assert kept(on_host) == num_kept(count_prunable(scores), target)
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.98])
+def test_both_selections_keep_lax_top_k_set(sparsity, monkeypatch):
+  scores = tied_scores(jax.random.key(1))
+
+  def flat_kernels(tree):
+    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree) if x.ndim >= 2])
+
+  flat = flat_kernels(scores)
+  k = num_kept(flat.size, sparsity)
+  expected = jnp.zeros(flat.size, bool).at[jax.lax.top_k(flat, k)[1]].set(True)
+  flat_mask = flat_kernels
+
+  np.testing.assert_array_equal(flat_mask(top_k_mask(scores, sparsity)), expected)
+  monkeypatch.setattr(selection, "_on_host", lambda leaves: False)
+  np.testing.assert_array_equal(flat_mask(top_k_mask(scores, sparsity)), expected)
+
+
+def test_scores_given_as_numpy_arrays_select_on_the_host():
+  scores = jax.tree.map(np.asarray, tied_scores(jax.random.key(2)))
+  assert selection._on_host(jax.tree.leaves(scores))
+  mask = top_k_mask(scores, 0.9)
+  assert all(isinstance(m, jax.Array) and m.dtype == bool for m in jax.tree.leaves(mask))
