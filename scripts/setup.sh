@@ -22,7 +22,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 STAMP=.venv/.snip-jax-installed
-WANT="$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+WANT="$(cat requirements.txt requirements-dev.txt benchmarks/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   echo "setup: installing requirements into .venv (a few minutes the first time)" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt -e . >&2

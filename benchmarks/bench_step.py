@@ -1,0 +1,82 @@
+"""The masked train step against a dense one (goal <= 1.03) and against PyTorch (goal <= 1.0).
+
+Both comparisons time the step every run uses, ``jax.jit(snip_jax.train.train_step)`` on the
+state :func:`snip_jax.train.create_train_state` builds (the mask lives in the optimizer state;
+see :mod:`snip_jax.optim`), with the model's experiment config (SGD, momentum 0.9, weight
+decay 5e-4).
+
+* dense: the same jitted step on a plain ``TrainState`` with the same optimizer, no mask;
+* PyTorch: ``benchmarks/torch_models.py``, the step as the popular PyTorch SNIP ports write it
+  (mask multiplied into the weights in the forward pass, weights re-masked after the update),
+  eager, NCHW, with as many threads as XLA uses (every core).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from benchmarks import common
+from snip_jax import train
+
+TITLE = "Train step: masked vs dense, and vs PyTorch"
+#: model -> (batch size, steps per timed call, timed rounds); quick is plumbing only.
+SETTINGS = {
+  False: {"lenet300": (100, 20, 60), "lenet5": (100, 2, 30), "vgg_d": (128, 1, 5)},
+  True: {"lenet300": (16, 2, 3)},
+}
+
+
+def _torch_step(model: str, batch_size: int):
+  """PyTorch's masked step for ``model``, or ``None`` without PyTorch."""
+  try:
+    from benchmarks import torch_models
+  except ImportError:
+    return None
+  return torch_models.make_step(model, batch_size, threads=os.cpu_count())
+
+
+def _measure(model: str, batch_size: int, steps: int, rounds: int) -> list[dict]:
+  """The two rows of ``model``: masked / dense and ours / PyTorch."""
+  rows = []
+  work = common.Workload(model, batch_size)
+  step = jax.jit(train.train_step, donate_argnums=0)
+  fns = {
+    "dense": common.stepper(step, work.dense_state(), work.batch, steps),
+    "masked": common.stepper(step, work.masked_state(), work.batch, steps),
+  }
+  torch_step = _torch_step(model, batch_size)
+  if torch_step is not None:
+    fns["pytorch"] = lambda: [torch_step() for _ in range(steps)]
+  times = common.time_interleaved(fns, rounds)
+  per_step = {k: [t / steps for t in v] for k, v in times.items()}
+  seconds = {k: common.stats(v) for k, v in per_step.items()}
+  setting = f"{model}, batch {batch_size}"
+  rows.append(
+    common.row(
+      f"masked / dense step, {setting}",
+      common.ratio_stats(per_step["masked"], per_step["dense"]),
+      1.03,
+      seconds={"masked": seconds["masked"], "dense": seconds["dense"]},
+    )
+  )
+  if torch_step is None:
+    rows.append({"name": f"ours / PyTorch step, {setting}", "skipped": "PyTorch not installed"})
+  else:
+    rows.append(
+      common.row(
+        f"ours / PyTorch step, {setting}",
+        common.ratio_stats(per_step["masked"], per_step["pytorch"]),
+        1.0,
+        seconds={"ours (masked)": seconds["masked"], "PyTorch": seconds["pytorch"]},
+      )
+    )
+  return rows
+
+
+def run(quick: bool) -> dict:
+  rows = []
+  for model, (batch_size, steps, rounds) in SETTINGS[quick].items():
+    rows += _measure(model, batch_size, steps, rounds)
+  return {"title": TITLE, "description": __doc__, "rows": rows}

@@ -1,0 +1,240 @@
+"""Timing and reporting helpers shared by the benchmark sections.
+
+Every goal is a ratio of two things measured side by side in one process: this CPU is shared
+and noisy, so the two sides are timed in alternating order, round after round, and each round
+gives one ratio. A result reports the median and the min-max of those per-round ratios, with
+the median and min-max of each side's time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def block(result: Any) -> Any:
+  """Waits until every array in ``result`` is computed (JAX dispatches asynchronously)."""
+  return jax.block_until_ready(result)
+
+
+def timed(fn: Callable[[], Any]) -> float:
+  """Seconds one call of ``fn`` takes, including waiting for its arrays."""
+  start = time.perf_counter()
+  block(fn())
+  return time.perf_counter() - start
+
+
+def time_interleaved(
+  fns: Mapping[str, Callable[[], Any]], rounds: int, warmup: int = 1
+) -> dict[str, list[float]]:
+  """Seconds per call of each function, measured round by round in alternating order.
+
+  Each round calls every function once; odd rounds go in reverse order, so that neither side
+  always runs first (after the other has warmed the caches, or been slowed by a neighbour).
+
+  Args:
+    fns: name -> zero-argument function (its result is waited for).
+    rounds: timed rounds.
+    warmup: untimed rounds first (compilation, allocation).
+
+  Returns:
+    name -> the ``rounds`` times, in seconds.
+  """
+  names = list(fns)
+  for _ in range(warmup):
+    for name in names:
+      block(fns[name]())
+  times: dict[str, list[float]] = {name: [] for name in names}
+  for r in range(rounds):
+    for name in names if r % 2 == 0 else names[::-1]:
+      times[name].append(timed(fns[name]))
+  return times
+
+
+def stats(values: Sequence[float]) -> dict[str, float]:
+  """``{"median", "min", "max", "n"}`` of ``values``."""
+  if not values:
+    raise ValueError("stats of an empty sequence")
+  return {
+    "median": float(statistics.median(values)),
+    "min": float(min(values)),
+    "max": float(max(values)),
+    "n": len(values),
+  }
+
+
+def ratio_stats(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, float]:
+  """:func:`stats` of the per-round ratios ``numerator[i] / denominator[i]``."""
+  if len(numerator) != len(denominator):
+    raise ValueError(f"{len(numerator)} numerators but {len(denominator)} denominators")
+  return stats([a / b for a, b in zip(numerator, denominator, strict=True)])
+
+
+def row(
+  name: str,
+  ratio: Mapping[str, float],
+  goal: float | None,
+  *,
+  higher_is_better: bool = False,
+  **details: Any,
+) -> dict[str, Any]:
+  """One line of a results table: a ratio, its goal and whether the median meets it.
+
+  Args:
+    name: what was measured.
+    ratio: :func:`stats` of the ratio.
+    goal: the bound the median ratio must meet; ``None`` for a row without a goal.
+    higher_is_better: the goal is a lower bound (``>=``) instead of an upper bound (``<=``).
+    **details: anything else to record (the two sides' time statistics, sizes, ...).
+  """
+  met = None
+  if goal is not None:
+    met = ratio["median"] >= goal if higher_is_better else ratio["median"] <= goal
+  return {
+    "name": name,
+    "ratio": dict(ratio),
+    "goal": goal,
+    "goal_op": ">=" if higher_is_better else "<=",
+    "met": met,
+    **details,
+  }
+
+
+def machine() -> dict[str, Any]:
+  """The machine and the versions the numbers were measured with."""
+  versions = {}
+  for package in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
+    try:
+      versions[package] = metadata.version(package)
+    except metadata.PackageNotFoundError:
+      versions[package] = None
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  return {
+    "cpu": cpu,
+    "cores": os.cpu_count(),
+    "system": f"{platform.system()} {platform.release()}",
+    "python": platform.python_version(),
+    "backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "versions": versions,
+  }
+
+
+def random_batch(input_shape: Sequence[int], batch_size: int, seed: int = 0):
+  """A fixed batch of standard normal images and uniform labels in ``[0, 10)``.
+
+  Timings do not depend on the values; the data sections time real data.
+  """
+  rng = np.random.default_rng(seed)
+  images = rng.standard_normal((batch_size, *input_shape)).astype(np.float32)
+  return images, rng.integers(0, 10, batch_size).astype(np.int32)
+
+
+#: The benchmark models: (name, config module, batch size of the paper).
+MODELS = {
+  "lenet300": ("lenet300_fashion_mnist", 100),
+  "lenet5": ("lenet5_fashion_mnist", 100),
+  "vgg_d": ("vgg_d_cifar10", 128),
+}
+
+
+def get_config(model: str):
+  """The experiment config of ``model`` (``experiments/configs``): its optimizer, batch, ..."""
+  import importlib
+  import sys
+  from pathlib import Path
+
+  experiments = str(Path(__file__).resolve().parents[1] / "experiments")
+  if experiments not in sys.path:
+    sys.path.insert(0, experiments)
+  return importlib.import_module(f"configs.{MODELS[model][0]}").get_config()
+
+
+class Workload:
+  """A model of the paper ready to train: params, a 95%-sparse mask, a batch, two states.
+
+  ``dense`` is a plain Flax ``TrainState`` with the config's optimizer; ``masked`` is the one
+  :func:`snip_jax.train.create_train_state` builds from the same params and optimizer, as every
+  run does. The mask is the top 5% of random scores: the step's cost does not depend on which
+  weights are kept.
+  """
+
+  def __init__(
+    self,
+    model: str,
+    batch_size: int | None = None,
+    seed: int = 0,
+    input_shape: tuple[int, ...] | None = None,
+  ):
+    import jax.numpy as jnp
+
+    from snip_jax import masks, models, selection, train
+
+    self.name = model
+    self.config = get_config(model)
+    self.batch_size = batch_size or MODELS[model][1]
+    self.module = models.get_model(model, num_classes=10)
+    input_shape = input_shape or models.get_spec(model).input_shape
+    # Initialise with one example: eager VGG init with a full batch takes ~14 s on this CPU.
+    variables = jax.jit(self.module.init)(jax.random.key(seed), jnp.zeros((1, *input_shape)))
+    self.params = variables["params"]
+    self.batch_stats = variables.get("batch_stats", {})
+    scores = jax.tree.map(
+      lambda p: jax.random.uniform(jax.random.key(seed + 1), p.shape), self.params
+    )
+    self.mask = selection.top_k_mask(scores, 0.95, filter_fn=train.filter_fn_for(self.config))
+    self.tx = train.make_optimizer(self.config)
+    images, labels = random_batch(input_shape, self.batch_size, seed)
+    self.batch = (jnp.asarray(images), jnp.asarray(labels))
+    self._masks, self._train = masks, train
+
+  def dense_state(self):
+    """A fresh unmasked ``TrainState`` (its buffers are donated to the step)."""
+    return self._train.TrainState.create(
+      apply_fn=self.module.apply,
+      params=jax.tree.map(jax.numpy.copy, self.params),
+      tx=self.tx,
+      batch_stats=jax.tree.map(jax.numpy.copy, self.batch_stats),
+      rng=jax.random.key(1),
+    )
+
+  def masked_state(self):
+    """A fresh masked ``TrainState``, as :func:`snip_jax.train.train_and_evaluate` makes it."""
+    return self._train.create_train_state(
+      self.module,
+      jax.tree.map(jax.numpy.copy, self.params),
+      self.mask,
+      self.tx,
+      jax.random.key(1),
+      jax.tree.map(jax.numpy.copy, self.batch_stats),
+    )
+
+
+def stepper(step_fn: Callable, state: Any, batch: Any, steps: int = 1) -> Callable[[], Any]:
+  """A zero-argument function running ``steps`` train steps from a state it keeps updated.
+
+  The step donates its state, so the function holds the latest one and returns it to be
+  waited for.
+  """
+  holder = [state]
+
+  def run():
+    for _ in range(steps):
+      holder[0], _ = step_fn(holder[0], batch)
+    return holder[0]
+
+  return run

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The benchmarks: set up (PyTorch included, for the comparison), then run the suite, which
+# writes benchmarks/results/*.json and BENCHMARKS.md. Extra arguments go to benchmarks/run.py
+# (e.g. --quick, --sections=selection).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+exec .venv/bin/python benchmarks/run.py "$@"
