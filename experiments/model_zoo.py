@@ -1,6 +1,6 @@
 """Measures every model of the paper on this machine and writes the README's model table.
 
-  python experiments/model_zoo.py                  # ~30 min on a 2-core CPU
+  python experiments/model_zoo.py                  # ~20 min on a 2-core CPU
   python experiments/model_zoo.py --models=lenet300,vgg_d --reps=5
 
 For each model, with its paper config (experiments/configs/<model>_<dataset>.py): the parameter
