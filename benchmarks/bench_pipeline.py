@@ -20,7 +20,6 @@ from __future__ import annotations
 import tempfile
 
 import jax
-import numpy as np
 
 from benchmarks import common
 from snip_jax import data, train
@@ -49,9 +48,7 @@ def _cifar10_mock_split(num_examples: int) -> data.Split:
     tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE),
   ):
     images, labels = data.read_prepared_split("cifar10", "train", data_dir)
-  pixels = images.astype(np.float32) / 255.0
-  mean_C, std_C = data.channel_stats(pixels)
-  return data.Split((pixels - mean_C) / std_C, labels)
+  return data.Split(data.normalise(images), labels)
 
 
 def run(quick: bool) -> dict:

@@ -8,16 +8,22 @@ the median and min-max of each side's time.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from snip_jax import models, selection, train
 
 
 def block(result: Any) -> Any:
@@ -154,10 +160,6 @@ MODELS = {
 
 def get_config(model: str):
   """The experiment config of ``model`` (``experiments/configs``): its optimizer, batch, ..."""
-  import importlib
-  import sys
-  from pathlib import Path
-
   experiments = str(Path(__file__).resolve().parents[1] / "experiments")
   if experiments not in sys.path:
     sys.path.insert(0, experiments)
@@ -167,10 +169,10 @@ def get_config(model: str):
 class Workload:
   """A model of the paper ready to train: params, a 95%-sparse mask, a batch, two states.
 
-  ``dense`` is a plain Flax ``TrainState`` with the config's optimizer; ``masked`` is the one
-  :func:`snip_jax.train.create_train_state` builds from the same params and optimizer, as every
-  run does. The mask is the top 5% of random scores: the step's cost does not depend on which
-  weights are kept.
+  :meth:`dense_state` is a plain Flax ``TrainState`` with the config's optimizer;
+  :meth:`masked_state` is the one :func:`snip_jax.train.create_train_state` builds from the
+  same params and optimizer, as every run does. The mask is the top 5% of random scores: the
+  step's cost does not depend on which weights are kept.
   """
 
   def __init__(
@@ -180,10 +182,6 @@ class Workload:
     seed: int = 0,
     input_shape: tuple[int, ...] | None = None,
   ):
-    import jax.numpy as jnp
-
-    from snip_jax import masks, models, selection, train
-
     self.name = model
     self.config = get_config(model)
     self.batch_size = batch_size or MODELS[model][1]
@@ -200,27 +198,26 @@ class Workload:
     self.tx = train.make_optimizer(self.config)
     images, labels = random_batch(input_shape, self.batch_size, seed)
     self.batch = (jnp.asarray(images), jnp.asarray(labels))
-    self._masks, self._train = masks, train
 
   def dense_state(self):
     """A fresh unmasked ``TrainState`` (its buffers are donated to the step)."""
-    return self._train.TrainState.create(
+    return train.TrainState.create(
       apply_fn=self.module.apply,
-      params=jax.tree.map(jax.numpy.copy, self.params),
+      params=jax.tree.map(jnp.copy, self.params),
       tx=self.tx,
-      batch_stats=jax.tree.map(jax.numpy.copy, self.batch_stats),
+      batch_stats=jax.tree.map(jnp.copy, self.batch_stats),
       rng=jax.random.key(1),
     )
 
   def masked_state(self):
     """A fresh masked ``TrainState``, as :func:`snip_jax.train.train_and_evaluate` makes it."""
-    return self._train.create_train_state(
+    return train.create_train_state(
       self.module,
-      jax.tree.map(jax.numpy.copy, self.params),
+      jax.tree.map(jnp.copy, self.params),
       self.mask,
       self.tx,
       jax.random.key(1),
-      jax.tree.map(jax.numpy.copy, self.batch_stats),
+      jax.tree.map(jnp.copy, self.batch_stats),
     )
 
 
