@@ -31,6 +31,11 @@ def random_params(key: jax.Array, sizes=((6, 5), (5, 4), (4, 3))) -> dict:
   return params
 
 
+def flat_kernels(tree) -> np.ndarray:
+  """The ``ndim >= 2`` leaves (the default prunable ones) flattened and joined in tree order."""
+  return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree) if np.ndim(x) >= 2])
+
+
 def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
   """ReLU MLP over ``params`` from :func:`random_params`."""
   layers = [params[k] for k in sorted(params)]

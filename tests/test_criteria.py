@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import mlp_apply, random_params
+from helpers import flat_kernels, mlp_apply, random_params
 
 from snip_jax import criteria, masks, num_kept, selection
 
@@ -51,7 +51,7 @@ def test_random_is_uniform_deterministic_and_keyed():
   c = criteria.score("random", params, criteria.Task(), key=jax.random.key(2))
   jax.tree.map(np.testing.assert_array_equal, a, b)
   assert not np.array_equal(a["Dense_0"]["kernel"], c["Dense_0"]["kernel"])
-  flat = np.concatenate([np.ravel(s) for s in jax.tree.leaves(a) if s.ndim >= 2])
+  flat = flat_kernels(a)
   assert flat.min() >= 0.0 and flat.max() < 1.0 and 0.4 < flat.mean() < 0.6
   assert not np.any(a["Dense_0"]["bias"])
 

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 from flax import linen as nn
+from helpers import flat_kernels
 
 from snip_jax import (
   count_prunable,
@@ -245,11 +246,6 @@ def test_models_with_im2col_convs_give_flax_conv_results(monkeypatch):
   chex.assert_trees_all_equal(ours[0], reference[0])
   assert ours[1] == pytest.approx(reference[1], rel=1e-5)
   chex.assert_trees_all_close(ours[2], reference[2], rtol=1e-3, atol=1e-9)
-
-  def flat_kernels(tree):
-    return np.concatenate(
-      [np.ravel(x) for path, x in jax.tree.leaves_with_path(tree) if masks.kernels(path, x)]
-    )
 
   flat = flat_kernels(reference[2])
   for sparsity in (0.9, 0.99):

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_params
+from helpers import flat_kernels, random_params
 
 from snip_jax import count_prunable, num_kept, selection, sparsity, top_k_mask
 from snip_jax.selection import DISTRIBUTIONS, layer_budgets
@@ -316,7 +316,7 @@ def test_non_finite_check_ignores_within():
 
 def reference_global_mask(scores, target):
   """Global top-κ by np.lexsort: largest score first, then lower flat index."""
-  flat = np.concatenate([np.ravel(s) for s in jax.tree.leaves(scores) if s.ndim >= 2])
+  flat = flat_kernels(scores)
   order = np.lexsort((np.arange(flat.size), -flat))
   keep = np.zeros(flat.size, bool)
   keep[order[: num_kept(flat.size, target)]] = True
@@ -328,7 +328,7 @@ def test_global_default_matches_lexsort_reference(seed):
   scores = mlp_scores("ties", seed=seed)
   for target in (0.0, 0.5, 0.9, 0.98):
     mask = top_k_mask(scores, target)
-    flat_mask = np.concatenate([np.ravel(m) for m in jax.tree.leaves(mask) if m.ndim >= 2])
+    flat_mask = flat_kernels(mask)
     np.testing.assert_array_equal(flat_mask, reference_global_mask(scores, target))
     same = top_k_mask(scores, target, distribution="global", min_kept_per_layer=0, within=None)
     jax.tree.map(np.testing.assert_array_equal, mask, same)
@@ -401,18 +401,13 @@ def test_numpy_and_xla_selections_agree(distribution, min_kept, use_within, monk
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.98])
 def test_both_selections_keep_lax_top_k_set(sparsity, monkeypatch):
   scores = tied_scores(jax.random.key(1))
-
-  def flat_kernels(tree):
-    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree) if x.ndim >= 2])
-
   flat = flat_kernels(scores)
   k = num_kept(flat.size, sparsity)
   expected = jnp.zeros(flat.size, bool).at[jax.lax.top_k(flat, k)[1]].set(True)
-  flat_mask = flat_kernels
 
-  np.testing.assert_array_equal(flat_mask(top_k_mask(scores, sparsity)), expected)
+  np.testing.assert_array_equal(flat_kernels(top_k_mask(scores, sparsity)), expected)
   monkeypatch.setattr(selection, "_on_host", lambda leaves: False)
-  np.testing.assert_array_equal(flat_mask(top_k_mask(scores, sparsity)), expected)
+  np.testing.assert_array_equal(flat_kernels(top_k_mask(scores, sparsity)), expected)
 
 
 def test_scores_given_as_numpy_arrays_select_on_the_host():
