@@ -61,6 +61,8 @@ class DatasetSpec:
   default_source_dirs: tuple[str, ...]
   #: How to get the original files on this kind of machine, for the error message.
   install_hint: str
+  #: Shape of one image, ``(height, width, channels)``.
+  image_shape: tuple[int, int, int] = (28, 28, 1)
   #: Class names written into the TFDS metadata, as ``tfds build`` does; empty when TFDS keeps
   #: the default names ``'0'``, ``'1'``, ...
   label_names: tuple[str, ...] = ()
@@ -87,6 +89,7 @@ DATASETS: dict[str, DatasetSpec] = {
     tfds_name="cifar10",
     num_classes=10,
     source_format="cifar10",
+    image_shape=(32, 32, 3),
     # tf.keras 2 keeps its download and the extracted cifar-10-batches-py/ in ~/.keras/datasets.
     default_source_dirs=("/usr/share/datasets/cifar-10", "~/.keras/datasets"),
     install_hint="download cifar-10-python.tar.gz or cifar-10-binary.tar.gz from "
@@ -932,29 +935,31 @@ def augment_batch(
 
 
 def train_batches(
-  split: Split, batch_size: int, seed: ArrayLike, augment: bool = False
+  split: Split, batch_size: int, seed: ArrayLike, augment: bool = False, start: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """One epoch of shuffled full batches (the remainder is dropped, so shapes never change).
 
   Args:
     split: the training split.
     batch_size: examples per batch.
-    seed: anything ``np.random.default_rng`` takes (the train loop passes the key data of
+    seed: anything ``np.random.SeedSequence`` takes (the train loop passes the key data of
       ``fold_in(data_key, epoch)``); the order and the augmentation depend only on it.
     augment: apply :func:`augment_batch` to every batch (``config.augment``; the CIFAR-10
-      configs turn it on, as the paper does).
+      configs turn it on, as the paper does). Batch ``b`` draws its flips and shifts from a
+      generator of its own (``seed`` spawned with key ``b``), so skipping batches is free.
+    start: skip the first ``start`` batches of the epoch (a resumed run starts mid-epoch); the
+      batches that follow are exactly those of the full epoch.
   """
   if not 0 < batch_size <= len(split):
     raise ValueError(f"batch_size={batch_size} must be in [1, {len(split)}] (the split size).")
-  rng = np.random.default_rng(seed)
-  order = rng.permutation(len(split))
-  # The augmentation draws from the same generator after the permutation: the order is the
-  # same with and without augmentation.
-  for start in range(0, len(order) - batch_size + 1, batch_size):
-    idx = order[start : start + batch_size]
+  seed_sequence = np.random.SeedSequence(seed)
+  order = np.random.default_rng(seed_sequence).permutation(len(split))
+  for b in range(start, len(order) // batch_size):
+    idx = order[b * batch_size : (b + 1) * batch_size]
     images = split.images[idx]
     if augment:
-      images = augment_batch(images, rng)
+      batch_seed = np.random.SeedSequence(seed_sequence.entropy, spawn_key=(b,))
+      images = augment_batch(images, np.random.default_rng(batch_seed))
     yield images, split.labels[idx]
 
 

@@ -326,3 +326,16 @@ def test_train_batches_augment_is_seeded_and_keeps_the_order():
   again, other = epoch(7, True), epoch(8, True)
   assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(augmented, again, strict=True))
   assert not all(np.array_equal(a, b) for (a, _), (b, _) in zip(augmented, other, strict=True))
+
+
+def test_train_batches_from_a_start_batch_are_the_rest_of_the_epoch():
+  # A resumed run starts mid-epoch: its batches, augmentation included, are the full epoch's.
+  split = data.Split(_coordinate_images(20, size=8, channels=1), np.arange(20, dtype=np.int32))
+  seed = np.asarray([3, 9], np.uint32)  # Key data, as the train loop passes.
+  full = list(data.train_batches(split, 4, seed=seed, augment=True))
+  for start in (0, 2, 5):
+    rest = list(data.train_batches(split, 4, seed=seed, augment=True, start=start))
+    assert len(rest) == len(full) - start
+    for (images, labels), (full_images, full_labels) in zip(rest, full[start:], strict=True):
+      np.testing.assert_array_equal(labels, full_labels)
+      np.testing.assert_array_equal(images, full_images)
