@@ -31,7 +31,13 @@ from snip_jax.masks import (
   sparsity,
 )
 from snip_jax.optim import MaskedState, masked
-from snip_jax.selection import DISTRIBUTIONS, layer_budgets, num_kept, top_k_mask
+from snip_jax.selection import (
+  DISTRIBUTIONS,
+  ZeroScoresWarning,
+  layer_budgets,
+  num_kept,
+  top_k_mask,
+)
 from snip_jax.sensitivity import connection_sensitivity
 
 __version__ = "0.1.0"
@@ -41,6 +47,7 @@ __all__ = [
   "DISTRIBUTIONS",
   "MaskedState",
   "Task",
+  "ZeroScoresWarning",
   "apply_mask",
   "check_mask",
   "collapsed_layers",

@@ -50,6 +50,7 @@ import functools
 import itertools
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -61,6 +62,11 @@ import numpy as np
 from snip_jax import masks
 
 PyTree = Any
+
+
+class ZeroScoresWarning(UserWarning):
+  """Every prunable score is zero, so the mask is arbitrary (see :func:`top_k_mask`)."""
+
 
 #: The ``distribution`` choices of :func:`top_k_mask`.
 DISTRIBUTIONS = ("global", "uniform", "erk")
@@ -432,6 +438,10 @@ def top_k_mask(
   Raises:
     ValueError: bad sparsity, distribution, ``min_kept_per_layer`` or ``within``; no prunable
       leaves; non-finite scores; fewer candidates than κ; or a guard that needs more than κ.
+
+  Warns:
+    ZeroScoresWarning: every prunable score is zero (a dead network); the mask is still exact
+      but keeps κ connections by position.
   """
   distribution = validate_distribution(distribution)
   min_kept = validate_min_kept(min_kept_per_layer)
@@ -454,7 +464,16 @@ def top_k_mask(
     raise ValueError(
       f"{bad} of {flat.size} scores are NaN or infinite; refusing to build a mask from them. "
       "Check the initialisation and the scoring batch (an exploding init or a loss of NaN "
-      "causes this; all-zero gradients make the normalised scores 0/0)."
+      "causes this)."
+    )
+  if not bool(flat.any()):
+    warnings.warn(
+      f"All {flat.size} prunable scores are zero: no gradient reaches the prunable weights (a "
+      "dead network, e.g. every ReLU inactive, a saturated loss or zero-initialised weights). "
+      "The mask keeps κ connections by position (ties go to the lower index), which says "
+      "nothing about their importance; check the initialisation and the scoring batch.",
+      ZeroScoresWarning,
+      stacklevel=2,
     )
   kappa = num_kept(flat.size, sparsity)
 

@@ -37,7 +37,9 @@ def connection_sensitivity(
     *args: passed to ``loss_fn`` after the params (typically the scoring batch).
     filter_fn: which leaves are prunable (see :mod:`snip_jax.masks`).
     normalize: divide by the sum over all prunable connections, as in the paper. Selection is
-      invariant to it; leave it on to get the paper's ``s_j``.
+      invariant to it; leave it on to get the paper's ``s_j``. When every gradient is zero (a
+      dead network) the scores stay zero rather than 0/0, and
+      :func:`snip_jax.selection.top_k_mask` warns.
     mask: where to take the derivative: ``c = mask`` (a mask shaped like ``params``, e.g. the
       current mask of an iteratively pruned network) instead of ``c = 1``. The loss then sees
       the pruned network ``w ⊙ mask``.
@@ -60,5 +62,6 @@ def connection_sensitivity(
   scores = jax.tree.map(lambda g, keep: jnp.abs(g) if keep else jnp.zeros_like(g), grads, prunable)
   if normalize:
     total = sum(jnp.sum(s) for s in jax.tree.leaves(scores))
+    total = jnp.where(total > 0, total, 1.0)
     scores = jax.tree.map(lambda s: s / total, scores)
   return scores

@@ -36,7 +36,7 @@ def test_exact_kappa(target, num_values):
     scores = jax.tree.map(lambda p: jnp.abs(jax.random.normal(key, p.shape)), params)
   else:
     scores = jax.tree.map(
-      lambda p: jax.random.randint(key, p.shape, 0, num_values).astype(jnp.float32), params
+      lambda p: jax.random.randint(key, p.shape, 1, num_values + 1).astype(jnp.float32), params
     )
   n = count_prunable(scores)
   mask = top_k_mask(scores, target)
@@ -77,7 +77,7 @@ def test_ties_broken_by_flat_tree_order():
 
 
 def test_sparsity_zero_keeps_everything():
-  scores = jax.tree.map(jnp.zeros_like, random_params(jax.random.key(5)))
+  scores = jax.tree.map(jnp.ones_like, random_params(jax.random.key(5)))
   mask = top_k_mask(scores, 0.0)
   assert all(bool(jnp.all(m)) for m in jax.tree.leaves(mask))
 
