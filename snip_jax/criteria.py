@@ -392,5 +392,5 @@ def has_path(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) 
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     weights = jax.tree.map_with_path(weight, params, mask)
     weights = jax.tree.map(lambda w: w.astype(dtype), weights)
-    outputs = task.forward(weights, jnp.ones((1, *task.input_shape), dtype))
+    outputs = jax.jit(task.forward)(weights, jnp.ones((1, *task.input_shape), dtype))
     return bool(jnp.any(outputs > 0))
