@@ -5,10 +5,14 @@
       --workdir runs/lenet5 --config.sparsity=0.95 --config.seed=1
   python experiments/train.py --config.criterion=synflow --config.distribution=erk
 
+Running the same command again resumes the run from its newest checkpoint in the workdir. On
+SIGTERM the run saves a checkpoint and exits with status 143.
+
 This file only parses flags; the experiment is snip_jax.train.train_and_evaluate.
 """
 
 import logging
+import sys
 from pathlib import Path
 
 from absl import app, flags
@@ -16,15 +20,28 @@ from ml_collections import config_flags
 
 from snip_jax import train
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config",
-  str(Path(__file__).parent / "configs" / "lenet300_fashion_mnist.py"),
-  "Experiment config file; override fields with --config.<field>=<value>.",
-)
+try:  # ml_collections applies the --config.<field> overrides here, as it defines the flag.
+  _CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    str(Path(__file__).parent / "configs" / "lenet300_fashion_mnist.py"),
+    "Experiment config file; override fields with --config.<field>=<value>.",
+  )
+except AttributeError as e:  # A --config.<field> the config lacks: a typo.
+  cause = e.args[0].args[0] if e.args and isinstance(e.args[0], KeyError) else str(e)
+  sys.exit(
+    f"error: unknown config field {cause}; the fields are those of "
+    "experiments/configs/lenet300_fashion_mnist.py.".replace("\n", "; ")
+  )
 _WORKDIR = flags.DEFINE_string(
   "workdir",
   None,
   "Directory for the results files (default: runs/<model>_<dataset>_sp<s>_seed<n>).",
+)
+_OVERWRITE = flags.DEFINE_bool(
+  "overwrite",
+  False,
+  "Delete a run with another config found in --workdir (its checkpoints and results files) "
+  "instead of refusing to start.",
 )
 
 
@@ -33,10 +50,16 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.WARNING)
   config = _CONFIG.value
+  workdir = _WORKDIR.value or train.default_workdir(config)
   try:
-    train.train_and_evaluate(config, _WORKDIR.value or train.default_workdir(config))
-  except (ValueError, FileNotFoundError) as e:  # Bad config or missing data: the message says
-    raise SystemExit(f"error: {e}") from e  # what to fix; a traceback would only bury it.
+    train.train_and_evaluate(config, workdir, overwrite=_OVERWRITE.value)
+  except train.PreemptedError as e:
+    print(e, file=sys.stderr)
+    sys.exit(143)  # 128 + SIGTERM: stopped, not finished.
+  # Bad input, missing data, a diverging run: the message says what to fix; a traceback would
+  # only bury it.
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    raise SystemExit(f"error: {e}") from e
 
 
 if __name__ == "__main__":

@@ -13,10 +13,19 @@ a user can reuse. Results go to the workdir:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import difflib
 import json
 import math
+import numbers
 import os
+import shutil
+import signal
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -28,7 +37,7 @@ from flax import linen as nn
 from flax.training import train_state
 from tqdm import tqdm
 
-from snip_jax import criteria, data, masks, models, optim, selection
+from snip_jax import checkpoint, criteria, data, masks, models, optim, selection
 from snip_jax.init import get_initializer
 
 OPTIMIZERS = ("sgd", "adam")
@@ -36,6 +45,53 @@ OPTIMIZERS = ("sgd", "adam")
 #: statistics, as the authors' code does, or with the statistics of the scoring batch.
 SCORE_BN_MODES = ("inference", "train")
 Batch = tuple[jax.Array, jax.Array]
+#: Every field of an experiment config (``experiments/configs/lenet300_fashion_mnist.py``
+#: documents each); :func:`validate_config` refuses any other.
+CONFIG_FIELDS = (
+  "augment",
+  "batch_size",
+  "checkpoint_every_steps",
+  "checkpoint_keep",
+  "criterion",
+  "data_dir",
+  "dataset",
+  "distribution",
+  "eval_batch_size",
+  "grasp_temperature",
+  "init",
+  "learning_rate",
+  "log_every_steps",
+  "lr_decay_every_steps",
+  "lr_decay_factor",
+  "min_kept_per_layer",
+  "model",
+  "momentum",
+  "num_epochs",
+  "optimizer",
+  "prune_biases",
+  "prune_rounds",
+  "random_labels",
+  "reinit_after_pruning",
+  "score_batch_size",
+  "score_batches",
+  "score_bn_mode",
+  "seed",
+  "source_dir",
+  "sparsity",
+  "train_examples",
+  "weight_decay",
+)
+#: Fields a resumed run may change: they affect how it logs, checkpoints and finds its data,
+#: not its results.
+RESUMABLE_FIELDS = (
+  "checkpoint_every_steps",
+  "checkpoint_keep",
+  "data_dir",
+  "log_every_steps",
+  "source_dir",
+)
+#: The files a run writes into its workdir (besides ``checkpoints/``).
+RESULT_FILES = ("config.json", "mask.npz", "metrics.jsonl", "summary.json")
 
 
 class TrainState(train_state.TrainState):
@@ -61,6 +117,20 @@ class TrainState(train_state.TrainState):
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ``ValueError`` naming the field and the fix for any invalid config value."""
+  unknown = sorted(set(config) - set(CONFIG_FIELDS))
+  if unknown:
+    close = difflib.get_close_matches(unknown[0], CONFIG_FIELDS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(
+      f"Unknown config field {unknown[0]!r}; {hint}The fields are those of "
+      "experiments/configs/lenet300_fashion_mnist.py."
+    )
+  missing = sorted(set(CONFIG_FIELDS) - set(config))
+  if missing:
+    raise ValueError(
+      f"The config lacks {', '.join(missing)}; start from a config of experiments/configs/ "
+      "(e.g. lenet300_fashion_mnist.get_config()) and change its fields."
+    )
   if config.model not in models.MODELS:
     raise ValueError(f"Unknown model {config.model!r}; choose one of {sorted(models.MODELS)}.")
   data.get_spec(config.dataset)
@@ -77,21 +147,48 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; choose one of {OPTIMIZERS}.")
-  for field in ("batch_size", "eval_batch_size", "score_batch_size", "score_batches", "num_epochs"):
-    if not isinstance(config[field], int) or config[field] < 1:
-      raise ValueError(f"config.{field} must be a positive integer, got {config[field]!r}.")
-  if config.train_examples is not None and (
-    not isinstance(config.train_examples, int) or config.train_examples < 1
+
+  def check(ok: bool, field: str, what: str) -> None:
+    if not ok:
+      raise ValueError(f"config.{field} must be {what}, got {config[field]!r}.")
+
+  for field in (
+    "batch_size",
+    "eval_batch_size",
+    "score_batch_size",
+    "score_batches",
+    "num_epochs",
+    "lr_decay_every_steps",
+    "log_every_steps",
+    "checkpoint_keep",
   ):
-    raise ValueError(
-      f"config.train_examples must be a positive integer (or None for all), got "
-      f"{config.train_examples!r}."
-    )
+    check(_is_int(config[field]) and config[field] >= 1, field, "a positive integer")
+  check(
+    config.train_examples is None
+    or (_is_int(config.train_examples) and config.train_examples >= 1),
+    "train_examples",
+    "a positive integer (or None for all)",
+  )
+  check(
+    _is_int(config.checkpoint_every_steps) and config.checkpoint_every_steps >= 0,
+    "checkpoint_every_steps",
+    "a non-negative integer (0: checkpoints only after pruning, at the end and on SIGTERM)",
+  )
+  check(_is_int(config.seed), "seed", "an integer")
   for field in ("learning_rate", "lr_decay_factor", "grasp_temperature"):
-    if not config[field] > 0:
-      raise ValueError(f"config.{field} must be positive, got {config[field]!r}.")
-  if config.weight_decay < 0 or not 0 <= config.momentum < 1:
-    raise ValueError("config.weight_decay must be >= 0 and config.momentum in [0, 1).")
+    check(_is_real(config[field]) and config[field] > 0, field, "a positive number")
+  check(_is_real(config.weight_decay) and config.weight_decay >= 0, "weight_decay", ">= 0")
+  check(_is_real(config.momentum) and 0 <= config.momentum < 1, "momentum", "in [0, 1)")
+  for field in ("augment", "random_labels", "prune_biases", "reinit_after_pruning"):
+    check(isinstance(config[field], bool), field, "True or False")
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,12 +367,9 @@ def _write_json(path: str, obj: Any) -> None:
     f.write("\n")
 
 
-def _stop_if_not_finite(loss: float, step: int) -> None:
-  if not math.isfinite(loss):
-    raise FloatingPointError(
-      f"Training loss became {loss} by step {step}; lower config.learning_rate or check the "
-      "data and the initialisation."
-    )
+def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as ``config.json`` holds it (tuples become lists)."""
+  return json.loads(json.dumps(config.to_dict()))
 
 
 def scoring_batches(config, train_split: data.Split, score_key: jax.Array):
@@ -345,67 +439,135 @@ def prune_at_init(
   return mask, task, time.perf_counter() - t0
 
 
-def _train_epoch(
-  jit_train_step, state: TrainState, batches, bar: tqdm, epoch: int, sync_every: int
-):
-  """Runs the steps of one epoch; returns ``(state, mean train loss, mean train accuracy)``.
+class PreemptedError(Exception):
+  """The run got SIGTERM: it saved a checkpoint and stopped; running it again resumes it."""
 
-  The host syncs with the device every ``sync_every`` steps (not every step, so dispatch stays
-  asynchronous) to advance the progress bar honestly and to stop early on a non-finite loss.
+
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[threading.Event]:
+  """An event that SIGTERM sets while the block runs (a handler only in the main thread)."""
+  flag = threading.Event()
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
+  """Makes ``workdir`` and checks that this run may use it.
+
+  A workdir that holds a run (checkpoints or a summary) with another config is refused, unless
+  ``overwrite``, which first deletes that run's files (only those: ``RESULT_FILES`` and
+  ``checkpoints/``). A config that differs only in :data:`RESUMABLE_FIELDS` resumes the run.
   """
-  step_metrics = []
-  start = bar.n
-  for i, batch in enumerate(batches, start=1):
-    state, metrics = jit_train_step(state, batch)
-    step_metrics.append(metrics)
-    if i % sync_every == 0:
-      loss = float(metrics["loss"])
-      _stop_if_not_finite(loss, int(state.step))
-      bar.update(start + i - bar.n)
-      bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
-  bar.update(start + len(step_metrics) - bar.n)
-  step_metrics = jax.device_get(step_metrics)
-  train_loss = float(np.mean([m["loss"] for m in step_metrics]))
-  _stop_if_not_finite(train_loss, int(state.step))
-  return state, train_loss, float(np.mean([m["accuracy"] for m in step_metrics]))
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs SNIP on ``config`` and writes the results files into ``workdir``.
-
-  Returns:
-    The summary (also written to ``workdir/summary.json``).
-  """
-  validate_config(config)
-  splits, num_classes = data.load_dataset(config.dataset, config.data_dir, config.source_dir)
-  init_key, score_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 4)
-  # The epochs fold 1, 2, ... into data_key; 0 is the labels' stream.
-  train_split = training_split(config, splits["train"], jax.random.fold_in(data_key, 0))
-  if config.batch_size > len(train_split):
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
     raise ValueError(
-      f"config.batch_size={config.batch_size} exceeds the {len(train_split)} training examples."
-    )
-  if config.score_batch_size * config.score_batches > len(train_split):
-    raise ValueError(
-      f"config.score_batch_size * config.score_batches = "
-      f"{config.score_batch_size * config.score_batches} scoring examples exceed the "
-      f"{len(train_split)} training examples; lower one of them."
-    )
-  os.makedirs(workdir, exist_ok=True)
-  _write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  print(f"Config:\n{config}", flush=True)
-
-  model = models.get_model(config.model, num_classes=num_classes, init=config.init)
-  # One example is enough to fix the shapes, and much faster to run than a batch.
-  init = jax.jit(model.init)
-  one_example = jnp.asarray(train_split.images[:1])
-  variables = init(init_key, one_example)
-  params, batch_stats = variables["params"], variables.get("batch_stats", {})
-
-  mask, task, prune_seconds = prune_at_init(
-    config, model.apply, params, batch_stats, train_split, score_key
+      f"Cannot write to workdir {workdir!r} ({e.strerror or e}); choose another --workdir."
+    ) from e
+  checkpoints_dir = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+  if overwrite:
+    shutil.rmtree(checkpoints_dir, ignore_errors=True)
+    for name in RESULT_FILES:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(workdir, name))
+    return
+  has_checkpoints = os.path.isdir(checkpoints_dir) and any(
+    name.isdigit() for name in os.listdir(checkpoints_dir)
   )
-  masks.save_mask(os.path.join(workdir, "mask.npz"), mask)
+  if not has_checkpoints and not os.path.exists(os.path.join(workdir, "summary.json")):
+    return  # Nothing to resume and no results to lose.
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      previous = json.load(f)
+  except (OSError, ValueError):
+    previous = {}
+  current = _as_json(config)
+  changed = [
+    f"{field}: {previous.get(field, '<unset>')!r} -> {current.get(field, '<unset>')!r}"
+    for field in sorted(set(previous) | set(current))
+    if field not in RESUMABLE_FIELDS and previous.get(field) != current.get(field)
+  ]
+  if changed:
+    raise ValueError(
+      f"Workdir {workdir!r} holds a run with another config ({'; '.join(changed)}). Use "
+      "another --workdir, run the original config to resume that run, or pass --overwrite to "
+      "delete it and start this one."
+    )
+
+
+@dataclasses.dataclass
+class Progress:
+  """Where a run stands, besides its train state: a checkpoint's ``progress`` item.
+
+  The batches of an epoch are a function of the seed and the epoch, so ``(epoch, batch)`` is the
+  whole data-order state. The step metrics of the epoch under way are kept (as the float32
+  values they are) so that a resumed epoch's mean is bit-identical to an uninterrupted one.
+  """
+
+  epoch: int = 1  # The epoch under way, from 1; num_epochs + 1 once training is done.
+  batch: int = 0  # Batches of it done.
+  losses: list[float] = dataclasses.field(default_factory=list)
+  accuracies: list[float] = dataclasses.field(default_factory=list)
+  records: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # metrics.jsonl
+  prune_seconds: float = 0.0
+  train_seconds: float = 0.0
+
+  def add(self, step_metrics: list[dict[str, jax.Array]], last_step: int) -> None:
+    """Appends step metrics (fetched from the device); stops at a non-finite loss."""
+    if not step_metrics:
+      return
+    fetched = jax.device_get(step_metrics)
+    losses = np.asarray([m["loss"] for m in fetched], np.float32)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+      raise FloatingPointError(
+        f"Training loss became {losses[bad[0]]} at step {last_step - len(losses) + 1 + bad[0]}; "
+        "lower config.learning_rate or check the data and the initialisation. Nothing was "
+        "saved after the last good checkpoint."
+      )
+    self.losses += losses.tolist()
+    self.accuracies += [float(m["accuracy"]) for m in fetched]
+
+  def end_epoch(self, val_accuracy: float, seconds: float) -> dict[str, Any]:
+    """Closes the epoch under way; returns its record."""
+    record = {
+      "epoch": self.epoch,
+      "train_loss": float(np.mean(np.asarray(self.losses, np.float32))),
+      "train_accuracy": float(np.mean(np.asarray(self.accuracies, np.float32))),
+      "val_accuracy": val_accuracy,
+      "seconds": seconds,
+    }
+    self.records.append(record)
+    self.epoch, self.batch, self.losses, self.accuracies = self.epoch + 1, 0, [], []
+    return record
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _save(checkpoints: checkpoint.Checkpointer, state: TrainState, progress: Progress) -> None:
+  """Saves a checkpoint, unless the params are no longer finite (then nothing is saved)."""
+  if not bool(_all_finite(state.params)):
+    raise FloatingPointError(
+      f"The params are no longer finite at step {int(state.step)}; lower "
+      "config.learning_rate or check the data and the initialisation. Nothing was saved after "
+      "the last good checkpoint."
+    )
+  checkpoints.save(state, dataclasses.asdict(progress))
+
+
+def _report_mask(config, mask, task, params, prune_seconds: float):
+  """Prints the per-layer table (and any collapse); returns ``(rows, collapsed, connected)``."""
   filter_fn = filter_fn_for(config)
   per_layer = masks.layer_summary(mask, filter_fn)
   collapsed = masks.collapsed_layers(per_layer)
@@ -423,55 +585,100 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "config.min_kept_per_layer.",
       flush=True,
     )
-  if config.reinit_after_pruning:
-    # Score one initialisation, train another (as the authors' code does): the mask is kept,
-    # the weights are drawn afresh with an independent key.
-    params = init(jax.random.fold_in(init_key, 1), one_example)["params"]
+  return per_layer, collapsed, connected
 
-  state = create_train_state(
-    model, params, mask, make_optimizer(config), step_key, batch_stats=batch_stats
-  )
-  jit_train_step = jax.jit(train_step, donate_argnums=0)
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False
+) -> dict[str, Any]:
+  """Runs SNIP on ``config`` and writes the results files into ``workdir``.
+
+  Resumes from the newest checkpoint in ``workdir`` when there is one (bit-identical to an
+  uninterrupted run). Checkpoints are saved after pruning, every
+  ``config.checkpoint_every_steps`` steps, at the end, and on SIGTERM, which then raises
+  :class:`PreemptedError`.
+
+  Args:
+    config: the experiment (see ``experiments/configs/``); checked before anything is written.
+    workdir: where the results and checkpoints go.
+    overwrite: delete a run with another config found in ``workdir`` instead of refusing.
+
+  Returns:
+    The summary (also written to ``workdir/summary.json``).
+
+  Raises:
+    ValueError: a bad config, or a workdir that cannot be written or holds another run.
+    DataNotFoundError: the dataset is not available offline.
+    FloatingPointError: the training loss or the params became NaN or infinite.
+    PreemptedError: SIGTERM arrived; a checkpoint was saved.
+  """
+  validate_config(config)
+  spec = data.get_spec(config.dataset)
+  model = models.get_model(config.model, num_classes=spec.num_classes, init=config.init)
+  one_example = jnp.zeros((1, *spec.image_shape), jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), one_example)["params"]
+  selection.num_kept(masks.count_prunable(shapes, filter_fn_for(config)), config.sparsity)
+  _prepare_workdir(workdir, config, overwrite)
+
+  splits, _ = data.load_dataset(config.dataset, config.data_dir, config.source_dir)
+  init_key, score_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 4)
+  # The epochs fold 1, 2, ... into data_key; 0 is the labels' stream.
+  train_split = training_split(config, splits["train"], jax.random.fold_in(data_key, 0))
+  if config.batch_size > len(train_split):
+    raise ValueError(
+      f"config.batch_size={config.batch_size} exceeds the {len(train_split)} training examples; "
+      "lower it."
+    )
+  if config.score_batch_size * config.score_batches > len(train_split):
+    raise ValueError(
+      f"config.score_batch_size * config.score_batches = "
+      f"{config.score_batch_size * config.score_batches} scoring examples exceed the "
+      f"{len(train_split)} training examples; lower one of them."
+    )
+  _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  print(f"Config:\n{config}", flush=True)
+
+  # One example is enough to fix the shapes, and much faster to run than a batch.
+  init = jax.jit(model.init)
+  one_example = jnp.asarray(train_split.images[:1])
+  variables = init(init_key, one_example)
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  task = make_task(config, model.apply, batch_stats, train_split.images.shape[1:])
+  tx = make_optimizer(config)
+  filter_fn = filter_fn_for(config)
+
+  with checkpoint.Checkpointer(workdir, keep=config.checkpoint_keep) as checkpoints:
+    # The template gives the restored arrays their structure; the optimizer reads the mask
+    # from its state, so the template's all-ones mask is never used.
+    template = create_train_state(
+      model, params, masks.ones_like(params), tx, step_key, batch_stats=batch_stats
+    )
+    restored = checkpoints.restore_latest(template)
+    if restored is None:
+      mask, _, prune_seconds = prune_at_init(
+        config, model.apply, params, batch_stats, train_split, score_key
+      )
+      progress = Progress(prune_seconds=prune_seconds)
+    else:
+      state, progress_dict = restored
+      progress, mask = Progress(**progress_dict), state.mask
+      print(f"Resuming from {checkpoints.directory}/{int(state.step)}.", flush=True)
+    masks.save_mask(os.path.join(workdir, "mask.npz"), mask)
+    per_layer, collapsed, connected = _report_mask(
+      config, mask, task, params, progress.prune_seconds
+    )
+    if restored is None:
+      if config.reinit_after_pruning:
+        # Score one initialisation, train another (as the authors' code does): the mask is
+        # kept, the weights are drawn afresh with an independent key.
+        params = init(jax.random.fold_in(init_key, 1), one_example)["params"]
+      state = create_train_state(model, params, mask, tx, step_key, batch_stats=batch_stats)
+      _save(checkpoints, state, progress)
+    state, progress = _train(
+      config, state, progress, train_split, splits["validation"], data_key, checkpoints, workdir
+    )
+
   jit_eval_step = jax.jit(eval_step)
-
-  steps_per_epoch = len(train_split) // config.batch_size
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  open(metrics_path, "w").close()
-  t_train = time.perf_counter()
-  # The bar only on a terminal (disable=None): in a log file the per-epoch lines say it all.
-  with tqdm(
-    total=config.num_epochs * steps_per_epoch,
-    unit="step",
-    dynamic_ncols=True,
-    desc="train",
-    disable=None,
-  ) as bar:
-    for epoch in range(1, config.num_epochs + 1):
-      t_epoch = time.perf_counter()
-      epoch_seed = np.asarray(jax.random.key_data(jax.random.fold_in(data_key, epoch)))
-      batches = data.train_batches(
-        train_split, config.batch_size, epoch_seed, augment=config.augment
-      )
-      state, train_loss, train_accuracy = _train_epoch(
-        jit_train_step, state, batches, bar, epoch, config.log_every_steps
-      )
-      _, val_accuracy = evaluate(jit_eval_step, state, splits["validation"], config.eval_batch_size)
-      record = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "train_accuracy": train_accuracy,
-        "val_accuracy": val_accuracy,
-        "seconds": time.perf_counter() - t_epoch,
-      }
-      with open(metrics_path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-      bar.write(
-        f"epoch {epoch:3d}  train_loss {record['train_loss']:.4f}  "
-        f"train_acc {record['train_accuracy']:.4f}  val_acc {val_accuracy:.4f}  "
-        f"({record['seconds']:.1f} s)"
-      )
-  train_seconds = time.perf_counter() - t_train
-
   test_loss, test_accuracy = evaluate(jit_eval_step, state, splits["test"], config.eval_batch_size)
   final_params = jax.device_get(state.params)
   summary = {
@@ -494,9 +701,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     "input_output_path": connected,
     "test_accuracy": test_accuracy,
     "test_loss": test_loss,
-    "val_accuracy": record["val_accuracy"],
-    "prune_seconds": prune_seconds,
-    "train_seconds": train_seconds,
+    "val_accuracy": progress.records[-1]["val_accuracy"],
+    "prune_seconds": progress.prune_seconds,
+    "train_seconds": progress.train_seconds,
     "epochs": config.num_epochs,
     "steps": int(state.step),
     "per_layer": per_layer,
@@ -507,8 +714,93 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   print(
     f"test accuracy {test_accuracy:.4f}  test loss {test_loss:.4f}  "
     f"sparsity {summary['sparsity']:.4%} ({summary['num_kept']:,} of "
-    f"{summary['num_prunable']:,} prunable weights kept)  train {train_seconds:.1f} s\n"
-    f"results in {workdir}",
+    f"{summary['num_prunable']:,} prunable weights kept)  train "
+    f"{progress.train_seconds:.1f} s\nresults in {workdir}",
     flush=True,
   )
   return summary
+
+
+def _train(
+  config,
+  state: TrainState,
+  progress: Progress,
+  train_split: data.Split,
+  val_split: data.Split,
+  data_key: jax.Array,
+  checkpoints: checkpoint.Checkpointer,
+  workdir: str,
+) -> tuple[TrainState, Progress]:
+  """Trains from ``(state, progress)`` to the end, checkpointing; returns the final pair.
+
+  The host syncs with the device every ``config.log_every_steps`` steps (not every step, so
+  dispatch stays asynchronous) to advance the progress bar and to stop on a non-finite loss,
+  and at every checkpoint, which is saved only after every loss before it was checked.
+  """
+  jit_train_step = jax.jit(train_step, donate_argnums=0)
+  jit_eval_step = jax.jit(eval_step)
+  steps_per_epoch = len(train_split) // config.batch_size
+  every = config.checkpoint_every_steps
+  step = int(state.step)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  with open(metrics_path, "w") as f:  # The epochs this run has finished, and no others.
+    f.writelines(json.dumps(r) + "\n" for r in progress.records)
+  t_start, seconds_before = time.perf_counter(), progress.train_seconds
+
+  def save():
+    progress.train_seconds = seconds_before + time.perf_counter() - t_start
+    _save(checkpoints, state, progress)
+
+  # The bar only on a terminal (disable=None): in a log file the per-epoch lines say it all.
+  with (
+    _sigterm_flag() as sigterm,
+    tqdm(
+      total=config.num_epochs * steps_per_epoch,
+      initial=step,
+      unit="step",
+      dynamic_ncols=True,
+      desc="train",
+      disable=None,
+    ) as bar,
+  ):
+    while progress.epoch <= config.num_epochs:
+      t_epoch = time.perf_counter()
+      epoch_seed = np.asarray(jax.random.key_data(jax.random.fold_in(data_key, progress.epoch)))
+      batches = data.train_batches(
+        train_split, config.batch_size, epoch_seed, augment=config.augment, start=progress.batch
+      )
+      pending = []
+      for batch in batches:
+        state, metrics = jit_train_step(state, batch)
+        pending.append(metrics)
+        step += 1
+        progress.batch += 1
+        due = bool(every) and step % every == 0
+        if step % config.log_every_steps == 0 or due or sigterm.is_set():
+          progress.add(pending, step)
+          pending = []
+          bar.update(step - bar.n)
+          bar.set_postfix(epoch=progress.epoch, loss=f"{progress.losses[-1]:.4f}")
+        # A checkpoint due at the epoch's last step waits for the epoch's record.
+        if sigterm.is_set() or (due and progress.batch < steps_per_epoch):
+          save()
+        if sigterm.is_set():
+          checkpoints.wait()
+          raise PreemptedError(
+            f"SIGTERM at step {step}: saved a checkpoint in {checkpoints.directory}; run the "
+            "same command again to resume."
+          )
+      progress.add(pending, step)
+      bar.update(step - bar.n)
+      _, val_accuracy = evaluate(jit_eval_step, state, val_split, config.eval_batch_size)
+      record = progress.end_epoch(val_accuracy, time.perf_counter() - t_epoch)
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+      bar.write(
+        f"epoch {record['epoch']:3d}  train_loss {record['train_loss']:.4f}  "
+        f"train_acc {record['train_accuracy']:.4f}  val_acc {val_accuracy:.4f}  "
+        f"({record['seconds']:.1f} s)"
+      )
+      if (every and step % every == 0) or progress.epoch > config.num_epochs:
+        save()
+  return state, progress

@@ -28,3 +28,16 @@ def real_fashion_mnist() -> str:
       pytest.fail(f"{FASHION_MNIST_IDX} missing in CI: install dataset-fashion-mnist.")
     pytest.skip("Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist).")
   return FASHION_MNIST_IDX
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory) -> str:
+  """A TFDS data dir holding a 200/50-example MNIST-format dataset of random images."""
+  from helpers import write_mnist_like  # Imports JAX: only after the cache is set above.
+
+  from snip_jax import data
+
+  root = tmp_path_factory.mktemp("tiny_mnist")
+  (root / "idx").mkdir()
+  write_mnist_like(root / "idx", num_train=200, num_test=50)
+  return data.ensure_prepared("mnist", str(root / "tfds"), str(root / "idx"))

@@ -1,5 +1,5 @@
-"""Test helpers: small random pytrees, a functional MLP, MNIST IDX files, CIFAR-10 archives and
-the CLI in a subprocess."""
+"""Test helpers: small random pytrees, a functional MLP, MNIST IDX files, CIFAR-10 archives,
+experiment configs and the CLI in a subprocess."""
 
 import gzip
 import io
@@ -17,6 +17,29 @@ import jax
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+from configs import lenet300_fashion_mnist  # noqa: E402
+
+
+def config(**overrides):
+  """The default experiment's config (LeNet-300-100, Fashion-MNIST) with ``overrides``."""
+  cfg = lenet300_fashion_mnist.get_config()
+  cfg.update(overrides)
+  return cfg
+
+
+def tiny_config(data_dir, **overrides):
+  """The default config on the tiny MNIST of the ``tiny_mnist`` fixture: 2 x 9 steps."""
+  settings = dict(
+    dataset="mnist",
+    data_dir=data_dir,
+    num_epochs=2,
+    batch_size=20,
+    score_batch_size=20,
+    eval_batch_size=32,
+    sparsity=0.9,
+  )
+  return config(**{**settings, **overrides})
 
 
 def random_params(key: jax.Array, sizes=((6, 5), (5, 4), (4, 3))) -> dict:
@@ -184,13 +207,18 @@ def refuse_network(monkeypatch) -> None:
   monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def run_cli(*flags: str, cwd=None) -> subprocess.CompletedProcess:
-  """Runs ``python experiments/train.py FLAGS`` in a subprocess, as a user would."""
+def run_script(script, *args: str, cwd=None) -> subprocess.CompletedProcess:
+  """Runs ``python SCRIPT ARGS`` in a subprocess with the repository importable."""
   return subprocess.run(
-    [sys.executable, str(ROOT / "experiments" / "train.py"), *flags],
+    [sys.executable, str(script), *args],
     capture_output=True,
     text=True,
     cwd=cwd,
     timeout=600,
     env={**os.environ, "PYTHONPATH": str(ROOT)},
   )
+
+
+def run_cli(*flags: str, cwd=None) -> subprocess.CompletedProcess:
+  """Runs ``python experiments/train.py FLAGS`` in a subprocess, as a user would."""
+  return run_script(ROOT / "experiments" / "train.py", *flags, cwd=cwd)

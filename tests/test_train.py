@@ -1,94 +1,17 @@
-"""The experiment end to end: config checks, determinism, and the CLI on real Fashion-MNIST."""
+"""The experiment end to end: the training split, the criteria and options through a run and the
+CLI, and the CLI on real Fashion-MNIST. Resume and bad input: test_reliability.py."""
 
 import json
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from helpers import run_cli, write_mnist_like
+from helpers import config, run_cli, tiny_config
 
 from snip_jax import data, train
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-from configs import lenet300_fashion_mnist  # noqa: E402
-
-
-def config(**overrides):
-  cfg = lenet300_fashion_mnist.get_config()
-  cfg.update(overrides)
-  return cfg
-
-
-@pytest.mark.parametrize(
-  ("overrides", "match"),
-  [
-    ({"model": "resnet"}, "Unknown model 'resnet'"),
-    ({"dataset": "imagenet"}, "Unknown dataset 'imagenet'"),
-    ({"sparsity": 1.0}, "sparsity must lie in"),
-    ({"sparsity": -0.5}, "sparsity must lie in"),
-    ({"optimizer": "lbfgs"}, "Unknown optimizer 'lbfgs'"),
-    ({"init": "ones"}, "Unknown init 'ones'"),
-    ({"batch_size": 0}, "batch_size must be a positive integer"),
-    ({"score_bn_mode": "eval"}, "Unknown score_bn_mode 'eval'"),
-    ({"criterion": "snap"}, "Unknown criterion 'snap'"),
-    ({"distribution": "layerwise"}, "Unknown distribution 'layerwise'"),
-    ({"score_batches": 0}, "score_batches must be a positive integer"),
-    ({"prune_rounds": 0}, "rounds must be a positive integer"),
-    ({"min_kept_per_layer": -1}, "min_kept_per_layer must be a non-negative int"),
-    ({"min_kept_per_layer": True}, "min_kept_per_layer must be a non-negative int"),
-    ({"grasp_temperature": 0.0}, "grasp_temperature must be positive"),
-    ({"train_examples": 0}, "train_examples must be a positive integer"),
-  ],
-)
-def test_bad_config_fails_before_touching_the_workdir(tmp_path, overrides, match):
-  workdir = tmp_path / "run"
-  with pytest.raises(ValueError, match=match):
-    train.train_and_evaluate(config(**overrides), str(workdir))
-  assert not workdir.exists()
-
-
-@pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory) -> str:
-  """A TFDS data dir holding a 200/50-example MNIST-format dataset of random images."""
-  root = tmp_path_factory.mktemp("tiny_mnist")
-  (root / "idx").mkdir()
-  write_mnist_like(root / "idx", num_train=200, num_test=50)
-  return data.ensure_prepared("mnist", str(root / "tfds"), str(root / "idx"))
-
-
-def tiny_config(data_dir, **overrides):
-  settings = dict(
-    dataset="mnist",
-    data_dir=data_dir,
-    num_epochs=2,
-    batch_size=20,
-    score_batch_size=20,
-    eval_batch_size=32,
-    sparsity=0.9,
-  )
-  return config(**{**settings, **overrides})
-
-
-def test_same_seed_same_mask_and_metrics(tmp_path, tiny_mnist):
-  cfg = tiny_config(tiny_mnist)
-  runs = []
-  for name in ("a", "b"):
-    summary = train.train_and_evaluate(cfg, str(tmp_path / name))
-    with np.load(tmp_path / name / "mask.npz") as f:
-      mask = {k: f[k] for k in f.files}
-    metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
-    runs.append((summary, mask, metrics))
-  (summary_a, mask_a, metrics_a), (summary_b, mask_b, metrics_b) = runs
-  assert mask_a.keys() == mask_b.keys()
-  for k in mask_a:
-    np.testing.assert_array_equal(mask_a[k], mask_b[k])
-  strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
-  assert strip(metrics_a) == strip(metrics_b)
-  assert summary_a["test_loss"] == summary_b["test_loss"]
-  assert summary_a["steps"] == 2 * (180 // 20)
 
 
 def test_training_split_takes_a_prefix_and_shuffles_labels_by_one_permutation():
@@ -111,7 +34,7 @@ def test_training_split_takes_a_prefix_and_shuffles_labels_by_one_permutation():
 def test_train_examples_and_random_labels_in_a_run(tmp_path, tiny_mnist):
   with pytest.raises(ValueError, match="train_examples=500 exceeds the 180 training examples"):
     train.train_and_evaluate(tiny_config(tiny_mnist, train_examples=500), str(tmp_path / "no"))
-  assert not (tmp_path / "no").exists()
+  assert not any((tmp_path / "no").iterdir())  # Made (and found writable), but left empty.
   summary = train.train_and_evaluate(
     tiny_config(tiny_mnist, train_examples=100, random_labels=True, num_epochs=1),
     str(tmp_path / "run"),
@@ -232,12 +155,6 @@ def test_layer_collapse_is_reported_and_stored(tmp_path, tiny_mnist, capsys):
   assert "WARNING: layer collapse" in capsys.readouterr().out
 
 
-def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, tiny_mnist):
-  cfg = tiny_config(tiny_mnist, learning_rate=1e30, log_every_steps=1)
-  with pytest.raises(FloatingPointError, match=r"Training loss became (nan|inf) by step \d+"):
-    train.train_and_evaluate(cfg, str(tmp_path / "run"))
-
-
 def test_cli_on_real_fashion_mnist(tmp_path, real_fashion_mnist):
   workdir = tmp_path / "run"
   result = run_cli(
@@ -265,18 +182,6 @@ def test_cli_on_real_fashion_mnist(tmp_path, real_fashion_mnist):
   assert set(lines[0]) == {"epoch", "train_loss", "train_accuracy", "val_accuracy", "seconds"}
   with np.load(workdir / "mask.npz") as f:
     assert int(sum(f[k].sum() for k in f.files if f[k].ndim >= 2)) == 5_324
-
-
-@pytest.mark.parametrize(
-  ("flag", "message"),
-  [("--config.sparsty=0.9", "sparsty"), ("--config.sparsity=1.5", "error: sparsity must lie in")],
-)
-def test_cli_bad_input_is_a_clear_error(tmp_path, flag, message):
-  workdir = tmp_path / "run"
-  result = run_cli("--workdir", str(workdir), flag)
-  assert result.returncode != 0
-  assert message in result.stderr
-  assert not workdir.exists()
 
 
 def test_default_workdir_names_non_default_criteria():

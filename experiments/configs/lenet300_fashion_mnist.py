@@ -87,4 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   # How often (in steps) the progress bar synchronises with the device.
   config.log_every_steps = 50
+  # Checkpoints (in <workdir>/checkpoints) every this many steps, besides those after pruning, at
+  # the end and on SIGTERM (0: only those); running the same command again resumes from the
+  # newest. How many of the newest checkpoints are kept.
+  config.checkpoint_every_steps = 1000
+  config.checkpoint_keep = 3
   return config

@@ -1,0 +1,149 @@
+"""Checkpoints of a run, for resuming it bit for bit: Orbax ``CheckpointManager`` wrappers.
+
+A run's checkpoints live in ``<workdir>/checkpoints/<step>/``, each with two items:
+
+* ``state`` (``StandardSave``): the train state's arrays. Any pytree with a ``step`` works,
+  e.g. a Flax ``TrainState`` (its code fields, ``apply_fn`` and ``tx``, are not saved); for
+  :class:`~snip_jax.train.TrainState` that is the params, the optimizer state (which carries the
+  mask), the batch-norm statistics, the step and the run's RNG key;
+* ``progress`` (``JsonSave``): anything else needed to resume, as JSON. ``train_and_evaluate``
+  keeps where the run stands in its data and its metrics there: the epoch and the batch within
+  it (the order of an epoch is a function of the seed and the epoch, so this is the whole
+  data-order state), the step metrics of the unfinished epoch, the records of the finished ones
+  and the timings so far.
+
+Saves are asynchronous (:meth:`Checkpointer.save` returns once the arrays are copied) and
+atomic: Orbax writes into ``<step>.orbax-checkpoint-tmp`` and renames it when every file is
+complete, so a crash mid-save leaves the earlier checkpoints intact and the partial directory is
+ignored (the next save of that step removes it). The manager keeps the last ``keep`` checkpoints.
+
+:meth:`Checkpointer.restore_latest` restores the newest checkpoint that can be read. One that
+cannot (truncated, corrupt) is skipped, falling back to the one before, and then moved aside to
+``<step>.unreadable`` with a warning that names it. If none can be read it raises
+:class:`CheckpointError` and changes nothing, rather than start afresh.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+#: The sub-directory of a workdir that holds the checkpoints.
+CHECKPOINT_DIR = "checkpoints"
+#: Appended to the directory of a checkpoint that cannot be read.
+UNREADABLE_SUFFIX = ".unreadable"
+
+
+class CheckpointError(ValueError):
+  """The checkpoints of a workdir exist but none of them can be restored."""
+
+
+class Checkpointer:
+  """Saves and restores ``(train state, progress)`` pairs under ``<workdir>/checkpoints``.
+
+  ::
+
+    with Checkpointer(workdir) as checkpoints:
+      restored = checkpoints.restore_latest(state)  # ``state`` gives the structure.
+      state, progress = restored or (state, {})
+      ...
+      checkpoints.save(state, {"epoch": epoch})
+
+  Args:
+    workdir: the run's directory.
+    keep: how many of the newest checkpoints to keep (older ones are deleted).
+  """
+
+  def __init__(self, workdir: str | os.PathLike[str], keep: int = 3):
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def steps(self) -> list[int]:
+    """The steps of the complete checkpoints, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def save(self, state, progress: dict[str, Any] | None = None) -> None:
+    """Starts saving ``state`` and ``progress`` as the checkpoint of step ``state.step``.
+
+    A checkpoint already saved for that step is kept as it is (the run is deterministic, so it
+    holds the same values).
+    """
+    step = int(state.step)
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress or {})
+      ),
+    )
+
+  def wait(self) -> None:
+    """Blocks until every save started so far is complete on disk."""
+    self._manager.wait_until_finished()
+
+  def restore(self, step: int, template):
+    """``(state, progress)`` of the checkpoint of ``step``.
+
+    The state has the type, structure, shapes and dtypes of ``template`` (and its code fields,
+    such as a ``TrainState``'s ``apply_fn`` and ``tx``); only its arrays come from the disk.
+    """
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), progress=ocp.args.JsonRestore()
+      ),
+    )
+    return restored.state, restored.progress
+
+  def restore_latest(self, template):
+    """``(state, progress)`` of the newest readable checkpoint, or ``None`` if there is none.
+
+    Raises:
+      CheckpointError: checkpoints exist but none can be read (they are left as they are).
+    """
+    steps, unreadable = self.steps(), []
+    for step in reversed(steps):
+      try:
+        restored = self.restore(step, template)
+      except Exception as e:  # Orbax and TensorStore raise many kinds.
+        unreadable.append((os.path.join(self.directory, str(step)), str(e).splitlines()[0]))
+        continue
+      # Set aside, not deleted, and only now that an older one restored: the run can save
+      # those steps again, and a workdir with no readable checkpoint stays as it is.
+      for path, error in unreadable:
+        os.replace(path, path + UNREADABLE_SUFFIX)
+        warnings.warn(
+          f"Checkpoint {path} cannot be read ({error[:300]}); moved it to "
+          f"{path + UNREADABLE_SUFFIX} and resumed from step {step}.",
+          stacklevel=2,
+        )
+      if unreadable:
+        self._manager.reload()
+      return restored
+    if steps:
+      raise CheckpointError(
+        f"None of the checkpoints in {self.directory} (steps {steps}) can be read "
+        f"({unreadable[0][1][:300]}). Delete them (or re-run with --overwrite) to start the run "
+        "afresh, or use another --workdir."
+      )
+    return None
+
+  def close(self) -> None:
+    """Waits for pending saves, then releases the manager."""
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()

@@ -1,0 +1,67 @@
+"""Runs ``experiments/train.py`` and kills it at a chosen point, as a crash or a preemption would.
+
+  python tests/interrupt_run.py POINT [train.py flags ...]
+
+POINT:
+  prune       SIGKILL as soon as pruning is done, before the first checkpoint is saved;
+  batch:N     SIGKILL when this process asks for its N-th training batch (mid-epoch);
+  save:S      SIGKILL right after the checkpoint of step S starts saving (mid-save);
+  sigterm:N   SIGTERM when this process asks for its N-th training batch.
+
+The run is the real CLI in this process; only the function at the kill point is wrapped.
+"""
+
+import os
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+from snip_jax import checkpoint, data, train
+
+TRAIN_PY = Path(__file__).resolve().parents[1] / "experiments" / "train.py"
+
+
+def _kill(sig: signal.Signals = signal.SIGKILL) -> None:
+  os.kill(os.getpid(), sig)
+
+
+def _install(point: str) -> None:
+  kind, _, arg = point.partition(":")
+  if kind == "prune":
+    prune = train.prune_at_init
+
+    def pruned_then_killed(*args, **kwargs):
+      prune(*args, **kwargs)
+      _kill()
+
+    train.prune_at_init = pruned_then_killed
+  elif kind in ("batch", "sigterm"):
+    batches, count = data.train_batches, [0]
+    sig = signal.SIGKILL if kind == "batch" else signal.SIGTERM
+
+    def counted(*args, **kwargs):
+      for batch in batches(*args, **kwargs):
+        count[0] += 1
+        if count[0] == int(arg):
+          _kill(sig)
+        yield batch
+
+    data.train_batches = counted
+  elif kind == "save":
+    save = checkpoint.Checkpointer.save
+
+    def saving_then_killed(self, state, progress):
+      save(self, state, progress)
+      if int(state.step) == int(arg):
+        _kill()
+
+    checkpoint.Checkpointer.save = saving_then_killed
+  else:
+    raise SystemExit(f"unknown kill point {point!r}; see {__file__}")
+
+
+if __name__ == "__main__":
+  _install(sys.argv[1])
+  sys.argv = [str(TRAIN_PY), *sys.argv[2:]]
+  runpy.run_path(str(TRAIN_PY), run_name="__main__")
