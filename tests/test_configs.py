@@ -4,6 +4,10 @@ One parametrised test: each paper row (LeNets, AlexNets, VGGs, WRNs, LSTMs, GRUs
 pruned by SNIP at its sparsity (exact κ), trained for a few masked steps and evaluated, through
 the same ``train_and_evaluate`` the CLI calls; one CIFAR-10 config also goes through the CLI.
 The data are tiny random datasets in the original MNIST and CIFAR-10 file formats.
+
+In-process, the CIFAR-10 nets convolve with ``nn.Conv`` instead of their im2col ``layers.Conv``
+(the same params and results, tested in test_models.py), which XLA compiles about three times
+as fast; the CLI test runs the im2col convs as users do.
 """
 
 import importlib
@@ -13,10 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from flax import linen as nn
 from helpers import run_cli, write_cifar10, write_mnist_like
 from test_models import COUNTS
 
 from snip_jax import data, models, train
+from snip_jax.models import layers
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -38,6 +44,11 @@ def tiny_data_dir(tmp_path_factory) -> str:
   for name in ("mnist", "cifar10"):
     data.ensure_prepared(name, data_dir, str(root / name))
   return data_dir
+
+
+@pytest.fixture(autouse=True)
+def flax_convs(monkeypatch):
+  monkeypatch.setattr(layers, "Conv", nn.Conv)
 
 
 def test_there_is_a_config_per_paper_row():
