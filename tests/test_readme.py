@@ -1,4 +1,4 @@
-"""The README's library example runs as written."""
+"""The README's library example runs as written, and its reliability figures are the tests'."""
 
 import re
 from pathlib import Path
@@ -25,3 +25,21 @@ def test_readme_example_runs_and_prunes(capsys):
   assert 0 < iou < 1
   out = capsys.readouterr().out
   assert out.startswith(str(iou)) and "'sparsity/total': 0.98" in out
+
+
+def test_reliability_figures_are_those_of_the_test_suite():
+  import test_properties as properties
+  import test_reliability as reliability
+
+  section = README.read_text().split("## Reliability", 1)[1].split("\n## ", 1)[0]
+  figures = [int(f.replace(",", "")) for f in re.findall(r"\*\*([\d,]+)\*\*", section)]
+  optimizer_cases = (
+    len(properties.COMBINATIONS) * len(properties.OPTIMIZER_TREES) * properties.OPTIMIZER_EXAMPLES
+  )
+  assert figures == [
+    len(reliability.SIGKILL_POINTS),
+    optimizer_cases,
+    properties.SELECTION_EXAMPLES,
+    properties.NOTHING_KEPT_EXAMPLES,
+    len(reliability.BAD_INPUTS) + len(reliability.CLI_BAD_INPUTS),
+  ]
