@@ -40,8 +40,8 @@ _WORKDIR = flags.DEFINE_string(
 _OVERWRITE = flags.DEFINE_bool(
   "overwrite",
   False,
-  "Delete a run with another config found in --workdir (its checkpoints and results files) "
-  "instead of refusing to start.",
+  "Start afresh: delete the run found in --workdir (its checkpoints and results files) instead "
+  "of resuming it or, when its config differs, refusing to start.",
 )
 
 

@@ -8,7 +8,9 @@ a user can reuse. Results go to the workdir:
 * ``metrics.jsonl``: one line per epoch (epoch, train_loss, train_accuracy, val_accuracy, seconds);
 * ``mask.npz``: the mask, keyed by tree path;
 * ``summary.json``: model, dataset, criterion and how it ran, target and measured sparsity,
-  counts, layer collapse, test metrics, timings, per-layer table.
+  counts, layer collapse, test metrics, timings, per-layer table;
+* ``checkpoints/<step>/``: the train state and the run's :class:`Progress`
+  (:mod:`snip_jax.checkpoint`), from which running the same config again resumes.
 """
 
 from __future__ import annotations
@@ -601,7 +603,8 @@ def train_and_evaluate(
   Args:
     config: the experiment (see ``experiments/configs/``); checked before anything is written.
     workdir: where the results and checkpoints go.
-    overwrite: delete a run with another config found in ``workdir`` instead of refusing.
+    overwrite: start afresh: delete the run found in ``workdir`` (its checkpoints and results
+      files) instead of resuming it or, when its config differs, refusing.
 
   Returns:
     The summary (also written to ``workdir/summary.json``).
