@@ -53,10 +53,20 @@ def cli_flags(workdir, data_dir) -> list[str]:
   ]
 
 
+def checkpoint_steps(workdir: Path) -> list[int]:
+  with checkpoint.Checkpointer(workdir) as checkpoints:
+    return checkpoints.steps()
+
+
+def read_state(workdir: Path, step: int) -> dict:
+  """A checkpoint's train state as Orbax stored it: nested dicts of arrays, no template."""
+  with ocp.StandardCheckpointer() as reader:
+    return reader.restore(workdir / "checkpoints" / str(step) / "state")
+
+
 def outcome(workdir: Path) -> dict:
   """Everything a run leaves that must not depend on interruptions (timings stripped)."""
-  steps = checkpoint.Checkpointer(workdir).steps()
-  state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(steps[-1]) / "state")
+  state = read_state(workdir, checkpoint_steps(workdir)[-1])
   state["rng"] = jax.random.key_data(state["rng"])
   summary = json.loads((workdir / "summary.json").read_text())
   metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -91,8 +101,8 @@ def reference(tmp_path_factory, tiny_mnist) -> Path:
 
 
 def test_checkpoints_hold_the_whole_state_every_n_steps_keeping_the_last_k(reference):
-  assert checkpoint.Checkpointer(reference).steps() == [12, 16, 18]  # keep=3 of 0, 4, ... 18.
-  state = ocp.StandardCheckpointer().restore(reference / "checkpoints" / "18" / "state")
+  assert checkpoint_steps(reference) == [12, 16, 18]  # keep=3 of 0, 4, ... 18.
+  state = read_state(reference, 18)
   assert set(state) == {"step", "params", "opt_state", "batch_stats", "rng"}
   assert int(state["step"]) == 18
   mask = state["opt_state"]["mask"]
@@ -115,7 +125,7 @@ def test_sigkill_at_three_points_and_sigterm_then_resume_is_bit_identical(
   ckpt_dir = workdir / "checkpoints"
 
   def steps():
-    return checkpoint.Checkpointer(workdir).steps()
+    return checkpoint_steps(workdir)
 
   # 1. Killed after pruning, before the first checkpoint: nothing to resume from yet.
   after_pruning, mid_epoch, mid_save = SIGKILL_POINTS
@@ -224,8 +234,8 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(tm
   cfg = resumable_config(tiny_mnist, learning_rate=1e30, log_every_steps=1)
   with pytest.raises(FloatingPointError, match=r"Training loss became (nan|inf) at step (\d+)"):
     train.train_and_evaluate(cfg, str(workdir))
-  for step in checkpoint.Checkpointer(workdir).steps():
-    state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
+  for step in checkpoint_steps(workdir):
+    state = read_state(workdir, step)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
 
 
