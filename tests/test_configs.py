@@ -17,15 +17,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from flax import linen as nn
 from helpers import run_cli, write_cifar10, write_mnist_like
 from test_models import COUNTS
 
 from snip_jax import data, models, train
-from snip_jax.models import layers
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
+pytestmark = pytest.mark.usefixtures("flax_convs")  # In-process runs only; see the docstring.
 CONFIGS = sorted(
   p.stem for p in (ROOT / "experiments" / "configs").glob("*.py") if p.stem != "__init__"
 )
@@ -44,11 +43,6 @@ def tiny_data_dir(tmp_path_factory) -> str:
   for name in ("mnist", "cifar10"):
     data.ensure_prepared(name, data_dir, str(root / name))
   return data_dir
-
-
-@pytest.fixture(autouse=True)
-def flax_convs(monkeypatch):
-  monkeypatch.setattr(layers, "Conv", nn.Conv)
 
 
 def test_there_is_a_config_per_paper_row():

@@ -104,9 +104,8 @@ def test_unknown_model_and_init():
 
 
 @pytest.mark.parametrize("name", ["lenet300", "alexnet_s", "lstm_s"])
-def test_train_step_compiles_once(name, monkeypatch):
-  # nn.Conv for layers.Conv (the same params and results) compiles about three times as fast.
-  monkeypatch.setattr(layers, "Conv", nn.Conv)
+@pytest.mark.usefixtures("flax_convs")
+def test_train_step_compiles_once(name):
   spec = models.get_spec(name)
   model = get_model(name)
   key = jax.random.key(0)
