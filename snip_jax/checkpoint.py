@@ -40,6 +40,15 @@ CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_SUFFIX = ".unreadable"
 
 
+def has_checkpoints(workdir: str | os.PathLike[str]) -> bool:
+  """Whether ``workdir`` holds a complete checkpoint (a step directory, not a temporary one).
+
+  Reads the directory only: it creates nothing, unlike :class:`Checkpointer`.
+  """
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 class CheckpointError(ValueError):
   """The checkpoints of a workdir exist but none of them can be restored."""
 

@@ -474,17 +474,16 @@ def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite:
     raise ValueError(
       f"Cannot write to workdir {workdir!r} ({e.strerror or e}); choose another --workdir."
     ) from e
-  checkpoints_dir = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
   if overwrite:
-    shutil.rmtree(checkpoints_dir, ignore_errors=True)
+    shutil.rmtree(os.path.join(workdir, checkpoint.CHECKPOINT_DIR), ignore_errors=True)
     for name in RESULT_FILES:
       with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(workdir, name))
     return
-  has_checkpoints = os.path.isdir(checkpoints_dir) and any(
-    name.isdigit() for name in os.listdir(checkpoints_dir)
+  has_run = checkpoint.has_checkpoints(workdir) or os.path.exists(
+    os.path.join(workdir, "summary.json")
   )
-  if not has_checkpoints and not os.path.exists(os.path.join(workdir, "summary.json")):
+  if not has_run:
     return  # Nothing to resume and no results to lose.
   try:
     with open(os.path.join(workdir, "config.json")) as f:
@@ -568,9 +567,8 @@ def _save(checkpoints: checkpoint.Checkpointer, state: TrainState, progress: Pro
   checkpoints.save(state, dataclasses.asdict(progress))
 
 
-def _report_mask(config, mask, task, params, prune_seconds: float):
+def _report_mask(config, mask, task, params, filter_fn, prune_seconds: float):
   """Prints the per-layer table (and any collapse); returns ``(rows, collapsed, connected)``."""
-  filter_fn = filter_fn_for(config)
   per_layer = masks.layer_summary(mask, filter_fn)
   collapsed = masks.collapsed_layers(per_layer)
   connected = criteria.has_path(task, params, mask, filter_fn)
@@ -618,9 +616,10 @@ def train_and_evaluate(
   validate_config(config)
   spec = data.get_spec(config.dataset)
   model = models.get_model(config.model, num_classes=spec.num_classes, init=config.init)
-  one_example = jnp.zeros((1, *spec.image_shape), jnp.float32)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), one_example)["params"]
-  selection.num_kept(masks.count_prunable(shapes, filter_fn_for(config)), config.sparsity)
+  filter_fn = filter_fn_for(config)
+  example = jax.ShapeDtypeStruct((1, *spec.image_shape), jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
+  selection.num_kept(masks.count_prunable(shapes, filter_fn), config.sparsity)  # κ >= 1.
   _prepare_workdir(workdir, config, overwrite)
 
   splits, _ = data.load_dataset(config.dataset, config.data_dir, config.source_dir)
@@ -648,7 +647,6 @@ def train_and_evaluate(
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   task = make_task(config, model.apply, batch_stats, train_split.images.shape[1:])
   tx = make_optimizer(config)
-  filter_fn = filter_fn_for(config)
 
   with checkpoint.Checkpointer(workdir, keep=config.checkpoint_keep) as checkpoints:
     # The template gives the restored arrays their structure; the optimizer reads the mask
@@ -668,7 +666,7 @@ def train_and_evaluate(
       print(f"Resuming from {checkpoints.directory}/{int(state.step)}.", flush=True)
     masks.save_mask(os.path.join(workdir, "mask.npz"), mask)
     per_layer, collapsed, connected = _report_mask(
-      config, mask, task, params, progress.prune_seconds
+      config, mask, task, params, filter_fn, progress.prune_seconds
     )
     if restored is None:
       if config.reinit_after_pruning:
