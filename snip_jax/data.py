@@ -11,6 +11,10 @@ For training, a split is decoded once into numpy arrays (cached beside the TFDS 
 the dataset's metadata), normalised per channel by the training split's statistics, and batches
 are cut from memory with a seeded per-epoch shuffle and, for CIFAR-10, the paper's augmentation
 (random horizontal flips and translations by up to 4 pixels).
+
+With several processes (a multi-host run, see :mod:`snip_jax.parallel`) each process reads only
+its own contiguous range of every split (:func:`process_range`) from the TFDS data source, and
+cuts its part of every batch from it.
 """
 
 from __future__ import annotations
@@ -694,11 +698,24 @@ def ensure_prepared(name: str, data_dir: str | None = None, source_dir: str | No
 # Arrays and batches.
 
 
-def _cache_path(name: str, split: str, data_dir: str) -> Path:
+#: ``(process index, process count)``: which share of a split a process reads.
+Shard = tuple[int, int]
+
+
+def process_range(n: int, index: int, count: int) -> range:
+  """Process ``index``'s share of ``n`` examples among ``count``: contiguous, sizes within 1."""
+  if not 0 <= index < count:
+    raise ValueError(f"Process index {index} is not in [0, {count}).")
+  return range(index * n // count, (index + 1) * n // count)
+
+
+def _cache_path(name: str, split: str, data_dir: str, shard: Shard) -> Path:
   builder = _builder(get_spec(name).tfds_name, data_dir)
   info = Path(builder.data_dir, "dataset_info.json").read_bytes()
   fingerprint = hashlib.sha256(info).hexdigest()[:16]
   tag = SPLITS[split].replace("[", "_").replace(":", "-").replace("%]", "pc")
+  if shard[1] > 1:
+    tag += f"-process{shard[0]}of{shard[1]}"
   return Path(data_dir, "snip_jax_cache", f"{name}-{builder.version}-{tag}-{fingerprint}.npz")
 
 
@@ -707,7 +724,9 @@ def _check_split(split: str) -> None:
     raise ValueError(f"Unknown split {split!r}; choose one of {sorted(SPLITS)}.")
 
 
-def read_prepared_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+def read_prepared_split(
+  name: str, split: str, data_dir: str, shard: Shard = (0, 1)
+) -> tuple[np.ndarray, np.ndarray]:
   """Decodes a split of a prepared dataset through ``tfds.data_source`` (no cache, no download).
 
   Works under ``tfds.testing.mock_data``, which replaces the data with random examples.
@@ -716,6 +735,8 @@ def read_prepared_split(name: str, split: str, data_dir: str) -> tuple[np.ndarra
     name: a key of :data:`DATASETS`.
     split: ``'train'`` (first 90% of TFDS train), ``'validation'`` (last 10%) or ``'test'``.
     data_dir: TFDS data directory holding the prepared dataset.
+    shard: ``(index, count)``: decode only the :func:`process_range` of process ``index`` of
+      ``count`` (random access: the other records are not read).
 
   Returns:
     ``(images [N, H, W, C] uint8, labels [N] int32)``.
@@ -731,7 +752,7 @@ def read_prepared_split(name: str, split: str, data_dir: str) -> tuple[np.ndarra
       download=False,
       builder_kwargs={"file_format": "array_record"},
     )
-    keys = list(range(len(source)))
+    keys = list(process_range(len(source), *shard))
     try:
       examples = source.__getitems__(keys)  # Twice as fast as one record at a time.
     except TypeError:
@@ -743,18 +764,21 @@ def read_prepared_split(name: str, split: str, data_dir: str) -> tuple[np.ndarra
   return images, labels
 
 
-def load_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+  name: str, split: str, data_dir: str, shard: Shard = (0, 1)
+) -> tuple[np.ndarray, np.ndarray]:
   """Decodes a prepared split into ``(images [N, H, W, C] uint8, labels [N] int32)``.
 
-  ``split`` is ``'train'`` (first 90% of TFDS train), ``'validation'`` (last 10%) or ``'test'``.
-  The decoded arrays are cached next to the TFDS data (decoding 60k PNGs takes ~15 s).
+  ``split`` is ``'train'`` (first 90% of TFDS train), ``'validation'`` (last 10%) or ``'test'``;
+  ``shard`` picks a process's range of it (see :func:`read_prepared_split`). The decoded arrays
+  are cached next to the TFDS data (decoding 60k PNGs takes ~15 s).
   """
   _check_split(split)
-  cache = _cache_path(name, split, data_dir)
+  cache = _cache_path(name, split, data_dir, shard)
   if cache.exists():
     with np.load(cache) as arrays:
       return arrays["images"], arrays["labels"]
-  images, labels = read_prepared_split(name, split, data_dir)
+  images, labels = read_prepared_split(name, split, data_dir, shard)
   cache.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=cache.parent, suffix=".tmp", delete=False) as f:
     np.savez(f, images=images, labels=labels)
@@ -865,8 +889,28 @@ def channel_stats(pixels_NxHxWxC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return np.array(means, np.float32), np.array(stds, np.float32)
 
 
+def _global_channel_stats(pixels_NxHxWxC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """:func:`channel_stats` of the union of every process's ``pixels`` (a collective: every
+  process must call it)."""
+  from jax.experimental import multihost_utils  # Only multi-process runs need JAX here.
+
+  pixels = pixels_NxHxWxC.reshape(-1, pixels_NxHxWxC.shape[-1]).astype(np.float64)
+  count = np.full(pixels.shape[-1], len(pixels), np.float64)
+  mean = pixels.mean(0)
+  m2 = ((pixels - mean) ** 2).sum(0)  # Centred here, so float32 transport loses nothing much.
+  # [processes, 3, C]: each process's (count, mean, sum of squared deviations) per channel.
+  gathered = np.asarray(
+    multihost_utils.process_allgather(np.stack([count, mean, m2]).astype(np.float32)), np.float64
+  )
+  counts, means, m2s = gathered[:, 0], gathered[:, 1], gathered[:, 2]
+  total = counts.sum(0)
+  mean_C = (counts * means).sum(0) / total
+  var_C = (m2s + counts * (means - mean_C) ** 2).sum(0) / total
+  return mean_C.astype(np.float32), np.sqrt(var_C).astype(np.float32)
+
+
 def load_dataset(
-  name: str, data_dir: str | None = None, source_dir: str | None = None
+  name: str, data_dir: str | None = None, source_dir: str | None = None, shard: Shard = (0, 1)
 ) -> tuple[dict[str, Split], int]:
   """All three splits, each channel normalised by the training split's mean and std.
 
@@ -875,14 +919,20 @@ def load_dataset(
     data_dir: TFDS data directory (default: :func:`default_data_dir`).
     source_dir: a directory with the original files, used if the dataset is not prepared yet
       (see :func:`ensure_prepared`).
+    shard: ``(jax.process_index(), jax.process_count())`` in a multi-process run: this process
+      reads only its :func:`process_range` of each split, and the normalisation statistics of
+      the whole training split are combined across processes (so every process must call this).
 
   Returns:
     ``({'train': ..., 'validation': ..., 'test': ...}, num_classes)``.
   """
   data_dir = ensure_prepared(name, data_dir, source_dir)
-  raw = {split: load_split(name, split, data_dir) for split in SPLITS}
+  raw = {split: load_split(name, split, data_dir, shard) for split in SPLITS}
   train_pixels = _unit_float(raw["train"][0])
-  mean_C, std_C = channel_stats(train_pixels)
+  if shard[1] == 1:
+    mean_C, std_C = channel_stats(train_pixels)
+  else:
+    mean_C, std_C = _global_channel_stats(train_pixels)
   splits = {}
   for split, (images, labels) in raw.items():
     pixels = train_pixels if split == "train" else _unit_float(images)
@@ -964,15 +1014,19 @@ def train_batches(
 
 
 def eval_batches(
-  split: Split, batch_size: int
+  split: Split, batch_size: int, num_batches: int | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """Every example once, in order, as ``(images, labels, weights)`` of a fixed batch size.
 
   The last batch is padded with copies of example 0 whose weight is 0, so one compiled eval
-  step serves the whole split.
+  step serves the whole split. ``num_batches`` (at least enough for the split) pads with more
+  weight-0 batches: in a multi-process run every process must take the same number of steps.
   """
   n = len(split)
-  for start in range(0, n, batch_size):
+  num_batches = -(-n // batch_size) if num_batches is None else num_batches
+  if num_batches * batch_size < n:
+    raise ValueError(f"{num_batches} batches of {batch_size} cannot hold {n} examples.")
+  for start in range(0, num_batches * batch_size, batch_size):
     idx = np.arange(start, start + batch_size)
     weights = (idx < n).astype(np.float32)
     idx = np.where(idx < n, idx, 0)
