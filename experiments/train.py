@@ -8,6 +8,12 @@
 Running the same command again resumes the run from its newest checkpoint in the workdir. On
 SIGTERM the run saves a checkpoint and exits with status 143.
 
+The run is data-parallel over every device it sees. A multi-process run (a TPU pod slice: one
+process per host) starts the same command in every process with --config.distributed=True; see
+README "Multiple devices and TPUs". Where JAX cannot find its processes by itself (it can on
+Cloud TPU, SLURM, Open MPI and Kubernetes), give --coordinator_address, --num_processes and
+--process_id too.
+
 This file only parses flags; the experiment is snip_jax.train.train_and_evaluate.
 """
 
@@ -18,7 +24,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from snip_jax import train
+from snip_jax import parallel, train
 
 try:  # ml_collections applies the --config.<field> overrides here, as it defines the flag.
   _CONFIG = config_flags.DEFINE_config_file(
@@ -44,6 +50,19 @@ _OVERWRITE = flags.DEFINE_bool(
   "of resuming it or, when its config differs, refusing to start.",
 )
 
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+  "coordinator_address",
+  None,
+  "Multi-process runs where JAX cannot find its processes itself: host:port of process 0, "
+  "the same in every process (needs --config.distributed=True).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "With --coordinator_address: how many processes the run has."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  "process_id", None, "With --coordinator_address: this process's index, from 0."
+)
+
 
 def main(argv):
   if len(argv) > 1:
@@ -51,6 +70,13 @@ def main(argv):
   logging.getLogger().setLevel(logging.WARNING)
   config = _CONFIG.value
   workdir = _WORKDIR.value or train.default_workdir(config)
+  cluster = (_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if any(value is not None for value in cluster):
+    if not config.distributed:
+      sys.exit(
+        "error: --coordinator_address/--num_processes/--process_id need --config.distributed=True."
+      )
+    parallel.initialize_distributed(*cluster)
   try:
     train.train_and_evaluate(config, workdir, overwrite=_OVERWRITE.value)
   except train.PreemptedError as e:

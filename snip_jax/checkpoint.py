@@ -32,6 +32,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from snip_jax import parallel
+
 PyTree = Any
 
 #: The sub-directory of a workdir that holds the checkpoints.
@@ -129,13 +131,15 @@ class Checkpointer:
       # Set aside, not deleted, and only now that an older one restored: the run can save
       # those steps again, and a workdir with no readable checkpoint stays as it is.
       for path, error in unreadable:
-        os.replace(path, path + UNREADABLE_SUFFIX)
+        if jax.process_index() == 0:
+          os.replace(path, path + UNREADABLE_SUFFIX)
         warnings.warn(
           f"Checkpoint {path} cannot be read ({error[:300]}); moved it to "
           f"{path + UNREADABLE_SUFFIX} and resumed from step {step}.",
           stacklevel=2,
         )
       if unreadable:
+        parallel.sync("snip_jax:unreadable_checkpoints")
         self._manager.reload()
       return restored
     if steps:

@@ -2,7 +2,10 @@
 
 :func:`train_and_evaluate` is what ``experiments/train.py`` and the notebooks call. The pieces it
 is made of (:func:`create_train_state`, :func:`train_step`, :func:`eval_step`) are pure functions
-a user can reuse. Results go to the workdir:
+a user can reuse. It runs data-parallel over every device (:mod:`snip_jax.parallel`): the state
+replicated, each batch split over the devices, the same numbers as on one device up to the order
+of floating-point additions. Results go to the workdir (written by process 0 of a multi-process
+run):
 
 * ``config.json``: the config of the run;
 * ``metrics.jsonl``: one line per epoch (epoch, train_loss, train_accuracy, val_accuracy, seconds);
@@ -37,9 +40,11 @@ import numpy as np
 import optax
 from flax import linen as nn
 from flax.training import train_state
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 from tqdm import tqdm
 
-from snip_jax import checkpoint, criteria, data, masks, models, optim, selection
+from snip_jax import checkpoint, criteria, data, masks, models, optim, parallel, selection
 from snip_jax.init import get_initializer
 
 OPTIMIZERS = ("sgd", "adam")
@@ -57,6 +62,7 @@ CONFIG_FIELDS = (
   "criterion",
   "data_dir",
   "dataset",
+  "distributed",
   "distribution",
   "eval_batch_size",
   "grasp_temperature",
@@ -68,6 +74,7 @@ CONFIG_FIELDS = (
   "min_kept_per_layer",
   "model",
   "momentum",
+  "num_devices",
   "num_epochs",
   "optimizer",
   "prune_biases",
@@ -177,11 +184,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     "a non-negative integer (0: checkpoints only after pruning, at the end and on SIGTERM)",
   )
   check(_is_int(config.seed), "seed", "an integer")
+  check(
+    config.num_devices is None or (_is_int(config.num_devices) and config.num_devices >= 1),
+    "num_devices",
+    "a positive integer (or None for all devices)",
+  )
   for field in ("learning_rate", "lr_decay_factor", "grasp_temperature"):
     check(_is_real(config[field]) and config[field] > 0, field, "a positive number")
   check(_is_real(config.weight_decay) and config.weight_decay >= 0, "weight_decay", ">= 0")
   check(_is_real(config.momentum) and 0 <= config.momentum < 1, "momentum", "in [0, 1)")
-  for field in ("augment", "random_labels", "prune_biases", "reinit_after_pruning"):
+  for field in ("augment", "distributed", "random_labels", "prune_biases", "reinit_after_pruning"):
     check(isinstance(config[field], bool), field, "True or False")
 
 
@@ -340,9 +352,45 @@ def eval_step(state: TrainState, batch) -> dict[str, jax.Array]:
   }
 
 
-def evaluate(jit_eval_step, state: TrainState, split: data.Split, batch_size: int):
-  """``(mean loss, accuracy)`` over every example of ``split``."""
-  totals = [jit_eval_step(state, b) for b in data.eval_batches(split, batch_size)]
+def sharded_train_step(mesh: Mesh):
+  """:func:`train_step` jitted for ``mesh``: the state replicated (and donated), the batch split.
+
+  XLA partitions the step: each device computes on its slice of the batch, and the mean loss's
+  gradients (and batch norm's batch statistics) are all-reduced across the devices.
+  """
+  state_sharding = parallel.replicated(mesh)
+  return jax.jit(
+    train_step,
+    in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
+    out_shardings=(state_sharding, parallel.replicated(mesh)),
+    donate_argnums=0,
+  )
+
+
+def sharded_eval_step(mesh: Mesh):
+  """:func:`eval_step` jitted for ``mesh``: the state replicated, the batch split."""
+  return jax.jit(
+    eval_step,
+    in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+    out_shardings=parallel.replicated(mesh),
+  )
+
+
+def evaluate(
+  jit_eval_step, state: TrainState, split: data.Split, batch_size: int, mesh: Mesh | None = None
+):
+  """``(mean loss, accuracy)`` over every example of ``split``.
+
+  With a ``mesh`` the batches are split over its devices (see :func:`sharded_eval_step`); in a
+  multi-process run ``split`` is this process's range and ``batch_size`` the global batch.
+  """
+  local_size = batch_size // jax.process_count()
+  # Every process takes as many steps as the one with the most examples.
+  num_batches = max(parallel.process_values(-(-len(split) // local_size)))
+  batches = data.eval_batches(split, local_size, num_batches)
+  if mesh is not None:
+    batches = (parallel.shard_batch(b, mesh) for b in batches)
+  totals = [jit_eval_step(state, b) for b in batches]
   totals = jax.device_get(jax.tree.map(lambda *xs: sum(xs), *totals))
   return float(totals["loss"] / totals["count"]), float(totals["correct"] / totals["count"])
 
@@ -374,21 +422,29 @@ def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(json.dumps(config.to_dict()))
 
 
-def scoring_batches(config, train_split: data.Split, score_key: jax.Array):
+def scoring_batches(
+  config, train_split: data.Split, score_key: jax.Array, mesh: Mesh | None = None
+):
   """``batches(round)``: ``config.score_batches`` random training batches for one round.
 
   The examples of a round are drawn without replacement (round 0 from ``score_key``, round
   ``k`` from ``fold_in(score_key, k)``) and cut into batches one at a time, so only one batch of
-  images is on the device at once.
+  images is on the devices at once. With a ``mesh`` each batch is split over its devices, so the
+  scoring gradient is all-reduced across them (one all-reduce per batch, of every layer at
+  once); the scores it gives are replicated, and summed over batches with no communication. In
+  a multi-process run each process draws its part of every batch from its own examples.
   """
-  size, count = config.score_batch_size, config.score_batches
+  size, count = config.score_batch_size // jax.process_count(), config.score_batches
 
   def batches(round_index: int):
     key = jax.random.fold_in(score_key, round_index) if round_index else score_key
     idx = np.asarray(jax.random.choice(key, len(train_split), (count * size,), replace=False))
     for b in range(count):
       chosen = idx[b * size : (b + 1) * size]
-      yield jnp.asarray(train_split.images[chosen]), jnp.asarray(train_split.labels[chosen])
+      batch = (train_split.images[chosen], train_split.labels[chosen])
+      yield (
+        parallel.shard_batch(batch, mesh) if mesh is not None else tuple(map(jnp.asarray, batch))
+      )
 
   return batches
 
@@ -400,13 +456,19 @@ def training_split(config, train_split: data.Split, labels_key: jax.Array) -> da
   shuffled by one fixed permutation drawn from ``labels_key`` when ``config.random_labels``
   (the memorisation experiment: the class frequencies stay, any link from image to label goes).
   Validation and test keep their true labels.
+
+  In a multi-process run ``train_split`` is this process's range: it keeps its first
+  ``train_examples / processes`` and the labels are permuted within it; every process keeps as
+  many examples as the smallest range (at most one fewer), so all take the same steps.
   """
-  n = config.train_examples
-  if n is not None and n > len(train_split):
+  n, processes = config.train_examples, jax.process_count()
+  if n is not None and n // processes > len(train_split):
     raise ValueError(
-      f"config.train_examples={n} exceeds the {len(train_split)} training examples of "
-      f"{config.dataset}; lower it or leave it unset (None) for all of them."
+      f"config.train_examples={n} exceeds the {len(train_split) * processes} training examples "
+      f"of {config.dataset}; lower it or leave it unset (None) for all of them."
     )
+  if processes > 1:
+    n = min(parallel.process_values(len(train_split) if n is None else n // processes))
   images, labels = train_split.images[:n], train_split.labels[:n]
   if config.random_labels:
     labels = np.asarray(jax.random.permutation(labels_key, labels))
@@ -414,9 +476,18 @@ def training_split(config, train_split: data.Split, labels_key: jax.Array) -> da
 
 
 def prune_at_init(
-  config, apply_fn, params, batch_stats, train_split: data.Split, score_key: jax.Array
+  config,
+  apply_fn,
+  params,
+  batch_stats,
+  train_split: data.Split,
+  score_key: jax.Array,
+  mesh: Mesh | None = None,
 ):
   """``config.criterion`` at ``config.sparsity`` on random training batches.
+
+  With a ``mesh`` (and ``params`` replicated on it) each scoring batch is split over its
+  devices; the mask is the one device's, up to ties that float rounding could break.
 
   Returns:
     ``(mask, task, seconds)``.
@@ -428,7 +499,7 @@ def prune_at_init(
     params,
     config.sparsity,
     task,
-    batches=scoring_batches(config, train_split, score_key),
+    batches=scoring_batches(config, train_split, score_key, mesh),
     # A stream of its own for the random criterion (the batches use score_key and its
     # fold_ins).
     key=jax.random.split(score_key)[0],
@@ -447,9 +518,13 @@ class PreemptedError(Exception):
 
 @contextlib.contextmanager
 def _sigterm_flag() -> Iterator[threading.Event]:
-  """An event that SIGTERM sets while the block runs (a handler only in the main thread)."""
+  """An event that SIGTERM sets while the block runs (a handler only in the main thread).
+
+  Not in a multi-process run: there JAX's preemption service handles SIGTERM, and the processes
+  agree on the step to stop at (``multihost_utils.reached_preemption_sync_point``).
+  """
   flag = threading.Event()
-  if threading.current_thread() is not threading.main_thread():
+  if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
     yield flag
     return
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
@@ -465,6 +540,7 @@ def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite:
   A workdir that holds a run (checkpoints or a summary) with another config is refused, unless
   ``overwrite``, which first deletes that run's files (only those: ``RESULT_FILES`` and
   ``checkpoints/``). A config that differs only in :data:`RESUMABLE_FIELDS` resumes the run.
+  Every process checks; only process 0 deletes, and the others wait for it.
   """
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -475,10 +551,12 @@ def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite:
       f"Cannot write to workdir {workdir!r} ({e.strerror or e}); choose another --workdir."
     ) from e
   if overwrite:
-    shutil.rmtree(os.path.join(workdir, checkpoint.CHECKPOINT_DIR), ignore_errors=True)
-    for name in RESULT_FILES:
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(workdir, name))
+    if jax.process_index() == 0:
+      shutil.rmtree(os.path.join(workdir, checkpoint.CHECKPOINT_DIR), ignore_errors=True)
+      for name in RESULT_FILES:
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(os.path.join(workdir, name))
+    parallel.sync("snip_jax:overwrite")
     return
   has_run = checkpoint.has_checkpoints(workdir) or os.path.exists(
     os.path.join(workdir, "summary.json")
@@ -569,9 +647,12 @@ def _save(checkpoints: checkpoint.Checkpointer, state: TrainState, progress: Pro
 
 def _report_mask(config, mask, task, params, filter_fn, prune_seconds: float):
   """Prints the per-layer table (and any collapse); returns ``(rows, collapsed, connected)``."""
+  mask, params = jax.device_get((mask, params))  # Host copies: the same in every process.
   per_layer = masks.layer_summary(mask, filter_fn)
   collapsed = masks.collapsed_layers(per_layer)
   connected = criteria.has_path(task, params, mask, filter_fn)
+  if jax.process_index() > 0:
+    return per_layer, collapsed, connected
   print(
     f"{config.criterion} pruning ({prune_seconds:.2f} s), {config.distribution} selection, "
     f"target sparsity {config.sparsity:.2%}:\n" + masks.format_layer_summary(per_layer),
@@ -604,16 +685,27 @@ def train_and_evaluate(
     overwrite: start afresh: delete the run found in ``workdir`` (its checkpoints and results
       files) instead of resuming it or, when its config differs, refusing.
 
+  The run is data-parallel over ``config.num_devices`` devices (default: all); with
+  ``config.distributed`` it first calls ``jax.distributed.initialize()``, and every process of a
+  multi-host run must call this function with the same config and workdir (a directory they
+  share).
+
   Returns:
     The summary (also written to ``workdir/summary.json``).
 
   Raises:
-    ValueError: a bad config, or a workdir that cannot be written or holds another run.
+    ValueError: a bad config (a batch size the devices cannot split evenly included), or a
+      workdir that cannot be written or holds another run.
     DataNotFoundError: the dataset is not available offline.
     FloatingPointError: the training loss or the params became NaN or infinite.
     PreemptedError: SIGTERM arrived; a checkpoint was saved.
   """
   validate_config(config)
+  if config.distributed:
+    parallel.initialize_distributed()
+  mesh = parallel.make_mesh(config.num_devices)
+  for field in ("batch_size", "eval_batch_size", "score_batch_size"):
+    parallel.check_divisible(config[field], mesh, field)
   spec = data.get_spec(config.dataset)
   model = models.get_model(config.model, num_classes=spec.num_classes, init=config.init)
   filter_fn = filter_fn_for(config)
@@ -622,27 +714,32 @@ def train_and_evaluate(
   selection.num_kept(masks.count_prunable(shapes, filter_fn), config.sparsity)  # κ >= 1.
   _prepare_workdir(workdir, config, overwrite)
 
-  splits, _ = data.load_dataset(config.dataset, config.data_dir, config.source_dir)
+  processes, main_process = jax.process_count(), jax.process_index() == 0
+  splits, _ = data.load_dataset(
+    config.dataset, config.data_dir, config.source_dir, (jax.process_index(), processes)
+  )
   init_key, score_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 4)
   # The epochs fold 1, 2, ... into data_key; 0 is the labels' stream.
   train_split = training_split(config, splits["train"], jax.random.fold_in(data_key, 0))
-  if config.batch_size > len(train_split):
+  # Sizes per process: with several processes, each holds its share of every batch.
+  if config.batch_size // processes > len(train_split):
     raise ValueError(
-      f"config.batch_size={config.batch_size} exceeds the {len(train_split)} training examples; "
-      "lower it."
+      f"config.batch_size={config.batch_size} exceeds the {len(train_split) * processes} "
+      "training examples; lower it."
     )
-  if config.score_batch_size * config.score_batches > len(train_split):
+  if config.score_batch_size // processes * config.score_batches > len(train_split):
     raise ValueError(
       f"config.score_batch_size * config.score_batches = "
       f"{config.score_batch_size * config.score_batches} scoring examples exceed the "
-      f"{len(train_split)} training examples; lower one of them."
+      f"{len(train_split) * processes} training examples; lower one of them."
     )
-  _write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  print(f"Config:\n{config}", flush=True)
+  if main_process:
+    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    print(f"Config:\n{config}\nData-parallel over {mesh.devices.size} device(s).", flush=True)
 
   # One example is enough to fix the shapes, and much faster to run than a batch.
-  init = jax.jit(model.init)
-  one_example = jnp.asarray(train_split.images[:1])
+  init = jax.jit(model.init, out_shardings=parallel.replicated(mesh))
+  one_example = train_split.images[:1]
   variables = init(init_key, one_example)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   task = make_task(config, model.apply, batch_stats, train_split.images.shape[1:])
@@ -654,17 +751,21 @@ def train_and_evaluate(
     template = create_train_state(
       model, params, masks.ones_like(params), tx, step_key, batch_stats=batch_stats
     )
+    # Placed where the steps want it: restored arrays take the template's sharding.
+    template = parallel.replicate(template, mesh)
     restored = checkpoints.restore_latest(template)
     if restored is None:
       mask, _, prune_seconds = prune_at_init(
-        config, model.apply, params, batch_stats, train_split, score_key
+        config, model.apply, params, batch_stats, train_split, score_key, mesh
       )
       progress = Progress(prune_seconds=prune_seconds)
     else:
       state, progress_dict = restored
       progress, mask = Progress(**progress_dict), state.mask
-      print(f"Resuming from {checkpoints.directory}/{int(state.step)}.", flush=True)
-    masks.save_mask(os.path.join(workdir, "mask.npz"), mask)
+      if main_process:
+        print(f"Resuming from {checkpoints.directory}/{int(state.step)}.", flush=True)
+    if main_process:
+      masks.save_mask(os.path.join(workdir, "mask.npz"), jax.device_get(mask))
     per_layer, collapsed, connected = _report_mask(
       config, mask, task, params, filter_fn, progress.prune_seconds
     )
@@ -674,13 +775,23 @@ def train_and_evaluate(
         # kept, the weights are drawn afresh with an independent key.
         params = init(jax.random.fold_in(init_key, 1), one_example)["params"]
       state = create_train_state(model, params, mask, tx, step_key, batch_stats=batch_stats)
+      state = parallel.replicate(state, mesh)
       _save(checkpoints, state, progress)
     state, progress = _train(
-      config, state, progress, train_split, splits["validation"], data_key, checkpoints, workdir
+      config,
+      state,
+      progress,
+      train_split,
+      splits["validation"],
+      data_key,
+      checkpoints,
+      workdir,
+      mesh,
     )
 
-  jit_eval_step = jax.jit(eval_step)
-  test_loss, test_accuracy = evaluate(jit_eval_step, state, splits["test"], config.eval_batch_size)
+  test_loss, test_accuracy = evaluate(
+    sharded_eval_step(mesh), state, splits["test"], config.eval_batch_size, mesh
+  )
   final_params = jax.device_get(state.params)
   summary = {
     "model": config.model,
@@ -710,7 +821,11 @@ def train_and_evaluate(
     "per_layer": per_layer,
     "jax_version": jax.__version__,
     "backend": jax.default_backend(),
+    "devices": int(mesh.devices.size),
+    "processes": processes,
   }
+  if not main_process:
+    return summary
   _write_json(os.path.join(workdir, "summary.json"), summary)
   print(
     f"test accuracy {test_accuracy:.4f}  test loss {test_loss:.4f}  "
@@ -731,6 +846,7 @@ def _train(
   data_key: jax.Array,
   checkpoints: checkpoint.Checkpointer,
   workdir: str,
+  mesh: Mesh,
 ) -> tuple[TrainState, Progress]:
   """Trains from ``(state, progress)`` to the end, checkpointing; returns the final pair.
 
@@ -738,14 +854,17 @@ def _train(
   dispatch stays asynchronous) to advance the progress bar and to stop on a non-finite loss,
   and at every checkpoint, which is saved only after every loss before it was checked.
   """
-  jit_train_step = jax.jit(train_step, donate_argnums=0)
-  jit_eval_step = jax.jit(eval_step)
-  steps_per_epoch = len(train_split) // config.batch_size
+  jit_train_step = sharded_train_step(mesh)
+  jit_eval_step = sharded_eval_step(mesh)
+  main_process = jax.process_index() == 0
+  local_batch_size = config.batch_size // jax.process_count()
+  steps_per_epoch = len(train_split) // local_batch_size
   every = config.checkpoint_every_steps
   step = int(state.step)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  with open(metrics_path, "w") as f:  # The epochs this run has finished, and no others.
-    f.writelines(json.dumps(r) + "\n" for r in progress.records)
+  if main_process:
+    with open(metrics_path, "w") as f:  # The epochs this run has finished, and no others.
+      f.writelines(json.dumps(r) + "\n" for r in progress.records)
   t_start, seconds_before = time.perf_counter(), progress.train_seconds
 
   def save():
@@ -761,22 +880,24 @@ def _train(
       unit="step",
       dynamic_ncols=True,
       desc="train",
-      disable=None,
+      disable=None if main_process else True,
     ) as bar,
   ):
     while progress.epoch <= config.num_epochs:
       t_epoch = time.perf_counter()
       epoch_seed = np.asarray(jax.random.key_data(jax.random.fold_in(data_key, progress.epoch)))
       batches = data.train_batches(
-        train_split, config.batch_size, epoch_seed, augment=config.augment, start=progress.batch
+        train_split, local_batch_size, epoch_seed, augment=config.augment, start=progress.batch
       )
       pending = []
       for batch in batches:
-        state, metrics = jit_train_step(state, batch)
+        state, metrics = jit_train_step(state, parallel.shard_batch(batch, mesh))
         pending.append(metrics)
         step += 1
         progress.batch += 1
         due = bool(every) and step % every == 0
+        if jax.process_count() > 1 and multihost_utils.reached_preemption_sync_point(step):
+          sigterm.set()  # Every process stops at this step.
         if step % config.log_every_steps == 0 or due or sigterm.is_set():
           progress.add(pending, step)
           pending = []
@@ -793,15 +914,16 @@ def _train(
           )
       progress.add(pending, step)
       bar.update(step - bar.n)
-      _, val_accuracy = evaluate(jit_eval_step, state, val_split, config.eval_batch_size)
+      _, val_accuracy = evaluate(jit_eval_step, state, val_split, config.eval_batch_size, mesh)
       record = progress.end_epoch(val_accuracy, time.perf_counter() - t_epoch)
-      with open(metrics_path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-      bar.write(
-        f"epoch {record['epoch']:3d}  train_loss {record['train_loss']:.4f}  "
-        f"train_acc {record['train_accuracy']:.4f}  val_acc {val_accuracy:.4f}  "
-        f"({record['seconds']:.1f} s)"
-      )
+      if main_process:
+        with open(metrics_path, "a") as f:
+          f.write(json.dumps(record) + "\n")
+        bar.write(
+          f"epoch {record['epoch']:3d}  train_loss {record['train_loss']:.4f}  "
+          f"train_acc {record['train_accuracy']:.4f}  val_acc {val_accuracy:.4f}  "
+          f"({record['seconds']:.1f} s)"
+        )
       if (every and step % every == 0) or progress.epoch > config.num_epochs:
         save()
   return state, progress

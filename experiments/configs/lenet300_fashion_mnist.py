@@ -92,4 +92,11 @@ def get_config() -> ml_collections.ConfigDict:
   # newest. How many of the newest checkpoints are kept.
   config.checkpoint_every_steps = 1000
   config.checkpoint_keep = 3
+
+  # Devices: the run is data-parallel over a mesh of the first `num_devices` devices (unset: all
+  # of them), each taking an equal slice of every batch, so every batch size must be divisible
+  # by it. `distributed`: call jax.distributed.initialize() first, in every process of a
+  # multi-host run (a TPU pod slice); see README "Multiple devices and TPUs".
+  config.num_devices = config_dict.placeholder(int)
+  config.distributed = False
   return config
