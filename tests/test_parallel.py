@@ -1,0 +1,151 @@
+"""Data parallelism: the pieces on one device, 8 devices in a subprocess, and two processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from helpers import ROOT, tiny_config
+
+from snip_jax import data, parallel, train
+
+
+def test_process_ranges_cover_every_example_once():
+  for n, count in [(10, 1), (10, 3), (54_000, 8), (7, 7)]:
+    ranges = [data.process_range(n, i, count) for i in range(count)]
+    assert [i for r in ranges for i in r] == list(range(n))
+    assert max(map(len, ranges)) - min(map(len, ranges)) <= 1
+  with pytest.raises(ValueError, match=r"Process index 2 is not in \[0, 2\)"):
+    data.process_range(10, 2, 2)
+
+
+def test_eval_batches_pad_to_the_number_of_batches_asked_for():
+  split = data.Split(np.arange(5, dtype=np.float32)[:, None], np.arange(5, dtype=np.int32))
+  batches = list(data.eval_batches(split, 2, num_batches=4))
+  weights = np.concatenate([w for _, _, w in batches])
+  assert len(batches) == 4 and weights.tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
+  assert np.concatenate([y for _, y, _ in batches])[:5].tolist() == list(range(5))
+  with pytest.raises(ValueError, match="2 batches of 2 cannot hold 5 examples"):
+    list(data.eval_batches(split, 2, num_batches=2))
+
+
+def test_one_device_mesh_and_its_checks():
+  mesh = parallel.make_mesh()
+  assert mesh.devices.size == jax.device_count() == 1
+  parallel.check_divisible(7, mesh)
+  with pytest.raises(ValueError, match=r"this run has 1 device\(s\); ask for 1 to 1"):
+    parallel.make_mesh(2)
+  with pytest.raises(ValueError, match="num_devices must be a positive integer"):
+    train.validate_config(tiny_config("unused", num_devices=0))
+  with pytest.raises(ValueError, match="distributed must be True or False"):
+    train.validate_config(
+      ml_collections.ConfigDict({**tiny_config("unused").to_dict(), "distributed": "yes"})
+    )
+  replicated = parallel.replicate({"w": np.ones(3, np.float32), "step": 0}, mesh)
+  assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(replicated))
+
+
+def test_the_8_device_suite():
+  """tests/eight_devices.py on 8 fake CPU devices: same masks and steps as on 1 device."""
+  result = subprocess.run(
+    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/eight_devices.py"],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=600,
+    env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+  )
+  assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+  assert "7 passed in" in result.stdout
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _run_two_processes(workdir, data_dir) -> list[subprocess.CompletedProcess]:
+  """The CLI in two processes of two CPU devices each, as on two hosts of a pod slice."""
+  port = _free_port()
+  env = {
+    **os.environ,
+    "PYTHONPATH": str(ROOT),
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",  # Cross-process collectives on CPUs.
+  }
+  cfg = tiny_config(data_dir)
+  overrides = [
+    f"--config.{field}={cfg[field]}"
+    for field in ("dataset", "data_dir", "num_epochs", "batch_size", "score_batch_size")
+  ]
+  overrides += [f"--config.eval_batch_size={cfg.eval_batch_size}", "--config.sparsity=0.9"]
+  processes = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        str(ROOT / "experiments" / "train.py"),
+        *overrides,
+        "--config.distributed=True",
+        f"--coordinator_address=localhost:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+        f"--workdir={workdir}",
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=env,
+    )
+    for i in range(2)
+  ]
+  try:
+    outputs = [p.communicate(timeout=300) for p in processes]
+  finally:
+    for p in processes:
+      p.kill()
+  return [
+    subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    for p, (out, err) in zip(processes, outputs, strict=True)
+  ]
+
+
+def test_two_processes_train_resume_and_repeat(tiny_mnist, tmp_path):
+  first = _run_two_processes(tmp_path / "run", tiny_mnist)
+  for result in first:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  # Process 0 reports and writes the results; process 1 only computes.
+  assert "Data-parallel over 4 device(s)." in first[0].stdout
+  assert "epoch   2" in first[0].stdout and "epoch" not in first[1].stdout
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert (summary["processes"], summary["devices"]) == (2, 4)
+  # 180 training examples, 90 per process, batches of 20 (10 per process): 9 steps an epoch.
+  assert summary["steps"] == 18 and summary["num_kept"] == round(0.1 * summary["num_prunable"])
+  assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+  assert (tmp_path / "run" / "checkpoints" / "18").is_dir()
+
+  # The same command again resumes from the final checkpoint and evaluates the same state.
+  again = _run_two_processes(tmp_path / "run", tiny_mnist)
+  assert all(r.returncode == 0 for r in again), again[0].stderr[-3000:]
+  assert "Resuming from" in again[0].stdout
+  resumed = json.loads((tmp_path / "run" / "summary.json").read_text())
+  for field in ("test_accuracy", "test_loss", "val_accuracy", "num_kept"):
+    assert resumed[field] == summary[field]
+
+  # A fresh run with the same config: the same mask and metrics (deterministic).
+  fresh = _run_two_processes(tmp_path / "fresh", tiny_mnist)
+  assert all(r.returncode == 0 for r in fresh), fresh[0].stderr[-3000:]
+  for name in ("mask.npz",):
+    assert (tmp_path / "fresh" / name).read_bytes() == (tmp_path / "run" / name).read_bytes()
+  records = [
+    [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+    for lines in (
+      (tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("run", "fresh")
+    )
+  ]
+  assert records[0] == records[1]
