@@ -29,6 +29,10 @@ Details that decide what the numbers mean:
 * **Several batches** (the paper's study of the scoring-set size): a criterion's score is the
   mean of its single-batch scores, accumulated one batch at a time, so ``B`` batches never sit in
   memory together. (For SNIP these are the normalised ``s_j`` of each batch.)
+* **Several devices**: batches that are global arrays split over a mesh (see
+  :mod:`snip_jax.parallel`) are scored where they lie, XLA all-reducing each batch's gradient.
+  With ``mesh=``, the batches are instead spread over the devices, each scoring whole batches
+  and summing its own; one all-reduce adds the devices' sums at the end.
 * **GraSP** keeps the connections whose removal reduces gradient flow least. Wang et al. remove
   the largest ``-θ ⊙ Hg``; we keep the largest ``θ ⊙ Hg``, the same ranking. ``Hg`` is a
   Hessian-vector product, ``jax.jvp`` of ``jax.grad`` with tangent ``g``, never a Hessian. The
@@ -52,8 +56,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from snip_jax import masks, selection, sensitivity
+from snip_jax import masks, parallel, selection, sensitivity
 
 PyTree = Any
 #: ``score_fn(params, mask, batch, key) -> scores``: ``batch`` is a tuple of the loss's
@@ -254,12 +260,15 @@ def _score(
   mask: PyTree,
   batches: Iterable[Any] | None,
   key: jax.Array,
+  mesh: Mesh | None = None,
 ) -> PyTree:
   """One round: ``score_fn`` (jitted) on each batch, accumulated one batch at a time."""
   criterion = CRITERIA[name]
   with _precision(criterion.float64):
     if not criterion.uses_batches:
       return score_fn(params, mask, (), key)
+    if mesh is not None:
+      return _score_spread(score_fn, params, mask, batches, key, mesh)
     total, count = None, 0
     for i, batch in enumerate(batches):
       scores = score_fn(params, mask, _as_args(batch), jax.random.fold_in(key, i))
@@ -268,6 +277,86 @@ def _score(
   if count == 0:
     raise ValueError(f"Criterion {name!r} got no scoring batch: batches is empty.")
   return total if count == 1 else jax.tree.map(lambda t: t / count, total)
+
+
+@jax.jit
+def _sum_over_devices(per_device: PyTree) -> PyTree:
+  """Sums the leading (device) axis of every leaf: the one all-reduce of a spread round."""
+  return jax.tree.map(lambda x: jnp.sum(x, axis=0), per_device)
+
+
+@functools.lru_cache(maxsize=8)  # Compiled once per prune() call, not once per round.
+def _per_device_score_fn(score_fn: ScoreFn, mesh: Mesh, key_impl):
+  """``score_fn`` on every device of ``mesh`` at once, each on a whole batch of its own.
+
+  ``(params, mask, batch, key_data) -> scores``: ``params`` and ``mask`` replicated; every leaf
+  of ``batch`` and ``key_data`` (``jax.random.key_data`` of keys of ``key_impl``) stacks one
+  batch or key per device along a leading axis split over the mesh; the scores come back
+  stacked the same way. No communication.
+  """
+  spec = PartitionSpec(parallel.BATCH_AXIS)
+
+  @jax.jit
+  @functools.partial(
+    jax.shard_map,
+    mesh=mesh,
+    in_specs=(PartitionSpec(), PartitionSpec(), spec, spec),
+    out_specs=spec,
+  )
+  def device_scores(params, mask, batch, key_data):
+    # Each device holds one batch (leading axis 1) and its key. The params and mask vary by
+    # device from here on: otherwise the gradient w.r.t. them (replicated values) would be
+    # summed over the devices, and a device's scores would no longer be its batch's.
+    params, mask = jax.lax.pcast((params, mask), parallel.BATCH_AXIS, to="varying")
+    one_batch = tuple(x[0] for x in batch)
+    key = jax.random.wrap_key_data(key_data[0], impl=key_impl)
+    scores = score_fn(params, mask, one_batch, key)
+    return jax.tree.map(lambda s: s[None], scores)
+
+  return device_scores
+
+
+def _score_spread(
+  score_fn: ScoreFn,
+  params: PyTree,
+  mask: PyTree,
+  batches: Iterable[Any],
+  key: jax.Array,
+  mesh: Mesh,
+) -> PyTree:
+  """One round with the batches spread over ``mesh``: each device scores whole batches.
+
+  This process's batches are taken ``L`` at a time (``L``: its devices in ``mesh``) and stacked,
+  one batch per device, so that every device runs ``score_fn`` on a whole batch of its own (each
+  batch's scores as one device computes them) and adds them to its running sum, with no
+  communication. At the end one all-reduce adds the devices' sums, and the mean over every
+  process's batches is returned, replicated.
+  """
+  local = len(mesh.local_devices)
+  stacked = NamedSharding(mesh, PartitionSpec(parallel.BATCH_AXIS))
+  device_scores = _per_device_score_fn(score_fn, mesh, jax.random.key_impl(key))
+
+  def place(arrays):
+    return jax.make_array_from_process_local_data(stacked, np.stack(arrays))
+
+  sums, group, count = None, [], 0
+  first = jax.process_index() * local  # This process's first batch in each group of mesh.size.
+  for batch in batches:
+    group.append(tuple(np.asarray(x) for x in _as_args(batch)))
+    if len(group) < local:
+      continue
+    indices = [count + first + j for j in range(local)]
+    keys = [np.asarray(jax.random.key_data(jax.random.fold_in(key, i))) for i in indices]
+    arrays = tuple(place(field) for field in zip(*group, strict=True))
+    scores = device_scores(params, mask, arrays, place(keys))
+    sums = scores if sums is None else _add(sums, scores)
+    group, count = [], count + mesh.devices.size
+  if group or sums is None:
+    raise ValueError(
+      f"Spreading the scoring batches over {mesh.devices.size} devices needs a positive multiple "
+      f"of {local} batches in each process, got {count // mesh.devices.size * local + len(group)}."
+    )
+  return jax.tree.map(lambda t: t / count, _sum_over_devices(sums))
 
 
 def score(
@@ -279,6 +368,7 @@ def score(
   mask: PyTree | None = None,
   key: jax.Array | None = None,
   filter_fn: masks.FilterFn = masks.kernels,
+  mesh: Mesh | None = None,
 ) -> PyTree:
   """One round of criterion ``name``'s scores: the mean over ``batches`` of its batch scores.
 
@@ -291,6 +381,10 @@ def score(
     mask: score the network pruned to ``mask`` (default: unpruned).
     key: randomness (``random`` needs it).
     filter_fn: which leaves are prunable; the others score 0.
+    mesh: spread the batches over this mesh's devices, whole batches on each (``params`` and
+      ``mask`` replicated on it; ``batches`` this process's, a multiple of its devices in the
+      mesh); the devices' sums meet in one all-reduce. Without it the batches are scored as
+      they are placed (e.g. each split over the devices: one all-reduce per batch).
 
   Returns:
     A float32 score pytree shaped like ``params``; larger means more worth keeping.
@@ -302,7 +396,7 @@ def score(
   key = jax.random.key(0) if key is None else key
   round_batches = _round_batches(batches, 0) if criterion.uses_batches else None
   score_fn = criterion.make_score_fn(task, filter_fn)
-  return _score(name, score_fn, params, mask, round_batches, jax.random.fold_in(key, 0))
+  return _score(name, score_fn, params, mask, round_batches, jax.random.fold_in(key, 0), mesh)
 
 
 def schedule(sparsity: float, rounds: int) -> list[float]:
@@ -328,6 +422,7 @@ def prune(
   distribution: str = "global",
   min_kept_per_layer: int = 0,
   filter_fn: masks.FilterFn = masks.kernels,
+  mesh: Mesh | None = None,
 ) -> PyTree:
   """Scores with criterion ``name`` and selects exactly κ connections, in one or more rounds.
 
@@ -342,6 +437,7 @@ def prune(
     distribution: ``'global'``, ``'uniform'`` or ``'erk'`` (see :mod:`snip_jax.selection`).
     min_kept_per_layer: keep at least this many connections in every prunable leaf.
     filter_fn: which leaves are prunable.
+    mesh: spread each round's batches over this mesh's devices (see :func:`score`).
 
   Returns:
     A ``bool`` mask pytree shaped like ``params``.
@@ -354,7 +450,7 @@ def prune(
   mask = masks.ones_like(params)
   for k, target in enumerate(targets):
     round_batches = _round_batches(batches, k) if criterion.uses_batches else None
-    scores = _score(name, score_fn, params, mask, round_batches, jax.random.fold_in(key, k))
+    scores = _score(name, score_fn, params, mask, round_batches, jax.random.fold_in(key, k), mesh)
     mask = selection.top_k_mask(
       scores,
       target,

@@ -7,7 +7,8 @@ XLA's SPMD partitioner does the rest: every device runs the step on its slice of
 the reductions over the batch (the mean loss, hence the gradients; batch norm's batch
 statistics; the evaluation's sums) become all-reduces across devices. A step therefore computes
 what it computes on one device, up to the order of floating-point additions. There is no
-``pmap`` and no hand-written collective.
+``pmap`` and no hand-written collective. (Scoring several batches can instead give each device
+whole batches: :func:`snip_jax.train.spreads_scoring`.)
 
 Several processes (a TPU pod slice has one per host): :func:`initialize_distributed` first, in
 every process; the mesh then spans the devices of all of them. Each process holds only its own
