@@ -422,6 +422,18 @@ def _as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(json.dumps(config.to_dict()))
 
 
+def spreads_scoring(config, mesh: Mesh | None) -> bool:
+  """Whether scoring gives each device whole batches (rather than a slice of every batch).
+
+  So it does on several devices when ``config.score_batches`` is a multiple of their number:
+  each device scores its own batches and one all-reduce adds up the devices' sums (see
+  :func:`snip_jax.criteria.score`). Otherwise every scoring batch is split over the devices, and
+  each costs one all-reduce of its gradient (of every layer at once).
+  """
+  devices = 1 if mesh is None else mesh.devices.size
+  return devices > 1 and config.score_batches % devices == 0
+
+
 def scoring_batches(
   config, train_split: data.Split, score_key: jax.Array, mesh: Mesh | None = None
 ):
@@ -429,22 +441,30 @@ def scoring_batches(
 
   The examples of a round are drawn without replacement (round 0 from ``score_key``, round
   ``k`` from ``fold_in(score_key, k)``) and cut into batches one at a time, so only one batch of
-  images is on the devices at once. With a ``mesh`` each batch is split over its devices, so the
-  scoring gradient is all-reduced across them (one all-reduce per batch, of every layer at
-  once); the scores it gives are replicated, and summed over batches with no communication. In
-  a multi-process run each process draws its part of every batch from its own examples.
+  images per device is on the devices at once. With a ``mesh`` the batches are laid out for it:
+  whole host batches when :func:`spreads_scoring`, else global arrays split over the devices.
+  In a multi-process run each process draws its share of the examples from its own range: its
+  ``score_batches / processes`` whole batches, or its part of every batch.
   """
-  size, count = config.score_batch_size // jax.process_count(), config.score_batches
+  processes, count = jax.process_count(), config.score_batches
+  spread = spreads_scoring(config, mesh)
+  # This process's batches and their size; it draws count * score_batch_size / processes.
+  size, local_count = config.score_batch_size, count // processes
+  if not spread:
+    size, local_count = size // processes, count
 
   def batches(round_index: int):
     key = jax.random.fold_in(score_key, round_index) if round_index else score_key
-    idx = np.asarray(jax.random.choice(key, len(train_split), (count * size,), replace=False))
-    for b in range(count):
+    idx = np.asarray(jax.random.choice(key, len(train_split), (local_count * size,), replace=False))
+    for b in range(local_count):
       chosen = idx[b * size : (b + 1) * size]
       batch = (train_split.images[chosen], train_split.labels[chosen])
-      yield (
-        parallel.shard_batch(batch, mesh) if mesh is not None else tuple(map(jnp.asarray, batch))
-      )
+      if spread:
+        yield batch
+      elif mesh is not None:
+        yield parallel.shard_batch(batch, mesh)
+      else:
+        yield tuple(map(jnp.asarray, batch))
 
   return batches
 
@@ -486,8 +506,9 @@ def prune_at_init(
 ):
   """``config.criterion`` at ``config.sparsity`` on random training batches.
 
-  With a ``mesh`` (and ``params`` replicated on it) each scoring batch is split over its
-  devices; the mask is the one device's, up to ties that float rounding could break.
+  With a ``mesh`` (and ``params`` replicated on it) the scoring batches are spread over its
+  devices or split over them (:func:`spreads_scoring`); the mask is the one device's, up to
+  ties that float rounding could break.
 
   Returns:
     ``(mask, task, seconds)``.
@@ -500,6 +521,7 @@ def prune_at_init(
     config.sparsity,
     task,
     batches=scoring_batches(config, train_split, score_key, mesh),
+    mesh=mesh if spreads_scoring(config, mesh) else None,
     # A stream of its own for the random criterion (the batches use score_key and its
     # fold_ins).
     key=jax.random.split(score_key)[0],
@@ -705,7 +727,8 @@ def train_and_evaluate(
     parallel.initialize_distributed()
   mesh = parallel.make_mesh(config.num_devices)
   for field in ("batch_size", "eval_batch_size", "score_batch_size"):
-    parallel.check_divisible(config[field], mesh, field)
+    if field != "score_batch_size" or not spreads_scoring(config, mesh):
+      parallel.check_divisible(config[field], mesh, field)
   spec = data.get_spec(config.dataset)
   model = models.get_model(config.model, num_classes=spec.num_classes, init=config.init)
   filter_fn = filter_fn_for(config)
@@ -727,7 +750,7 @@ def train_and_evaluate(
       f"config.batch_size={config.batch_size} exceeds the {len(train_split) * processes} "
       "training examples; lower it."
     )
-  if config.score_batch_size // processes * config.score_batches > len(train_split):
+  if config.score_batch_size * config.score_batches // processes > len(train_split):
     raise ValueError(
       f"config.score_batch_size * config.score_batches = "
       f"{config.score_batch_size * config.score_batches} scoring examples exceed the "
