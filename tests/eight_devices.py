@@ -60,9 +60,10 @@ def test_the_mesh_spans_every_device(meshes):
   assert [s.data.shape for s in sharded.addressable_shards] == [(BATCH // 8, 3)] * 8
 
 
-def test_scores_and_mask_on_8_devices_equal_those_on_1(meshes, lenet):
+def test_batches_split_over_8_devices_give_the_scores_and_mask_of_1(meshes, lenet):
   model, params, task, split = lenet
-  cfg = config(score_batch_size=BATCH, score_batches=3)
+  cfg = config(score_batch_size=BATCH, score_batches=3)  # Not a multiple of 8: split.
+  assert not train.spreads_scoring(cfg, meshes[8])
   key = jax.random.key(7)
   scores, pruned = {}, {}
   for n, mesh in meshes.items():
@@ -81,7 +82,52 @@ def test_scores_and_mask_on_8_devices_equal_those_on_1(meshes, lenet):
   )
 
 
-def test_a_scoring_batch_costs_one_all_reduce_of_every_layer(meshes, lenet):
+def test_batches_spread_over_8_devices_give_the_scores_and_mask_of_1(meshes, lenet):
+  model, params, task, split = lenet
+  # 8 batches of 30 (not a multiple of 8: each device scores whole batches).
+  cfg = config(score_batch_size=30, score_batches=8)
+  assert train.spreads_scoring(cfg, meshes[8])
+  key = jax.random.key(5)
+  scores, pruned = {}, {}
+  for n, mesh in meshes.items():
+    replicated = parallel.replicate(params, mesh)
+    batches = train.scoring_batches(cfg, split, key, mesh)
+    spread = mesh if train.spreads_scoring(cfg, mesh) else None
+    scores[n] = criteria.score("snip", replicated, task, batches=batches, mesh=spread)
+    pruned[n], _, _ = train.prune_at_init(cfg, model.apply, replicated, {}, split, key, mesh)
+  assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(scores[8]))
+  s8, s1 = flat_kernels(scores[8]), flat_kernels(scores[1])
+  np.testing.assert_allclose(s8, s1, rtol=1e-5, atol=1e-6 * s1.max())  # Sum order only.
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), pruned[8], pruned[1]))
+
+
+def test_spread_batches_meet_in_one_all_reduce(meshes, lenet):
+  _, params, task, split = lenet
+  mesh = meshes[8]
+  score_fn = criteria.get_criterion("snip").make_score_fn(task, masks.kernels)
+  per_device = criteria._per_device_score_fn(score_fn, mesh, jax.random.key_impl(jax.random.key(0)))
+  stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.BATCH_AXIS))
+  # Device k gets examples [30k, 30k + 30).
+  examples = (split.images, split.labels)
+  batch = tuple(jax.device_put(x[:240].reshape(8, 30, *x.shape[1:]), stacked) for x in examples)
+  key_data = jax.device_put(np.zeros((8, 2), np.uint32), stacked)
+  replicated = parallel.replicate(params, mesh)
+  ones = parallel.replicate(masks.ones_like(params), mesh)
+  compiled = per_device.lower(replicated, ones, batch, key_data).compile().as_text()
+  assert not all_reduces(compiled)  # Each device scores its own batch, alone.
+  per_batch = per_device(replicated, ones, batch, key_data)
+  alone = score_fn(
+    params, masks.ones_like(params), (split.images[60:90], split.labels[60:90]), None
+  )
+  np.testing.assert_allclose(
+    per_batch["Dense_0"]["kernel"][2], alone["Dense_0"]["kernel"], rtol=1e-6, atol=0
+  )
+  (all_reduce,) = all_reduces(criteria._sum_over_devices.lower(per_batch).compile().as_text())
+  for shape in ("f32[784,300]", "f32[300,100]", "f32[100,10]"):  # Every kernel's sum.
+    assert shape in all_reduce
+
+
+def test_a_split_batch_costs_one_all_reduce_of_every_layer(meshes, lenet):
   _, params, task, split = lenet
   mesh = meshes[8]
   score_fn = criteria.get_criterion("snip").make_score_fn(task, masks.kernels)
@@ -173,6 +219,9 @@ def test_a_batch_the_devices_cannot_split_is_refused_before_anything_runs(tiny_m
       cfg = tiny_config(tiny_mnist, **{**SPLITTABLE, field: 20})
       train.train_and_evaluate(cfg, str(tmp_path / field))
     assert not (tmp_path / field).exists()
+  # Spread over the devices (8 batches), the scoring batch need not split.
+  spread = tiny_config(tiny_mnist, **{**SPLITTABLE, "score_batch_size": 20, "score_batches": 8})
+  assert train.train_and_evaluate(spread, str(tmp_path / "spread"))["score_examples"] == 160
   with pytest.raises(ValueError, match="this run has 8 device"):
     cfg = tiny_config(tiny_mnist, num_devices=9, **SPLITTABLE)
     train.train_and_evaluate(cfg, str(tmp_path / "nine"))
