@@ -72,8 +72,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_two_processes(workdir, data_dir, *flags: str) -> list[subprocess.CompletedProcess]:
-  """The CLI in two processes of two CPU devices each, as on two hosts of a pod slice."""
+def _run_two_processes(
+  workdir, data_dir, *flags: str, sigterm_at: int | None = None
+) -> list[subprocess.CompletedProcess]:
+  """The CLI in two processes of two CPU devices each, as on two hosts of a pod slice.
+
+  ``sigterm_at``: process 1 gets SIGTERM when it asks for its training batch of that number
+  (``tests/interrupt_run.py``), as one host of a preempted slice would.
+  """
   port = _free_port()
   env = {
     **os.environ,
@@ -91,7 +97,11 @@ def _run_two_processes(workdir, data_dir, *flags: str) -> list[subprocess.Comple
     subprocess.Popen(
       [
         sys.executable,
-        str(ROOT / "experiments" / "train.py"),
+        *(
+          [str(ROOT / "tests" / "interrupt_run.py"), f"sigterm:{sigterm_at}"]
+          if i == 1 and sigterm_at is not None
+          else [str(ROOT / "experiments" / "train.py")]
+        ),
         *overrides,
         "--config.distributed=True",
         f"--coordinator_address=localhost:{port}",
@@ -118,27 +128,44 @@ def _run_two_processes(workdir, data_dir, *flags: str) -> list[subprocess.Comple
   ]
 
 
-def test_two_processes_train_and_resume(tiny_mnist, tmp_path):
-  first = _run_two_processes(tmp_path / "run", tiny_mnist)
-  for result in first:
+def _records(workdir) -> list[dict]:
+  """``metrics.jsonl`` without the timings."""
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def test_two_processes_train_stop_together_on_sigterm_and_resume_bit_for_bit(tiny_mnist, tmp_path):
+  whole = _run_two_processes(tmp_path / "whole", tiny_mnist)
+  for result in whole:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   # Process 0 reports and writes the results; process 1 only computes.
-  assert "Data-parallel over 4 device(s)." in first[0].stdout
-  assert "epoch   2" in first[0].stdout and "epoch" not in first[1].stdout
-  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert "Data-parallel over 4 device(s)." in whole[0].stdout
+  assert "epoch   2" in whole[0].stdout and "epoch" not in whole[1].stdout
+  summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
   assert (summary["processes"], summary["devices"]) == (2, 4)
   # 180 training examples, 90 per process, batches of 20 (10 per process): 9 steps an epoch.
   assert summary["steps"] == 18 and summary["num_kept"] == round(0.1 * summary["num_prunable"])
-  assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
-  assert (tmp_path / "run" / "checkpoints" / "18").is_dir()
+  assert len(_records(tmp_path / "whole")) == 2
 
-  # The same command again resumes from the final checkpoint and evaluates the same state.
-  again = _run_two_processes(tmp_path / "run", tiny_mnist)
-  assert all(r.returncode == 0 for r in again), again[0].stderr[-3000:]
-  assert "Resuming from" in again[0].stdout
-  resumed = json.loads((tmp_path / "run" / "summary.json").read_text())
-  for field in ("test_accuracy", "test_loss", "val_accuracy", "num_kept"):
-    assert resumed[field] == summary[field]
+  # SIGTERM to process 1 only, at its 5th batch: JAX's preemption service tells process 0, both
+  # stop at the same step after saving its checkpoint, and exit with 143.
+  stopped = _run_two_processes(tmp_path / "run", tiny_mnist, sigterm_at=5)
+  assert [r.returncode for r in stopped] == [143, 143], stopped[1].stderr[-3000:]
+  steps = {int(re.search(r"SIGTERM at step (\d+)", r.stderr).group(1)) for r in stopped}
+  (step,) = steps
+  assert 5 <= step < 18
+  assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["0", str(step)]
+
+  # The same command again resumes there and ends as the uninterrupted run, bit for bit.
+  resumed = _run_two_processes(tmp_path / "run", tiny_mnist)
+  assert all(r.returncode == 0 for r in resumed), resumed[0].stderr[-3000:]
+  assert f"Resuming from {tmp_path / 'run' / 'checkpoints'}/{step}." in resumed[0].stdout
+  finished = json.loads((tmp_path / "run" / "summary.json").read_text())
+  for field in ("test_accuracy", "test_loss", "val_accuracy", "num_kept", "steps"):
+    assert finished[field] == summary[field]
+  assert _records(tmp_path / "run") == _records(tmp_path / "whole")
+  masks = [(tmp_path / d / "mask.npz").read_bytes() for d in ("run", "whole")]
+  assert masks[0] == masks[1]
 
 
 def test_two_processes_spread_the_scoring_batches_and_repeat_bit_for_bit(tiny_mnist, tmp_path):
@@ -152,10 +179,6 @@ def test_two_processes_spread_the_scoring_batches_and_repeat_bit_for_bit(tiny_mn
   assert summaries[0]["score_examples"] == 80 and summaries[0]["steps"] == 9
   # The same config twice: the same mask, metrics and test results.
   assert (tmp_path / "a" / "mask.npz").read_bytes() == (tmp_path / "b" / "mask.npz").read_bytes()
-  records = [
-    [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
-    for lines in ((tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in "ab")
-  ]
-  assert records[0] == records[1]
+  assert _records(tmp_path / "a") == _records(tmp_path / "b")
   for field in ("test_accuracy", "test_loss", "num_kept"):
     assert summaries[0][field] == summaries[1][field]
