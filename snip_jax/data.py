@@ -550,7 +550,9 @@ def write_tfds_layout(
   """Writes the standard TFDS layout of ``name`` into ``data_dir``, one shard per split.
 
   The shards and metadata are written to a temporary directory and moved into place at the end,
-  so an interrupted preparation leaves nothing half-written behind.
+  so an interrupted preparation leaves nothing half-written behind. Processes that share
+  ``data_dir`` (a multi-process run on one machine) may all prepare it at once: the first to
+  finish wins, and the others keep its copy (the same data).
 
   Args:
     name: a key of :data:`DATASETS`.
@@ -570,6 +572,8 @@ def write_tfds_layout(
   builder = _builder(spec.tfds_name, data_dir)
   final_dir = Path(builder.data_dir)
   if final_dir.exists() and any(final_dir.iterdir()):
+    if is_prepared(name, data_dir):
+      return  # Another process prepared it meanwhile.
     raise DataNotFoundError(
       f"{final_dir} exists but holds no prepared dataset (left by an interrupted build?). "
       "Remove it and run again; snip-jax will prepare it from the original files."
@@ -607,7 +611,12 @@ def write_tfds_layout(
       )
     builder.info.set_splits(tfds.core.SplitDict(split_infos))
     builder.info.write_to_directory(tmp_dir)
-    os.replace(tmp_dir, final_dir)
+    try:
+      os.replace(tmp_dir, final_dir)
+    except OSError:
+      if not is_prepared(name, data_dir):
+        raise
+      # Another process prepared it meanwhile (its directory is in the way): keep that one.
   finally:
     shutil.rmtree(tmp_dir, ignore_errors=True)
 

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 
 import numpy as np
 import pytest
@@ -77,6 +78,26 @@ def test_leftover_unprepared_folder_is_named_not_overwritten(tmp_path):
   with pytest.raises(data.DataNotFoundError, match="interrupted build"):
     data.ensure_prepared("mnist", str(data_dir), str(idx_dir))
   assert [p.name for p in leftover.iterdir()] == ["mnist-train.tfrecord-00000-of-00001"]
+
+
+def test_a_data_dir_another_process_prepared_meanwhile_is_kept(tmp_path, monkeypatch):
+  """Processes sharing a data dir may prepare it at once: the last to finish keeps the first's."""
+  idx_dir, data_dir = tmp_path / "idx", tmp_path / "tfds"
+  idx_dir.mkdir()
+  arrays = write_mnist_like(idx_dir)
+  move = os.replace
+
+  def other_process_finishes_first(src, dst):
+    monkeypatch.setattr(os, "replace", move)
+    data.prepare_from_source("mnist", str(idx_dir), str(data_dir))  # The other process.
+    return move(src, dst)  # Ours: the dataset's directory is taken by now.
+
+  monkeypatch.setattr(os, "replace", other_process_finishes_first)
+  data.prepare_from_source("mnist", str(idx_dir), str(data_dir))
+  assert data.is_prepared("mnist", str(data_dir))
+  assert [p.name for p in (data_dir / "mnist").iterdir() if "incomplete" in p.name] == []
+  images, _ = data.load_split("mnist", "test", str(data_dir))
+  np.testing.assert_array_equal(images[..., 0], arrays["t10k"][0])
 
 
 def test_missing_data_fails_at_once_naming_three_ways(tmp_path, no_network):
