@@ -126,7 +126,14 @@ def shard_batch(batch: Sequence[np.ndarray], mesh: Mesh) -> tuple[jax.Array, ...
   Returns:
     The arrays of the global batch, each sharded along its first axis.
   """
-  sharding = batch_sharded(mesh)
+  sharding, devices = batch_sharded(mesh), mesh.devices.size
+  for x in batch:
+    rows = np.shape(x)[0] * jax.process_count()
+    if rows % devices:
+      raise ValueError(
+        f"A batch of {rows} examples does not split over the {devices} devices of the mesh; use "
+        f"a multiple of {devices}."
+      )
   if jax.process_count() == 1:
     return tuple(jax.device_put(x, sharding) for x in batch)
   return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(x)) for x in batch)

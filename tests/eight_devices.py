@@ -58,6 +58,8 @@ def test_the_mesh_spans_every_device(meshes):
   images = np.zeros((BATCH, 3), np.float32)
   (sharded,) = parallel.shard_batch((images,), meshes[8])
   assert [s.data.shape for s in sharded.addressable_shards] == [(BATCH // 8, 3)] * 8
+  with pytest.raises(ValueError, match="A batch of 100 examples does not split over the 8 dev"):
+    parallel.shard_batch((np.zeros((100, 3)),), meshes[8])
 
 
 def test_batches_split_over_8_devices_give_the_scores_and_mask_of_1(meshes, lenet):
