@@ -27,6 +27,27 @@ def test_readme_example_runs_and_prunes(capsys):
   assert out.startswith(str(iou)) and "'sparsity/total': 0.98" in out
 
 
+def test_readme_multi_device_example_continues_the_loop():
+  import jax
+
+  text = README.read_text()
+  loop = re.search(r"```python\n(.*?)```", text.split("## Use it in your own loop", 1)[1], re.S)
+  devices = text.split("## Multiple devices and TPUs", 1)[1].split("\n## ", 1)[0]
+  sharded = re.search(r"```python\n(.*?)```", devices, re.S)
+  namespace = {}
+  exec(compile(loop.group(1), str(README), "exec"), namespace)
+  before = namespace["params"]
+  exec(compile(sharded.group(1), str(README), "exec"), namespace)
+  params = namespace["params"]
+  assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(params))
+  assert snip_jax.sparsity(params) == snip_jax.sparsity(namespace["mask"])  # Still exactly zero.
+  moved = [
+    not np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(params), strict=True)
+  ]
+  assert any(moved)  # The step trained.
+
+
 def test_reliability_figures_are_those_of_the_test_suite():
   import test_properties as properties
   import test_reliability as reliability
