@@ -42,8 +42,16 @@ def initialize_distributed(
   On Cloud TPU pod slices, SLURM, Open MPI and Kubernetes JAX finds the arguments itself; give
   them elsewhere (e.g. several processes on one machine).
   """
-  if not jax.distributed.is_initialized():
+  if jax.distributed.is_initialized():
+    return
+  try:
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  except ValueError as e:  # E.g. "coordinator_address should be defined."
+    raise ValueError(
+      f"jax.distributed.initialize() failed: {e} JAX finds the processes of Cloud TPU, SLURM, "
+      "Open MPI and Kubernetes clusters by itself; elsewhere give --coordinator_address, "
+      "--num_processes and --process_id. For a one-process run, leave config.distributed False."
+    ) from e
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

@@ -11,7 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from helpers import ROOT, tiny_config
+from helpers import ROOT, run_cli, tiny_config
 
 from snip_jax import data, parallel, train
 
@@ -49,6 +49,16 @@ def test_one_device_mesh_and_its_checks():
     )
   replicated = parallel.replicate({"w": np.ones(3, np.float32), "step": 0}, mesh)
   assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(replicated))
+
+
+def test_distributed_without_a_cluster_says_how_to_name_one(tmp_path):
+  result = run_cli("--config.distributed=True", f"--workdir={tmp_path / 'run'}")
+  assert result.returncode == 1
+  assert "error: jax.distributed.initialize() failed" in result.stderr
+  assert "give --coordinator_address, --num_processes and --process_id" in result.stderr
+  assert not (tmp_path / "run").exists()
+  result = run_cli("--coordinator_address=localhost:1", f"--workdir={tmp_path / 'run'}")
+  assert "need --config.distributed=True" in result.stderr and result.returncode == 1
 
 
 def test_the_8_device_suite():
