@@ -11,6 +11,10 @@ and for SNIP's baselines (``snip_jax.criteria``)::
 
   task = snip_jax.Task(loss_fn=loss_fn, forward=forward, input_shape=(28, 28, 1))
   mask = snip_jax.prune("synflow", params, 0.98, task, distribution="erk")
+
+On several devices (``snip_jax.parallel``): ``mesh = parallel.make_mesh()``, the state
+``parallel.replicate``-d, each batch ``parallel.shard_batch``-ed, the step jitted with
+``in_shardings``/``out_shardings`` (``snip_jax.train.sharded_train_step``).
 """
 
 from snip_jax.criteria import CRITERIA, Task, has_path, prune, score
