@@ -6,7 +6,9 @@ POINT:
   prune       SIGKILL as soon as pruning is done, before the first checkpoint is saved;
   batch:N     SIGKILL when this process asks for its N-th training batch (mid-epoch);
   save:S      SIGKILL right after the checkpoint of step S starts saving (mid-save);
-  sigterm:N   SIGTERM when this process asks for its N-th training batch.
+  sigterm:N   SIGTERM when this process asks for its N-th training batch; the batches after it
+              come 0.5 s apart, as slow steps would (in a multi-process run the processes take
+              a moment to agree on the step to stop at, and tiny steps would end the run first).
 
 The run is the real CLI in this process; only the function at the kill point is wrapped.
 """
@@ -15,6 +17,7 @@ import os
 import runpy
 import signal
 import sys
+import time
 from pathlib import Path
 
 from snip_jax import checkpoint, data, train
@@ -45,6 +48,8 @@ def _install(point: str) -> None:
         count[0] += 1
         if count[0] == int(arg):
           _kill(sig)
+        elif kind == "sigterm" and count[0] > int(arg):
+          time.sleep(0.5)
         yield batch
 
     data.train_batches = counted

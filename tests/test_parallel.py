@@ -145,7 +145,10 @@ def _records(workdir) -> list[dict]:
 
 
 def test_two_processes_train_stop_together_on_sigterm_and_resume_bit_for_bit(tiny_mnist, tmp_path):
-  whole = _run_two_processes(tmp_path / "whole", tiny_mnist)
+  # 4 scoring batches on 4 devices: spread, each process scoring 2 whole batches of its own
+  # examples (a training step splits its batch over the processes, as split scoring would).
+  spread = "--config.score_batches=4"
+  whole = _run_two_processes(tmp_path / "whole", tiny_mnist, spread)
   for result in whole:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   # Process 0 reports and writes the results; process 1 only computes.
@@ -155,19 +158,21 @@ def test_two_processes_train_stop_together_on_sigterm_and_resume_bit_for_bit(tin
   assert (summary["processes"], summary["devices"]) == (2, 4)
   # 180 training examples, 90 per process, batches of 20 (10 per process): 9 steps an epoch.
   assert summary["steps"] == 18 and summary["num_kept"] == round(0.1 * summary["num_prunable"])
+  assert summary["score_examples"] == 80
   assert len(_records(tmp_path / "whole")) == 2
 
   # SIGTERM to process 1 only, at its 5th batch: JAX's preemption service tells process 0, both
   # stop at the same step after saving its checkpoint, and exit with 143.
-  stopped = _run_two_processes(tmp_path / "run", tiny_mnist, sigterm_at=5)
+  stopped = _run_two_processes(tmp_path / "run", tiny_mnist, spread, sigterm_at=5)
   assert [r.returncode for r in stopped] == [143, 143], stopped[1].stderr[-3000:]
   steps = {int(re.search(r"SIGTERM at step (\d+)", r.stderr).group(1)) for r in stopped}
   (step,) = steps
   assert 5 <= step < 18
   assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["0", str(step)]
 
-  # The same command again resumes there and ends as the uninterrupted run, bit for bit.
-  resumed = _run_two_processes(tmp_path / "run", tiny_mnist)
+  # The same command again resumes there and ends as the uninterrupted run, bit for bit (so the
+  # two runs also pruned alike: deterministic).
+  resumed = _run_two_processes(tmp_path / "run", tiny_mnist, spread)
   assert all(r.returncode == 0 for r in resumed), resumed[0].stderr[-3000:]
   assert f"Resuming from {tmp_path / 'run' / 'checkpoints'}/{step}." in resumed[0].stdout
   finished = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -176,19 +181,3 @@ def test_two_processes_train_stop_together_on_sigterm_and_resume_bit_for_bit(tin
   assert _records(tmp_path / "run") == _records(tmp_path / "whole")
   masks = [(tmp_path / d / "mask.npz").read_bytes() for d in ("run", "whole")]
   assert masks[0] == masks[1]
-
-
-def test_two_processes_spread_the_scoring_batches_and_repeat_bit_for_bit(tiny_mnist, tmp_path):
-  # 4 scoring batches on 4 devices: each process scores 2 whole batches of its own examples.
-  flags = ("--config.score_batches=4", "--config.num_epochs=1")
-  for run in ("a", "b"):
-    results = _run_two_processes(tmp_path / run, tiny_mnist, *flags)
-    for result in results:
-      assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in "ab"]
-  assert summaries[0]["score_examples"] == 80 and summaries[0]["steps"] == 9
-  # The same config twice: the same mask, metrics and test results.
-  assert (tmp_path / "a" / "mask.npz").read_bytes() == (tmp_path / "b" / "mask.npz").read_bytes()
-  assert _records(tmp_path / "a") == _records(tmp_path / "b")
-  for field in ("test_accuracy", "test_loss", "num_kept"):
-    assert summaries[0][field] == summaries[1][field]
