@@ -3,6 +3,7 @@ experiment configs and the CLI in a subprocess."""
 
 import gzip
 import io
+import json
 import os
 import pickle
 import socket
@@ -222,3 +223,57 @@ def run_script(script, *args: str, cwd=None) -> subprocess.CompletedProcess:
 def run_cli(*flags: str, cwd=None) -> subprocess.CompletedProcess:
   """Runs ``python experiments/train.py FLAGS`` in a subprocess, as a user would."""
   return run_script(ROOT / "experiments" / "train.py", *flags, cwd=cwd)
+
+
+# --------------------------------------------------------------------------------------------
+# What a run leaves, for resume and determinism checks.
+
+#: Summary and metrics fields that are timings, not results.
+TIMING_KEYS = {"seconds", "prune_seconds", "train_seconds"}
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+  """The steps of a workdir's complete checkpoints, oldest first."""
+  from snip_jax import checkpoint  # Imports Orbax: only for the tests that read checkpoints.
+
+  with checkpoint.Checkpointer(workdir) as checkpoints:
+    return checkpoints.steps()
+
+
+def read_state(workdir: Path, step: int) -> dict:
+  """A checkpoint's train state as Orbax stored it: nested dicts of arrays, no template.
+
+  Read onto this process's first device, whichever devices and processes saved it.
+  """
+  import orbax.checkpoint as ocp
+
+  path = workdir / "checkpoints" / str(step) / "state"
+  here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  with ocp.StandardCheckpointer() as reader:
+    stored = reader.metadata(path).item_metadata
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=here), stored)
+    return reader.restore(path, target)
+
+
+def outcome(workdir: Path) -> dict:
+  """Everything a run leaves that must not depend on interruptions (timings stripped)."""
+  state = read_state(workdir, checkpoint_steps(workdir)[-1])
+  state["rng"] = jax.random.key_data(state["rng"])
+  summary = json.loads((workdir / "summary.json").read_text())
+  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return {
+    "state": jax.tree.map(np.asarray, state),
+    "mask.npz": (workdir / "mask.npz").read_bytes(),
+    "metrics": [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in metrics],
+    "summary": {k: v for k, v in summary.items() if k not in TIMING_KEYS},
+  }
+
+
+def assert_same_outcome(a: dict, b: dict) -> None:
+  assert a["mask.npz"] == b["mask.npz"]
+  assert a["metrics"] == b["metrics"]
+  assert a["summary"] == b["summary"]
+  assert jax.tree.structure(a["state"]) == jax.tree.structure(b["state"])
+  for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
+    assert x.dtype == y.dtype
+    np.testing.assert_array_equal(x, y)  # Bit for bit (NaN-free, so equality is exact).

@@ -17,15 +17,24 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
-from helpers import config, refuse_network, run_script, tiny_config, write_idx, write_mnist_like
+from helpers import (
+  assert_same_outcome,
+  checkpoint_steps,
+  config,
+  outcome,
+  read_state,
+  refuse_network,
+  run_script,
+  tiny_config,
+  write_idx,
+  write_mnist_like,
+)
 
 from snip_jax import checkpoint, masks, optim, selection, train
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERRUPT = ROOT / "tests" / "interrupt_run.py"
-TIMING_KEYS = {"seconds", "prune_seconds", "train_seconds"}
 EVERY = 4  # Checkpoint interval of these runs: 18 steps give checkpoints 0, 4, 8, 12, 16, 18.
 #: Where the resume test kills the CLI with SIGKILL (see interrupt_run.py), in this order: after
 #: pruning (before any checkpoint), at the 7th batch (mid-epoch), in the middle of writing the
@@ -51,41 +60,6 @@ def cli_flags(workdir, data_dir) -> list[str]:
     "--config.sparsity=0.9",
     f"--config.checkpoint_every_steps={EVERY}",
   ]
-
-
-def checkpoint_steps(workdir: Path) -> list[int]:
-  with checkpoint.Checkpointer(workdir) as checkpoints:
-    return checkpoints.steps()
-
-
-def read_state(workdir: Path, step: int) -> dict:
-  """A checkpoint's train state as Orbax stored it: nested dicts of arrays, no template."""
-  with ocp.StandardCheckpointer() as reader:
-    return reader.restore(workdir / "checkpoints" / str(step) / "state")
-
-
-def outcome(workdir: Path) -> dict:
-  """Everything a run leaves that must not depend on interruptions (timings stripped)."""
-  state = read_state(workdir, checkpoint_steps(workdir)[-1])
-  state["rng"] = jax.random.key_data(state["rng"])
-  summary = json.loads((workdir / "summary.json").read_text())
-  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return {
-    "state": jax.tree.map(np.asarray, state),
-    "mask.npz": (workdir / "mask.npz").read_bytes(),
-    "metrics": [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in metrics],
-    "summary": {k: v for k, v in summary.items() if k not in TIMING_KEYS},
-  }
-
-
-def assert_same_outcome(a: dict, b: dict) -> None:
-  assert a["mask.npz"] == b["mask.npz"]
-  assert a["metrics"] == b["metrics"]
-  assert a["summary"] == b["summary"]
-  assert jax.tree.structure(a["state"]) == jax.tree.structure(b["state"])
-  for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
-    assert x.dtype == y.dtype
-    np.testing.assert_array_equal(x, y)  # Bit for bit (NaN-free, so equality is exact).
 
 
 @pytest.fixture(scope="module")
