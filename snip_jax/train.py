@@ -788,7 +788,7 @@ def train_and_evaluate(
       if main_process:
         print(f"Resuming from {checkpoints.directory}/{int(state.step)}.", flush=True)
     if main_process:
-      masks.save_mask(os.path.join(workdir, "mask.npz"), jax.device_get(mask))
+      masks.save_mask(os.path.join(workdir, "mask.npz"), mask)
     per_layer, collapsed, connected = _report_mask(
       config, mask, task, params, filter_fn, progress.prune_seconds
     )
