@@ -55,6 +55,35 @@ class CheckpointError(ValueError):
   """The checkpoints of a workdir exist but none of them can be restored."""
 
 
+def read_state(workdir: str | os.PathLike[str], step: int) -> dict[str, Any]:
+  """The train state of a checkpoint as Orbax stored it: nested dicts of arrays, no template.
+
+  For reading a run's results (``snip_jax.export``, tests) rather than resuming it: a
+  :class:`~snip_jax.train.TrainState` comes back as ``{'params', 'opt_state', 'batch_stats',
+  'step', 'rng'}``. The arrays are read onto this process's first device, whichever devices and
+  processes saved them.
+
+  Raises:
+    CheckpointError: the checkpoint cannot be read.
+  """
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  handlers = {"state": ocp.StandardCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()}
+  options = ocp.CheckpointManagerOptions(create=False)
+  try:
+    with ocp.CheckpointManager(directory, options=options, item_handlers=handlers) as manager:
+      stored = manager.item_metadata(step)["state"]
+      target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=here), stored)
+      args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+      return manager.restore(step, args=args).state
+  except Exception as e:  # Orbax and TensorStore raise many kinds.
+    raise CheckpointError(
+      f"Checkpoint {os.path.join(directory, str(step))} cannot be read "
+      f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}). Re-run the training "
+      "command to finish or redo the run."
+    ) from None
+
+
 class Checkpointer:
   """Saves and restores ``(train state, progress)`` pairs under ``<workdir>/checkpoints``.
 

@@ -17,6 +17,8 @@ from typing import ClassVar
 import jax
 import numpy as np
 
+from snip_jax.checkpoint import read_state
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 from configs import lenet300_fashion_mnist  # noqa: E402
@@ -238,21 +240,6 @@ def checkpoint_steps(workdir: Path) -> list[int]:
 
   with checkpoint.Checkpointer(workdir) as checkpoints:
     return checkpoints.steps()
-
-
-def read_state(workdir: Path, step: int) -> dict:
-  """A checkpoint's train state as Orbax stored it: nested dicts of arrays, no template.
-
-  Read onto this process's first device, whichever devices and processes saved it.
-  """
-  import orbax.checkpoint as ocp
-
-  path = workdir / "checkpoints" / str(step) / "state"
-  here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  with ocp.StandardCheckpointer() as reader:
-    stored = reader.metadata(path).item_metadata
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=here), stored)
-    return reader.restore(path, target)
 
 
 def outcome(workdir: Path) -> dict:
