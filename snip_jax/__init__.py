@@ -15,6 +15,10 @@ and for SNIP's baselines (``snip_jax.criteria``)::
 On several devices (``snip_jax.parallel``): ``mesh = parallel.make_mesh()``, the state
 ``parallel.replicate``-d, each batch ``parallel.shard_batch``-ed, the step jitted with
 ``in_shardings``/``out_shardings`` (``snip_jax.train.sharded_train_step``).
+
+To keep only the kept weights on disk and in memory (``snip_jax.export``):
+``export.export_sparse(path, params, mask)``, then ``export.load_sparse(path)`` gives the
+params with BCOO weight matrices that ``export.sparse_apply(model.apply)`` runs.
 """
 
 from snip_jax.criteria import CRITERIA, Task, has_path, prune, score

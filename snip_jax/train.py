@@ -101,6 +101,10 @@ RESUMABLE_FIELDS = (
 )
 #: The files a run writes into its workdir (besides ``checkpoints/``).
 RESULT_FILES = ("config.json", "mask.npz", "metrics.jsonl", "summary.json")
+#: What ``experiments/export.py`` writes into a run's workdir (see :mod:`snip_jax.export`): the
+#: compact model and the record of its checks. ``--overwrite`` deletes them with the run, so a
+#: workdir never holds the export of another run.
+EXPORT_FILES = ("sparse_model.npz", "sparse_model.json")
 
 
 class TrainState(train_state.TrainState):
@@ -227,6 +231,13 @@ def forward(
     logits, updates = apply_fn(variables, images, train=True, rngs=rngs, mutable=["batch_stats"])
     return logits, updates["batch_stats"]
   return apply_fn(variables, images, train=train, rngs=rngs), batch_stats
+
+
+def make_model(config: ml_collections.ConfigDict) -> nn.Module:
+  """The model of ``config``: ``config.model`` initialised by ``config.init``, with as many
+  classes as ``config.dataset`` has."""
+  num_classes = data.get_spec(config.dataset).num_classes
+  return models.get_model(config.model, num_classes=num_classes, init=config.init)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -560,8 +571,9 @@ def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite:
   """Makes ``workdir`` and checks that this run may use it.
 
   A workdir that holds a run (checkpoints or a summary) with another config is refused, unless
-  ``overwrite``, which first deletes that run's files (only those: ``RESULT_FILES`` and
-  ``checkpoints/``). A config that differs only in :data:`RESUMABLE_FIELDS` resumes the run.
+  ``overwrite``, which first deletes that run's files (only those: ``RESULT_FILES``,
+  ``EXPORT_FILES`` and ``checkpoints/``). A config that differs only in
+  :data:`RESUMABLE_FIELDS` resumes the run.
   Every process checks; only process 0 deletes, and the others wait for it.
   """
   try:
@@ -575,7 +587,7 @@ def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict, overwrite:
   if overwrite:
     if jax.process_index() == 0:
       shutil.rmtree(os.path.join(workdir, checkpoint.CHECKPOINT_DIR), ignore_errors=True)
-      for name in RESULT_FILES:
+      for name in (*RESULT_FILES, *EXPORT_FILES):
         with contextlib.suppress(FileNotFoundError):
           os.remove(os.path.join(workdir, name))
     parallel.sync("snip_jax:overwrite")
@@ -730,7 +742,7 @@ def train_and_evaluate(
     if field != "score_batch_size" or not spreads_scoring(config, mesh):
       parallel.check_divisible(config[field], mesh, field)
   spec = data.get_spec(config.dataset)
-  model = models.get_model(config.model, num_classes=spec.num_classes, init=config.init)
+  model = make_model(config)
   filter_fn = filter_fn_for(config)
   example = jax.ShapeDtypeStruct((1, *spec.image_shape), jnp.float32)
   shapes = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
