@@ -61,7 +61,9 @@ def ordered(criteria) -> list[str]:
 CHANCE = 0.1
 
 
-def _run(dataset, model, criterion, sparsity, seed, budget, prefix="") -> runs_lib.Run:
+def run_spec(dataset, model, criterion, sparsity, seed, budget, prefix="") -> runs_lib.Run:
+  """One run of the sweep: ``model`` on ``dataset`` pruned by ``criterion`` (or dense), with
+  ``budget``'s config overrides."""
   overrides = {"seed": seed, **budget, "sparsity": sparsity}
   if criterion != DENSE:
     overrides["criterion"] = criterion
@@ -83,12 +85,12 @@ def make_runs(datasets, models, criteria, sparsities, seeds, quick=False) -> lis
       budget = QUICK if quick else BUDGETS[model]
       for seed in range(seeds):
         settings = [(DENSE, 0.0)] + [(c, s) for s in sparsities for c in criteria]
-        result += [_run(dataset, model, c, s, seed, budget) for c, s in settings]
+        result += [run_spec(dataset, model, c, s, seed, budget) for c, s in settings]
   if not quick and FULL["model"] in models:
     for dataset in datasets:
       for seed in range(seeds):
         settings = [(DENSE, 0.0)] + [(c, FULL["sparsity"]) for c in FULL["criteria"]]
-        result += [_run(dataset, FULL["model"], c, s, seed, {}, "-full") for c, s in settings]
+        result += [run_spec(dataset, FULL["model"], c, s, seed, {}, "-full") for c, s in settings]
   return result
 
 
