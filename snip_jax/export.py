@@ -1,14 +1,15 @@
 """Compact export of a pruned model, and sparse inference from it.
 
-A mask multiplied into dense weights saves nothing: a 98%-sparse LeNet-300-100 still stores and
-multiplies all 266,200 kernel weights. :func:`export_sparse` writes only the kept ones;
+A mask multiplied into dense weights saves nothing in memory or compute: a 98%-sparse
+LeNet-300-100 still holds and multiplies all 266,200 kernel weights (on disk, only a compressing
+format squeezes the zeros out). :func:`export_sparse` writes only the kept ones;
 :func:`load_dense` reads them back into the exact masked params, and :func:`load_sparse` into
 params whose weight matrices are ``jax.experimental.sparse.BCOO`` arrays, which
 :func:`sparse_apply` runs through the unchanged Flax model::
 
   export.export_sparse("model.npz", params, mask, config=config)   # kept weights + indices
   exported = export.load_sparse("model.npz")                       # BCOO weight matrices
-  logits = jax.jit(export.sparse_apply(model.apply))({"params": exported.params}, images)
+  logits = jax.jit(export.sparse_apply(model.apply))(exported.variables, images)
 
 For a run of ``experiments/train.py``, :func:`export_workdir` does it from the workdir (the CLI is
 ``experiments/export.py``).
@@ -61,6 +62,7 @@ import numpy as np
 from flax import linen as nn
 from jax.experimental import sparse
 
+import snip_jax
 from snip_jax import checkpoint, data, masks, train
 
 PyTree = Any
@@ -210,7 +212,7 @@ def export_sparse(
     "leaves": leaves,
     "config": config,
     "step": None if step is None else int(step),
-    "snip_jax_version": _version(),
+    "snip_jax_version": snip_jax.__version__,
   }
   arrays[MANIFEST] = np.asarray(json.dumps(manifest))
   path = os.fspath(path)
@@ -228,12 +230,6 @@ def export_sparse(
     "kept": int(kept_total),
     "prunable": int(prunable_total),
   }
-
-
-def _version() -> str:
-  import snip_jax  # The package imports this module: import it late.
-
-  return snip_jax.__version__
 
 
 # --------------------------------------------------------------------------------------------
