@@ -42,13 +42,21 @@ CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_SUFFIX = ".unreadable"
 
 
-def has_checkpoints(workdir: str | os.PathLike[str]) -> bool:
-  """Whether ``workdir`` holds a complete checkpoint (a step directory, not a temporary one).
+def saved_steps(workdir: str | os.PathLike[str]) -> list[int]:
+  """The steps of the complete checkpoints in ``workdir``, oldest first.
 
-  Reads the directory only: it creates nothing, unlike :class:`Checkpointer`.
+  Reads the directory only: it creates nothing, unlike :class:`Checkpointer`. A checkpoint being
+  written (``<step>.orbax-checkpoint-tmp``) or set aside (``<step>.unreadable``) is not one.
   """
   directory = os.path.join(workdir, CHECKPOINT_DIR)
-  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def has_checkpoints(workdir: str | os.PathLike[str]) -> bool:
+  """Whether ``workdir`` holds a complete checkpoint (see :func:`saved_steps`)."""
+  return bool(saved_steps(workdir))
 
 
 class CheckpointError(ValueError):

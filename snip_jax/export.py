@@ -79,6 +79,11 @@ class ExportError(ValueError):
   """A file is not a readable snip-jax sparse export, or it does not fit the model."""
 
 
+def _variables(params: PyTree, batch_stats: PyTree) -> dict[str, PyTree]:
+  """``{'params': ..., 'batch_stats': ...}`` for ``apply``, without an empty ``batch_stats``."""
+  return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+
+
 @dataclasses.dataclass(frozen=True)
 class Exported:
   """What an export holds, read back by :func:`load_dense` or :func:`load_sparse`.
@@ -99,9 +104,7 @@ class Exported:
   @property
   def variables(self) -> dict[str, PyTree]:
     """``{'params': ..., 'batch_stats': ...}`` (without an empty ``batch_stats``) for ``apply``."""
-    if self.batch_stats:
-      return {"params": self.params, "batch_stats": self.batch_stats}
-    return {"params": self.params}
+    return _variables(self.params, self.batch_stats)
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,9 +543,8 @@ class TrainedRun:
 
   @property
   def variables(self) -> dict[str, PyTree]:
-    if self.batch_stats:
-      return {"params": self.params, "batch_stats": self.batch_stats}
-    return {"params": self.params}
+    """As :attr:`Exported.variables`."""
+    return _variables(self.params, self.batch_stats)
 
   @property
   def input_shape(self) -> tuple[int, ...]:
@@ -560,9 +562,8 @@ def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
   """
   workdir = os.fspath(workdir)
   names = ("config.json", "mask.npz")
-  if not all(os.path.exists(os.path.join(workdir, n)) for n in names) or not (
-    checkpoint.has_checkpoints(workdir)
-  ):
+  steps = checkpoint.saved_steps(workdir)
+  if not steps or not all(os.path.exists(os.path.join(workdir, n)) for n in names):
     raise FileNotFoundError(
       f"No trained run in {workdir!r}: it needs config.json, mask.npz and checkpoints/. Train "
       f"one with python experiments/train.py --workdir {workdir}."
@@ -570,11 +571,7 @@ def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
   model = train.make_model(config)
-  example = jax.ShapeDtypeStruct((1, *data.get_spec(config.dataset).image_shape), jnp.float32)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), example)
-  steps = sorted(
-    int(n) for n in os.listdir(os.path.join(workdir, checkpoint.CHECKPOINT_DIR)) if n.isdigit()
-  )
+  shapes = train.abstract_variables(config, model)
   state = checkpoint.read_state(workdir, steps[-1])
   stored = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
   variables = {c: _check_like(workdir, stored[c], shapes.get(c, {}), c) for c in stored}

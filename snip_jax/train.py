@@ -240,6 +240,13 @@ def make_model(config: ml_collections.ConfigDict) -> nn.Module:
   return models.get_model(config.model, num_classes=num_classes, init=config.init)
 
 
+def abstract_variables(config: ml_collections.ConfigDict, model: nn.Module) -> dict[str, Any]:
+  """The shapes and dtypes of ``model``'s variables for ``config.dataset``'s inputs, as
+  ``jax.ShapeDtypeStruct`` s (nothing is computed)."""
+  example = jax.ShapeDtypeStruct((1, *data.get_spec(config.dataset).image_shape), jnp.float32)
+  return jax.eval_shape(model.init, jax.random.key(0), example)
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """The unmasked optimizer: L2 weight decay, then SGD(momentum) or Adam, with step decay."""
   schedule = optax.exponential_decay(
@@ -741,11 +748,9 @@ def train_and_evaluate(
   for field in ("batch_size", "eval_batch_size", "score_batch_size"):
     if field != "score_batch_size" or not spreads_scoring(config, mesh):
       parallel.check_divisible(config[field], mesh, field)
-  spec = data.get_spec(config.dataset)
   model = make_model(config)
   filter_fn = filter_fn_for(config)
-  example = jax.ShapeDtypeStruct((1, *spec.image_shape), jnp.float32)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), example)["params"]
+  shapes = abstract_variables(config, model)["params"]
   selection.num_kept(masks.count_prunable(shapes, filter_fn), config.sparsity)  # κ >= 1.
   _prepare_workdir(workdir, config, overwrite)
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from snip_jax.checkpoint import read_state
+from snip_jax.checkpoint import saved_steps as checkpoint_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -232,14 +233,6 @@ def run_cli(*flags: str, cwd=None) -> subprocess.CompletedProcess:
 
 #: Summary and metrics fields that are timings, not results.
 TIMING_KEYS = {"seconds", "prune_seconds", "train_seconds"}
-
-
-def checkpoint_steps(workdir: Path) -> list[int]:
-  """The steps of a workdir's complete checkpoints, oldest first."""
-  from snip_jax import checkpoint  # Imports Orbax: only for the tests that read checkpoints.
-
-  with checkpoint.Checkpointer(workdir) as checkpoints:
-    return checkpoints.steps()
 
 
 def outcome(workdir: Path) -> dict:
