@@ -19,6 +19,7 @@ import os
 import sys
 
 from absl import app, flags
+from report import size_text
 
 from snip_jax import checkpoint, data, export
 
@@ -31,10 +32,6 @@ _CHECK = flags.DEFINE_bool(
 )
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 1000, "Batch size of the test-set check.")
 flags.mark_flag_as_required("workdir")
-
-
-def _size(n: int) -> str:
-  return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 def main(argv):
@@ -62,11 +59,11 @@ def main(argv):
     print(
       f"Exported step {run.step} ({which}) to {path}: {info['kept']:,} of "
       f"{info['prunable']:,} prunable weights kept.\n"
-      f"  file {_size(info['file_bytes'])}; the run's checkpoint "
-      f"{_size(record['checkpoint_bytes'])}; the dense params {_size(dense_bytes)} "
+      f"  file {size_text(info['file_bytes'])}; the run's checkpoint "
+      f"{size_text(record['checkpoint_bytes'])}; the dense params {size_text(dense_bytes)} "
       f"(float32) -> the file is {info['file_bytes'] / dense_bytes:.1%} of them.\n"
-      f"  params in memory: {_size(sparse_bytes)} with BCOO weight matrices, "
-      f"{_size(dense_bytes)} dense.\n"
+      f"  params in memory: {size_text(sparse_bytes)} with BCOO weight matrices, "
+      f"{size_text(dense_bytes)} dense.\n"
       "  Read back: the dense params equal the checkpoint's masked params bit for bit."
     )
     if _CHECK.value:

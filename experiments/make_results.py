@@ -24,7 +24,7 @@ import mask_pictures
 import random_labels
 import runs as runs_lib
 import sweep
-from report import machine, replace_block
+from report import machine, replace_block, size_text
 
 ROOT = Path(__file__).resolve().parents[1]
 _RESULTS = flags.DEFINE_string("results", str(ROOT / "results"), "Raw results directory.")
@@ -394,10 +394,6 @@ def ablations_section(out: Path) -> tuple[str, list]:
 # 5. Sparse export.
 
 
-def _kb(n: int) -> str:
-  return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
-
-
 def _us(seconds: float) -> str:
   us = 1e6 * seconds
   return f"{us:,.0f}" if us >= 100 else f"{us:.3g}"
@@ -439,13 +435,13 @@ def sparse_export_section(out: Path) -> tuple[str, dict | None]:
         sweep.MODEL_NAMES[r["model"]],
         f"{r['sparsity']:.1%}",
         f"{r['kept']:,}",
-        f"**{_kb(d['export'])}**",
-        _kb(d["dense_msgpack"]),
-        _kb(d["dense_npz_compressed"]),
-        _kb(d["orbax_params"]),
-        _kb(d["train_checkpoint"]),
+        f"**{size_text(d['export'])}**",
+        size_text(d["dense_msgpack"]),
+        size_text(d["dense_npz_compressed"]),
+        size_text(d["orbax_params"]),
+        size_text(d["train_checkpoint"]),
         f"{d['export'] / d['dense_msgpack']:.1%} / {d['export'] / d['orbax_params']:.0%}",
-        f"{_kb(mem['sparse'])} / {_kb(mem['dense'])}",
+        f"{size_text(mem['sparse'])} / {size_text(mem['dense'])}",
         f"{t['sparse_accuracy']:.4f} / {t['dense_accuracy']:.4f} ({t['predictions_differ']})",
         f"{t['max_abs_diff']:.1e}",
       ]
@@ -563,10 +559,10 @@ def sparse_export_block(report: dict | None) -> str:
       [
         sweep.MODEL_NAMES[r["model"]],
         f"{r['sparsity']:.0%}",
-        _kb(d["export"]),
-        _kb(d["dense_msgpack"]),
-        _kb(d["orbax_params"]),
-        f"{_kb(mem['sparse'])} / {_kb(mem['dense'])}",
+        size_text(d["export"]),
+        size_text(d["dense_msgpack"]),
+        size_text(d["orbax_params"]),
+        f"{size_text(mem['sparse'])} / {size_text(mem['dense'])}",
         *[f"{s['sparse_over_dense']['median']:.2f}" for s in r["speed"]],
         f"{r['test']['sparse_accuracy']:.4f} / {r['test']['dense_accuracy']:.4f}",
       ]

@@ -1,4 +1,4 @@
-"""Shared by the scripts that write the README's generated tables.
+"""Shared by the scripts that write the README's generated tables (and print sizes).
 
 A generated block of README.md is the text between ``<!-- NAME:start -->`` and
 ``<!-- NAME:end -->``; its script rewrites it from its raw output file, so that every figure
@@ -14,6 +14,13 @@ from pathlib import Path
 def machine() -> str:
   """The machine the numbers were measured on, for the tables' footnotes."""
   return f"a {os.cpu_count()}-core {platform.machine()} CPU ({platform.system()})"
+
+
+def size_text(num_bytes: int) -> str:
+  """A size for people: ``'30.7 kB'``, ``'1.07 MB'`` (decimal units)."""
+  if num_bytes >= 1e6:
+    return f"{num_bytes / 1e6:.2f} MB"
+  return f"{num_bytes / 1e3:.1f} kB"
 
 
 def replace_block(readme: Path, name: str, body: str) -> None:
