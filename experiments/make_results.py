@@ -511,7 +511,7 @@ def sparse_export_section(out: Path) -> tuple[str, dict | None]:
     f"export is at most {max(saved):.0%} smaller than the smaller of them"
     + (
       "; " + ", ".join(bigger) + " it is larger: the zip headers of its three arrays per layer "
-      "and its manifest (~2 kB in all) outweigh what it saves"
+      "and its manifest outweigh what it saves"
       if bigger
       else ""
     )
