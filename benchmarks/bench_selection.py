@@ -8,7 +8,7 @@ units score 0, so real scores tie), and κ keeps 2, 5 and 10% of them. Timed:
   tree (the scores as a ``[n, 1]`` kernel on the device): argument and finiteness checks, the
   exact top-κ, the mask back on the device. On CPU its selection runs in NumPy on a zero-copy
   view of the scores (an introselect, then one pass to resolve ties; see the module docstring
-  of ``snip_jax/selection.py``);
+  of ``snip_jax/topk.py``);
 * ``lax.top_k``: the whole flattened vector, jitted, indices scattered into a mask;
 * ``np.partition``: the κ-th largest on the host (no mask: a lower bound for any exact
   selection);
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from snip_jax import selection
+from snip_jax import selection, topk
 
 TITLE = "Selection at scale: exact top-κ"
 SIZES = {"lenet300": 266_200, "lenet5": 430_500, "vgg_d": 15_239_872}
@@ -52,7 +52,7 @@ def _ours(tree, fraction):
 
 @jax.jit
 def _radix(flat, budgets):
-  return selection._select(flat, None, None, budgets, flat.shape, False)
+  return topk.select_device(flat, None, None, budgets, sizes=flat.shape, per_leaf=False)
 
 
 def run(quick: bool) -> dict:

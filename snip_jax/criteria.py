@@ -26,13 +26,9 @@ pruned (selection is restricted to the previous mask). Any criterion can be iter
 
 Details that decide what the numbers mean:
 
-* **Several batches** (the paper's study of the scoring-set size): a criterion's score is the
-  mean of its single-batch scores, accumulated one batch at a time, so ``B`` batches never sit in
-  memory together. (For SNIP these are the normalised ``s_j`` of each batch.)
-* **Several devices**: batches that are global arrays split over a mesh (see
-  :mod:`snip_jax.parallel`) are scored where they lie, XLA all-reducing each batch's gradient.
-  With ``mesh=``, the batches are instead spread over the devices, each scoring whole batches
-  and summing its own; one all-reduce adds the devices' sums at the end.
+* **Several batches, several devices**: a criterion's score is the mean of its single-batch
+  scores, accumulated one batch at a time; with ``mesh=`` the batches are spread over the
+  devices, whole batches on each (:mod:`snip_jax.scoring` runs both).
 * **GraSP** keeps the connections whose removal reduces gradient flow least. Wang et al. remove
   the largest ``-θ ⊙ Hg``; we keep the largest ``θ ⊙ Hg``, the same ranking. ``Hg`` is a
   Hessian-vector product, ``jax.jvp`` of ``jax.grad`` with tangent ``g``, never a Hessian. The
@@ -48,27 +44,19 @@ Details that decide what the numbers mean:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from snip_jax import masks, parallel, selection, sensitivity
+from snip_jax import masks, scoring, selection, sensitivity
+from snip_jax.scoring import Batches, ScoreFn
 
 PyTree = Any
-#: ``score_fn(params, mask, batch, key) -> scores``: ``batch`` is a tuple of the loss's
-#: arguments after the params (``()`` for data-free criteria).
-ScoreFn = Callable[[PyTree, PyTree, tuple, jax.Array], PyTree]
-#: Scoring batches: a sequence of batches (each a tuple of ``loss_fn`` arguments) used in every
-#: round, or ``batches(round) -> iterable of batches``, called once per round (a generator keeps
-#: only one batch in memory at a time).
-Batches = Sequence[Any] | Callable[[int], Iterable[Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,18 +208,6 @@ def get_criterion(name: str) -> Criterion:
 # Scoring and pruning.
 
 
-@jax.jit
-def _add(a: PyTree, b: PyTree) -> PyTree:
-  return jax.tree.map(jnp.add, a, b)
-
-
-def _precision(float64: bool):
-  """``jax.enable_x64`` when ``float64`` is asked for and the backend has it (not TPUs)."""
-  if float64 and jax.default_backend() != "tpu":
-    return jax.enable_x64(True)
-  return contextlib.nullcontext()
-
-
 def _check_task(name: str, criterion: Criterion, task: Task, batches, key) -> None:
   missing = [field for field in criterion.needs if getattr(task, field) is None]
   if missing:
@@ -245,15 +221,7 @@ def _check_task(name: str, criterion: Criterion, task: Task, batches, key) -> No
     raise ValueError(f"Criterion {name!r} needs key=jax.random.key(seed).")
 
 
-def _round_batches(batches: Batches, round_index: int) -> Iterable[Any]:
-  return batches(round_index) if callable(batches) else batches
-
-
-def _as_args(batch: Any) -> tuple:
-  return tuple(batch) if isinstance(batch, tuple | list) else (batch,)
-
-
-def _score(
+def _score_round(
   name: str,
   score_fn: ScoreFn,
   params: PyTree,
@@ -264,99 +232,15 @@ def _score(
 ) -> PyTree:
   """One round: ``score_fn`` (jitted) on each batch, accumulated one batch at a time."""
   criterion = CRITERIA[name]
-  with _precision(criterion.float64):
+  with scoring.precision(criterion.float64):
     if not criterion.uses_batches:
       return score_fn(params, mask, (), key)
     if mesh is not None:
-      return _score_spread(score_fn, params, mask, batches, key, mesh)
-    total, count = None, 0
-    for i, batch in enumerate(batches):
-      scores = score_fn(params, mask, _as_args(batch), jax.random.fold_in(key, i))
-      total = scores if total is None else _add(total, scores)
-      count += 1
+      return scoring.mean_over_devices(score_fn, params, mask, batches, key, mesh)
+    total, count = scoring.sum_over_batches(score_fn, params, mask, batches, key)
   if count == 0:
     raise ValueError(f"Criterion {name!r} got no scoring batch: batches is empty.")
   return total if count == 1 else jax.tree.map(lambda t: t / count, total)
-
-
-@jax.jit
-def _sum_over_devices(per_device: PyTree) -> PyTree:
-  """Sums the leading (device) axis of every leaf: the one all-reduce of a spread round."""
-  return jax.tree.map(lambda x: jnp.sum(x, axis=0), per_device)
-
-
-@functools.lru_cache(maxsize=8)  # Compiled once per prune() call, not once per round.
-def _per_device_score_fn(score_fn: ScoreFn, mesh: Mesh, key_impl):
-  """``score_fn`` on every device of ``mesh`` at once, each on a whole batch of its own.
-
-  ``(params, mask, batch, key_data) -> scores``: ``params`` and ``mask`` replicated; every leaf
-  of ``batch`` and ``key_data`` (``jax.random.key_data`` of keys of ``key_impl``) stacks one
-  batch or key per device along a leading axis split over the mesh; the scores come back
-  stacked the same way. No communication.
-  """
-  spec = PartitionSpec(parallel.BATCH_AXIS)
-
-  @jax.jit
-  @functools.partial(
-    jax.shard_map,
-    mesh=mesh,
-    in_specs=(PartitionSpec(), PartitionSpec(), spec, spec),
-    out_specs=spec,
-  )
-  def device_scores(params, mask, batch, key_data):
-    # Each device holds one batch (leading axis 1) and its key. The params and mask vary by
-    # device from here on: otherwise the gradient w.r.t. them (replicated values) would be
-    # summed over the devices, and a device's scores would no longer be its batch's.
-    params, mask = jax.lax.pcast((params, mask), parallel.BATCH_AXIS, to="varying")
-    one_batch = tuple(x[0] for x in batch)
-    key = jax.random.wrap_key_data(key_data[0], impl=key_impl)
-    scores = score_fn(params, mask, one_batch, key)
-    return jax.tree.map(lambda s: s[None], scores)
-
-  return device_scores
-
-
-def _score_spread(
-  score_fn: ScoreFn,
-  params: PyTree,
-  mask: PyTree,
-  batches: Iterable[Any],
-  key: jax.Array,
-  mesh: Mesh,
-) -> PyTree:
-  """One round with the batches spread over ``mesh``: each device scores whole batches.
-
-  This process's batches are taken ``L`` at a time (``L``: its devices in ``mesh``) and stacked,
-  one batch per device, so that every device runs ``score_fn`` on a whole batch of its own (each
-  batch's scores as one device computes them) and adds them to its running sum, with no
-  communication. At the end one all-reduce adds the devices' sums, and the mean over every
-  process's batches is returned, replicated.
-  """
-  local = len(mesh.local_devices)
-  stacked = NamedSharding(mesh, PartitionSpec(parallel.BATCH_AXIS))
-  device_scores = _per_device_score_fn(score_fn, mesh, jax.random.key_impl(key))
-
-  def place(arrays):
-    return jax.make_array_from_process_local_data(stacked, np.stack(arrays))
-
-  sums, group, count = None, [], 0
-  first = jax.process_index() * local  # This process's first batch in each group of mesh.size.
-  for batch in batches:
-    group.append(tuple(np.asarray(x) for x in _as_args(batch)))
-    if len(group) < local:
-      continue
-    indices = [count + first + j for j in range(local)]
-    keys = [np.asarray(jax.random.key_data(jax.random.fold_in(key, i))) for i in indices]
-    arrays = tuple(place(field) for field in zip(*group, strict=True))
-    scores = device_scores(params, mask, arrays, place(keys))
-    sums = scores if sums is None else _add(sums, scores)
-    group, count = [], count + mesh.devices.size
-  if group or sums is None:
-    raise ValueError(
-      f"Spreading the scoring batches over {mesh.devices.size} devices needs a positive multiple "
-      f"of {local} batches in each process, got {count // mesh.devices.size * local + len(group)}."
-    )
-  return jax.tree.map(lambda t: t / count, _sum_over_devices(sums))
 
 
 def score(
@@ -394,9 +278,9 @@ def score(
   mask = masks.ones_like(params) if mask is None else mask
   masks.check_mask(params, mask)
   key = jax.random.key(0) if key is None else key
-  round_batches = _round_batches(batches, 0) if criterion.uses_batches else None
+  round_batches = scoring.round_batches(batches, 0) if criterion.uses_batches else None
   score_fn = criterion.make_score_fn(task, filter_fn)
-  return _score(name, score_fn, params, mask, round_batches, jax.random.fold_in(key, 0), mesh)
+  return _score_round(name, score_fn, params, mask, round_batches, jax.random.fold_in(key, 0), mesh)
 
 
 def schedule(sparsity: float, rounds: int) -> list[float]:
@@ -449,8 +333,10 @@ def prune(
   score_fn = criterion.make_score_fn(task, filter_fn)  # Compiled once for all rounds.
   mask = masks.ones_like(params)
   for k, target in enumerate(targets):
-    round_batches = _round_batches(batches, k) if criterion.uses_batches else None
-    scores = _score(name, score_fn, params, mask, round_batches, jax.random.fold_in(key, k), mesh)
+    round_batches = scoring.round_batches(batches, k) if criterion.uses_batches else None
+    scores = _score_round(
+      name, score_fn, params, mask, round_batches, jax.random.fold_in(key, k), mesh
+    )
     mask = selection.top_k_mask(
       scores,
       target,
@@ -484,7 +370,7 @@ def has_path(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) 
       return jnp.zeros_like(w)
     return jnp.abs(w)
 
-  with _precision(True):
+  with scoring.precision(True):
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     weights = jax.tree.map_with_path(weight, params, mask)
     weights = jax.tree.map(lambda w: w.astype(dtype), weights)

@@ -46,8 +46,20 @@ class MaskedState(NamedTuple):
   mask: PyTree
 
 
-def _zero_masked_moments(state: PyTree, mask: PyTree) -> PyTree:
-  """Applies ``mask`` to every subtree of ``state`` that is shaped exactly like the mask."""
+def zero_masked_moments(state: PyTree, mask: PyTree) -> PyTree:
+  """Zeroes the pruned coordinates of every part of an optimizer state shaped like the params.
+
+  :func:`masked` calls it once, at ``init``; it is public so that other formulations (e.g. one
+  that also re-masks the state after every update) can be compared with :func:`masked`.
+
+  Args:
+    state: any pytree, e.g. an Optax optimizer state.
+    mask: a ``bool`` mask pytree shaped like the params.
+
+  Returns:
+    ``state`` with ``mask`` applied to every subtree that has exactly the mask's tree structure
+    and leaf shapes (moments, traces, accumulators); other subtrees (step counts, ...) as given.
+  """
   mask_def = jax.tree.structure(mask)
   mask_shapes = [jnp.shape(m) for m in jax.tree.leaves(mask)]
 
@@ -77,7 +89,7 @@ def masked(inner: optax.GradientTransformation, mask: PyTree) -> optax.GradientT
   def init_fn(params):
     masks.check_mask(params, mask)
     bool_mask = jax.tree.map(lambda m: jnp.asarray(m, bool), mask)
-    inner_state = _zero_masked_moments(inner.init(params), bool_mask)
+    inner_state = zero_masked_moments(inner.init(params), bool_mask)
     return MaskedState(inner_state=inner_state, mask=bool_mask)
 
   def update_fn(updates, state, params=None):

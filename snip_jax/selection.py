@@ -19,20 +19,10 @@ The per-layer budgets κ_l come from one exact water-filling on the host (:func:
 real targets ``t_l = clip(ε · w_l, lo_l, hi_l)`` with the single scale ``ε`` solved in rational
 arithmetic so that ``Σ t_l = κ``, then floors plus the largest remainders (ties by tree order).
 
-The selection never sorts. Where the scores live decides how it runs (both give exactly
-``lax.top_k``'s set, the κ largest with ties to the lower index):
-
-* on an accelerator (GPU, TPU), a radix select compiled by XLA: the scores' IEEE bit patterns
-  are mapped to unsigned integers in the same order, the κ-th largest is found one bit at a
-  time from the top (one counting pass over the scores per bit: 32 for float32, each cheap
-  and parallel there), and the keys equal to it are kept in index order until κ is reached.
-  κ is a traced value, so iterative pruning compiles it once for all its rounds;
-* on CPU, the same rules in NumPy on the (zero-copy) host view of the scores: one introselect
-  (``np.partition``) finds the κ-th largest value ``t``, one pass keeps ``scores >= t``, and
-  only if more than κ tie at ``t`` are the surplus ties dropped from the highest index down.
-  XLA:CPU runs these counting passes far slower than NumPy: over VGG-D's 15.2M scores the
-  radix select takes about 15x as long as the introselect, and ``lax.top_k``, which sorts
-  single-threaded, seconds (BENCHMARKS.md, "Selection at scale").
+The selection itself is :mod:`snip_jax.topk`'s: exactly the set ``jax.lax.top_k`` keeps (the κ
+largest, ties to the lower index), found without sorting, in NumPy when the scores are on the CPU
+and with a radix select compiled by XLA when they are on an accelerator. BENCHMARKS.md
+("Selection at scale") compares both with ``lax.top_k`` and ``np.partition``.
 
 Two options restrict the choice without changing κ:
 
@@ -46,8 +36,6 @@ Two options restrict the choice without changing κ:
 
 from __future__ import annotations
 
-import functools
-import itertools
 import math
 import numbers
 import warnings
@@ -59,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snip_jax import masks
+from snip_jax import masks, topk
 
 PyTree = Any
 
@@ -247,160 +235,6 @@ def layer_budgets(
   return _allocate(_raw_weights(shapes, distribution), kappa, lo, sizes)
 
 
-def _sortable_keys(flat: jax.Array) -> jax.Array:
-  """Unsigned integers ordered as the floats ``flat`` are (IEEE bit patterns, made monotone).
-
-  Non-negative floats get their sign bit set, negative ones all bits flipped, so integer order
-  is float order, with ``-0.0`` just below ``+0.0``: the total order ``lax.top_k`` sorts by.
-  """
-  bits = jax.lax.bitcast_convert_type(flat, _UINT[flat.dtype.itemsize])
-  top = jnp.array(1, bits.dtype) << (8 * flat.dtype.itemsize - 1)
-  return jnp.where(bits & top, ~bits, bits | top)
-
-
-_UINT = {4: jnp.uint32, 8: jnp.uint64}
-
-
-def _top_per_segment(
-  keys: jax.Array, segment_ids: np.ndarray | None, starts: np.ndarray, budgets: jax.Array
-) -> jax.Array:
-  """In each segment, the ``budgets[l]`` largest keys, ties to the lower index (``top_k``'s rule).
-
-  Radix selection: the threshold ``T_l``, the largest value with at least ``budgets[l]`` keys
-  ``>= T_l`` in segment ``l``, is built bit by bit from the top (one counting pass per bit, no
-  sort); then every key above ``T_l`` is kept, plus the first ``budgets[l] - #(> T_l)`` keys
-  equal to it. Budgets are traced values, so one compilation serves every κ.
-  """
-  num_segments = len(starts)
-  bits = 8 * keys.dtype.itemsize
-  if num_segments == 1:  # Global: plain sums and broadcasts, no scatter or gather.
-    seg = np.zeros((), np.int32)
-
-    def count(mask):
-      return jnp.sum(mask, dtype=jnp.int32, keepdims=True)
-  else:
-    seg = jnp.asarray(segment_ids)
-
-    def count(mask):
-      return jax.ops.segment_sum(mask.astype(jnp.int32), seg, num_segments=num_segments)
-
-  def add_bit(i, threshold):
-    candidate = threshold | (jnp.array(1, keys.dtype) << (bits - 1 - i).astype(keys.dtype))
-    return jnp.where(count(keys >= candidate[seg]) >= budgets, candidate, threshold)
-
-  threshold = jax.lax.fori_loop(0, bits, add_bit, jnp.zeros((num_segments,), keys.dtype))
-  above = keys > threshold[seg]
-  tied = keys == threshold[seg]
-  # Rank of each tied key among the tied keys of its segment (exclusive running count).
-  running = jnp.cumsum(tied.astype(jnp.int32))
-  before_segment = jnp.concatenate([jnp.zeros((1,), jnp.int32), running])[jnp.asarray(starts)]
-  tie_rank = running - tied - before_segment[seg]
-  return above | (tied & (tie_rank < (budgets - count(above))[seg]))
-
-
-def _top_numpy(values: np.ndarray, k: int) -> np.ndarray:
-  """The ``k`` largest of ``values``, ties to the lower index: one introselect, no sort.
-
-  The order is ``lax.top_k``'s, in which ``-0.0`` ranks just below ``+0.0``.
-  """
-  n = values.size
-  if k <= 0:
-    return np.zeros(n, bool)
-  threshold = np.partition(values, n - k)[n - k]  # The k-th largest (a zero of either sign).
-  if threshold == 0:
-    # Zeros straddle the threshold: +0.0 and -0.0 are two values here, +0.0 first.
-    zero = values == 0
-    negative_zero = zero & np.signbit(values)
-    keep = (values > 0) | (zero & ~negative_zero)
-    if np.count_nonzero(keep) < k:
-      keep |= negative_zero
-  else:
-    keep = values >= threshold
-  surplus = np.count_nonzero(keep) - k  # Keys tied at the threshold beyond κ (rare but real).
-  if surplus:
-    tied = values == threshold
-    if threshold == 0:  # The lowest value kept: -0.0 if any, else +0.0.
-      tied &= np.signbit(values) if np.any(keep & negative_zero) else ~np.signbit(values)
-    tied = np.flatnonzero(tied)
-    keep[tied[len(tied) - surplus :]] = False
-  return keep
-
-
-def _select_numpy(
-  flat_scores: np.ndarray,
-  within_flat: np.ndarray | None,
-  reserve: np.ndarray | None,
-  budgets: np.ndarray,
-  *,
-  sizes: tuple[int, ...],
-  per_leaf: bool,
-) -> np.ndarray:
-  """:func:`_select` in NumPy, on the host: the same rules, with floats instead of keys.
-
-  Excluded scores become ``-inf`` and reserved ones ``+inf`` (the scores are finite), which
-  is what the device path's lowest and highest keys do.
-  """
-  values = np.asarray(flat_scores)
-  bounds = np.concatenate([[0], np.cumsum(sizes)])
-  segments = list(itertools.pairwise(bounds))
-  if within_flat is not None:
-    values = np.where(within_flat, values, -np.inf)
-  if reserve is not None:
-    values = values.copy() if within_flat is None else values
-    for (start, stop), k in zip(segments, np.asarray(reserve), strict=True):
-      values[start:stop][_top_numpy(values[start:stop], int(k))] = np.inf
-  budgets = np.asarray(budgets)
-  if not per_leaf:
-    return _top_numpy(values, int(budgets[0]))
-  keep = np.empty(values.size, bool)
-  for (start, stop), k in zip(segments, budgets, strict=True):
-    keep[start:stop] = _top_numpy(values[start:stop], int(k))
-  return keep
-
-
-@functools.partial(jax.jit, static_argnames=("sizes", "per_leaf"))
-def _select(
-  flat_scores: jax.Array,
-  within_flat: jax.Array | None,
-  reserve: jax.Array | None,
-  budgets: jax.Array,
-  sizes: tuple[int, ...],
-  per_leaf: bool,
-) -> jax.Array:
-  """The flat mask: ``budgets`` per leaf (``per_leaf``) or one global budget, in XLA.
-
-  Scores outside ``within`` can never be kept (the lowest key, below any finite score's), and
-  each leaf's top-``reserve_l`` are always kept (the highest key); the scores are finite
-  (checked before), κ ≤ candidates and Σ reserve ≤ κ, so both rules hold exactly.
-  """
-  keys = _sortable_keys(flat_scores)
-  leaf_ids = np.repeat(np.arange(len(sizes)), sizes)
-  leaf_starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-  if within_flat is not None:
-    keys = jnp.where(within_flat, keys, jnp.zeros((), keys.dtype))
-  if reserve is not None:
-    reserved = _top_per_segment(keys, leaf_ids, leaf_starts, reserve)
-    keys = jnp.where(reserved, jnp.array(np.iinfo(keys.dtype).max, keys.dtype), keys)
-  if per_leaf:
-    return _top_per_segment(keys, leaf_ids, leaf_starts, budgets)
-  return _top_per_segment(keys, None, np.zeros(1, np.int64), budgets)
-
-
-def _flat_scores(leaf: Any, xp: Any) -> Any:
-  flat = xp.ravel(xp.asarray(leaf))
-  # Lower precision would create ties; float64 (with jax_enable_x64) stays float64.
-  return flat.astype(jnp.promote_types(flat.dtype, jnp.float32), copy=False)
-
-
-def _on_host(leaves: Sequence[Any]) -> bool:
-  """Whether every array leaf is on the CPU (NumPy arrays, or JAX arrays on CPU devices)."""
-  return all(
-    all(d.platform == "cpu" for d in leaf.devices())
-    for leaf in leaves
-    if isinstance(leaf, jax.Array)
-  )
-
-
 def top_k_mask(
   scores: PyTree,
   sparsity: float,
@@ -452,12 +286,50 @@ def top_k_mask(
   leaves, treedef = jax.tree.flatten(scores)
   flags = jax.tree.leaves(prunable)
   # On the CPU the selection runs in NumPy, on zero-copy views of the scores.
-  on_host = _on_host(leaves)
+  on_host = topk.on_host(leaves)
   xp = np if on_host else jnp
-  chosen = [_flat_scores(leaf, xp) for leaf, keep in zip(leaves, flags, strict=True) if keep]
+  chosen = [topk.flatten_scores(leaf, xp) for leaf, keep in zip(leaves, flags, strict=True) if keep]
   if not chosen:
     raise ValueError("No prunable leaves: filter_fn rejected every leaf of the scores tree.")
   flat = chosen[0] if len(chosen) == 1 else xp.concatenate(chosen)
+  _check_scores(flat, xp)
+  kappa = num_kept(flat.size, sparsity)
+
+  sizes = tuple(int(leaf.size) for leaf in chosen)
+  within_flat, candidates = None, list(sizes)
+  if within is not None:
+    within_flat, candidates = _candidates(within, flags, xp)
+    if kappa > sum(candidates):
+      raise ValueError(
+        f"sparsity={sparsity} keeps κ={kappa} connections but `within` allows only "
+        f"{sum(candidates)} of the {flat.size} prunable ones; raise the sparsity to at least "
+        f"{1.0 - sum(candidates) / flat.size:.6g} or widen `within`."
+      )
+  lo = tuple(min(min_kept, c) for c in candidates)
+  _check_floor(sum(lo), kappa, min_kept)
+
+  if distribution == "global":
+    reserve = np.asarray(lo, np.int32) if any(lo) else None
+    budgets = np.asarray([kappa], np.int32)
+  else:
+    shapes = [np.shape(leaf) for leaf, keep in zip(leaves, flags, strict=True) if keep]
+    reserve = None  # The per-layer budgets already respect the floors.
+    budgets = np.asarray(_allocate(_raw_weights(shapes, distribution), kappa, lo, candidates))
+  per_leaf = distribution != "global"
+  if on_host:
+    flat_mask = topk.select_host(
+      flat, within_flat, reserve, budgets, sizes=sizes, per_leaf=per_leaf
+    )
+  else:
+    reserve = None if reserve is None else jnp.asarray(reserve)
+    flat_mask = topk.select_device(
+      flat, within_flat, reserve, jnp.asarray(budgets, jnp.int32), sizes=sizes, per_leaf=per_leaf
+    )
+  return _unflatten_mask(flat_mask, sizes, leaves, flags, treedef, xp)
+
+
+def _check_scores(flat: Any, xp: Any) -> None:
+  """Refuses non-finite scores and warns when every score is zero (see :func:`top_k_mask`)."""
   finite = xp.isfinite(flat)
   if not bool(finite.all()):
     bad = flat.size - int(finite.sum())
@@ -473,46 +345,29 @@ def top_k_mask(
       "The mask keeps κ connections by position (ties go to the lower index), which says "
       "nothing about their importance; check the initialisation and the scoring batch.",
       ZeroScoresWarning,
-      stacklevel=2,
-    )
-  kappa = num_kept(flat.size, sparsity)
-
-  sizes = tuple(int(leaf.size) for leaf in chosen)
-  within_flat = None
-  candidates = list(sizes)
-  if within is not None:
-    within_leaves = [
-      xp.ravel(xp.asarray(w)).astype(bool)
-      for w, keep in zip(jax.tree.leaves(within), flags, strict=True)
-      if keep
-    ]
-    candidates = [int(w.sum()) for w in within_leaves]
-    if kappa > sum(candidates):
-      raise ValueError(
-        f"sparsity={sparsity} keeps κ={kappa} connections but `within` allows only "
-        f"{sum(candidates)} of the {flat.size} prunable ones; raise the sparsity to at least "
-        f"{1.0 - sum(candidates) / flat.size:.6g} or widen `within`."
-      )
-    within_flat = xp.concatenate(within_leaves)
-  lo = tuple(min(min_kept, c) for c in candidates)
-  _check_floor(sum(lo), kappa, min_kept)
-
-  if distribution == "global":
-    reserve = np.asarray(lo, np.int32) if any(lo) else None
-    budgets = np.asarray([kappa], np.int32)
-  else:
-    shapes = [np.shape(leaf) for leaf, keep in zip(leaves, flags, strict=True) if keep]
-    reserve = None  # The per-layer budgets already respect the floors.
-    budgets = np.asarray(_allocate(_raw_weights(shapes, distribution), kappa, lo, candidates))
-  per_leaf = distribution != "global"
-  if on_host:
-    flat_mask = _select_numpy(flat, within_flat, reserve, budgets, sizes=sizes, per_leaf=per_leaf)
-  else:
-    reserve = None if reserve is None else jnp.asarray(reserve)
-    flat_mask = _select(
-      flat, within_flat, reserve, jnp.asarray(budgets, jnp.int32), sizes, per_leaf
+      stacklevel=3,  # The caller of top_k_mask.
     )
 
+
+def _candidates(within: PyTree, flags: Sequence[bool], xp: Any) -> tuple[Any, list[int]]:
+  """``within``'s prunable leaves, flat and concatenated, and each leaf's number of candidates."""
+  within_leaves = [
+    xp.ravel(xp.asarray(w)).astype(bool)
+    for w, keep in zip(jax.tree.leaves(within), flags, strict=True)
+    if keep
+  ]
+  return xp.concatenate(within_leaves), [int(w.sum()) for w in within_leaves]
+
+
+def _unflatten_mask(
+  flat_mask: Any,
+  sizes: tuple[int, ...],
+  leaves: Sequence[Any],
+  flags: Sequence[bool],
+  treedef: Any,
+  xp: Any,
+) -> PyTree:
+  """The flat prunable mask back in the scores' tree, all-``True`` on the other leaves."""
   pieces = iter(xp.split(flat_mask, np.cumsum(sizes)[:-1]))
   mask_leaves = [
     jnp.asarray(next(pieces).reshape(np.shape(leaf))) if keep else jnp.ones(np.shape(leaf), bool)

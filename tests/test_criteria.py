@@ -1,6 +1,8 @@
 """Pruning criteria: literal scores on tiny trees, GraSP against finite differences, SynFlow's
 conservation, multi-batch means, iterated pruning, exact κ everywhere, and bad input."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -204,6 +206,45 @@ def test_rounds_get_fresh_batches_and_keys():
 
   criteria.prune("iterative_snip", params, 0.9, task, batches=batches, rounds=4)
   assert seen == [0, 1, 2, 3]
+
+
+def record_rounds(monkeypatch, name: str) -> list[int]:
+  """Wraps criterion ``name``'s score function in the registry; the list it returns gets, per
+  call, the number of prunable connections the scored mask keeps."""
+  criterion = criteria.get_criterion(name)
+  kept_at_call = []
+
+  def make_score_fn(task, filter_fn):
+    score_fn = criterion.make_score_fn(task, filter_fn)
+
+    def recording_score_fn(params, mask, batch, key):
+      kept_at_call.append(kept(mask))
+      return score_fn(params, mask, batch, key)
+
+    return recording_score_fn
+
+  replaced = dataclasses.replace(criterion, make_score_fn=make_score_fn)
+  monkeypatch.setitem(criteria.CRITERIA, name, replaced)
+  return kept_at_call
+
+
+@pytest.mark.parametrize("name", ["synflow", "iterative_snip"])
+def test_default_rounds_are_run(name, monkeypatch):
+  # The registry's default of 100 rounds must be what prune runs, not only what it reports:
+  # one score per round, each at the previous round's mask of the schedule.
+  task, params = mlp_task(), random_params(jax.random.key(0), SIZES)
+  kept_at_call = record_rounds(monkeypatch, name)
+  batch_rounds = []
+
+  def batches(round_index):
+    batch_rounds.append(round_index)
+    yield mlp_batch(0)
+
+  mask = criteria.prune(name, params, 0.9, task, batches=batches)
+  assert kept_at_call == [232] + [num_kept(232, t) for t in criteria.schedule(0.9, 100)[:-1]]
+  # Iterative SNIP draws each round's batches once; data-free SynFlow never draws any.
+  assert batch_rounds == (list(range(100)) if name == "iterative_snip" else [])
+  assert kept(mask) == num_kept(232, 0.9)
 
 
 # --------------------------------------------------------------------------------------------

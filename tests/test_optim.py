@@ -8,7 +8,7 @@ import pytest
 from helpers import random_params
 
 from snip_jax import apply_mask, masked
-from snip_jax.optim import _zero_masked_moments
+from snip_jax.optim import zero_masked_moments
 
 OPTIMIZERS = {
   "sgd_momentum_weight_decay": lambda: optax.chain(
@@ -100,7 +100,7 @@ def remasking_reference(inner, mask):
 
   def update_fn(updates, state, params=None):
     updates, state = inner.update(apply_mask(updates, mask), state, params)
-    return apply_mask(updates, mask), _zero_masked_moments(state, mask)
+    return apply_mask(updates, mask), zero_masked_moments(state, mask)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

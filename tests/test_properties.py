@@ -39,7 +39,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from snip_jax import masks, optim, selection
+from snip_jax import masks, optim, selection, topk
 
 PROPERTY_SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True)
 #: Examples per test (the README's figures are computed from these).
@@ -298,9 +298,9 @@ def select_both_ways(scores, sparsity, distribution):
   masks_by_path = []
   for on_host in (True, False):
     with (
-      mock.patch.object(selection, "_on_host", lambda leaves, on_host=on_host: on_host),
-      mock.patch.object(selection, "_select", wraps=selection._select) as xla,
-      mock.patch.object(selection, "_select_numpy", wraps=selection._select_numpy) as host,
+      mock.patch.object(topk, "on_host", lambda leaves, on_host=on_host: on_host),
+      mock.patch.object(topk, "select_device", wraps=topk.select_device) as xla,
+      mock.patch.object(topk, "select_host", wraps=topk.select_host) as host,
     ):
       mask = selection.top_k_mask(scores, sparsity, distribution=distribution)
       again = selection.top_k_mask(scores, sparsity, distribution=distribution)
@@ -364,7 +364,7 @@ def test_sparsity_that_keeps_nothing_is_refused(data):
     selection.num_kept(n, sparsity)
   for distribution, on_host in itertools.product(selection.DISTRIBUTIONS, (True, False)):
     with (
-      mock.patch.object(selection, "_on_host", lambda leaves, on_host=on_host: on_host),
+      mock.patch.object(topk, "on_host", lambda leaves, on_host=on_host: on_host),
       pytest.raises(ValueError, match="at least one weight"),
     ):
       selection.top_k_mask(scores, sparsity, distribution=distribution)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import flat_kernels, random_params
 
-from snip_jax import count_prunable, num_kept, selection, sparsity, top_k_mask
+from snip_jax import count_prunable, num_kept, selection, sparsity, top_k_mask, topk
 from snip_jax.selection import DISTRIBUTIONS, layer_budgets
 
 
@@ -392,7 +392,7 @@ def test_numpy_and_xla_selections_agree(distribution, min_kept, use_within, monk
   for target in (0.5, 0.9, 0.97) if use_within else (0.0, 0.5, 0.9, 0.97):
     on_host = top_k_mask(scores, target, **kwargs)
     with monkeypatch.context() as m:
-      m.setattr(selection, "_on_host", lambda leaves: False)
+      m.setattr(topk, "on_host", lambda leaves: False)
       in_xla = top_k_mask(scores, target, **kwargs)
     chex.assert_trees_all_equal(on_host, in_xla)
     assert kept(on_host) == num_kept(count_prunable(scores), target)
@@ -406,12 +406,35 @@ def test_both_selections_keep_lax_top_k_set(sparsity, monkeypatch):
   expected = jnp.zeros(flat.size, bool).at[jax.lax.top_k(flat, k)[1]].set(True)
 
   np.testing.assert_array_equal(flat_kernels(top_k_mask(scores, sparsity)), expected)
-  monkeypatch.setattr(selection, "_on_host", lambda leaves: False)
+  monkeypatch.setattr(topk, "on_host", lambda leaves: False)
   np.testing.assert_array_equal(flat_kernels(top_k_mask(scores, sparsity)), expected)
 
 
 def test_scores_given_as_numpy_arrays_select_on_the_host():
   scores = jax.tree.map(np.asarray, tied_scores(jax.random.key(2)))
-  assert selection._on_host(jax.tree.leaves(scores))
+  assert topk.on_host(jax.tree.leaves(scores))
   mask = top_k_mask(scores, 0.9)
   assert all(isinstance(m, jax.Array) and m.dtype == bool for m in jax.tree.leaves(mask))
+
+
+def test_kernels_keep_lax_top_k_set_with_signed_zeros_and_ties():
+  # 0.5 twice (index 1 wins the tie), then +0.0 (index 4) above -0.0 (indices 0 and 3).
+  values = np.array([-0.0, 0.5, -1.0, -0.0, 0.0, 0.5, 0.25], np.float32)
+  for k, kept_indices in ((2, [1, 5]), (4, [1, 4, 5, 6]), (5, [0, 1, 4, 5, 6])):
+    expected = np.zeros(values.size, bool)
+    expected[kept_indices] = True
+    np.testing.assert_array_equal(topk.introselect_top_k(values, k), expected)
+    keys = topk.sortable_keys(jnp.asarray(values))
+    budgets = jnp.array([k], jnp.int32)
+    np.testing.assert_array_equal(
+      topk.radix_top_k(keys, None, np.zeros(1, np.int64), budgets), expected
+    )
+    lax_set = np.zeros(values.size, bool)
+    lax_set[np.asarray(jax.lax.top_k(jnp.asarray(values), k)[1])] = True
+    np.testing.assert_array_equal(lax_set, expected)
+
+
+def test_zero_scores_warning_points_at_the_caller():
+  with pytest.warns(selection.ZeroScoresWarning, match="All 4 prunable scores are zero") as record:
+    top_k_mask({"kernel": jnp.zeros((2, 2))}, 0.5)
+  assert [w.filename for w in record] == [__file__]
