@@ -8,12 +8,12 @@ the reductions over the batch (the mean loss, hence the gradients; batch norm's 
 statistics; the evaluation's sums) become all-reduces across devices. A step therefore computes
 what it computes on one device, up to the order of floating-point additions. There is no
 ``pmap`` and no hand-written collective. (Scoring several batches can instead give each device
-whole batches: :func:`snip_jax.train.spreads_scoring`.)
+whole batches: :func:`snip_jax.train.pruning.spreads_scoring`.)
 
 Several processes (a TPU pod slice has one per host): :func:`initialize_distributed` first, in
 every process; the mesh then spans the devices of all of them. Each process holds only its own
 part of every batch (:func:`shard_batch`), read from its own range of the data
-(:func:`snip_jax.data.process_range`).
+(:func:`process_range`).
 """
 
 from __future__ import annotations
@@ -157,7 +157,30 @@ def process_values(value: int) -> list[int]:
   return [int(v) for v in multihost_utils.process_allgather(np.int32(value))]
 
 
+def most_over_processes(value: int) -> int:
+  """The largest ``value`` of any process (a collective with several processes)."""
+  return max(process_values(value))
+
+
+def fewest_over_processes(value: int) -> int:
+  """The smallest ``value`` of any process (a collective with several processes)."""
+  return min(process_values(value))
+
+
+def local_share(total: int) -> int:
+  """This process's share of ``total`` (examples of a batch, batches of a round, ...), which
+  the processes split evenly: each holds ``total / processes``."""
+  return total // jax.process_count()
+
+
 def sync(name: str) -> None:
   """Waits until every process reaches the barrier ``name`` (nothing with one process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def process_range(n: int, index: int, count: int) -> range:
+  """Process ``index``'s share of ``n`` examples among ``count``: contiguous, sizes within 1."""
+  if not 0 <= index < count:
+    raise ValueError(f"Process index {index} is not in [0, {count}).")
+  return range(index * n // count, (index + 1) * n // count)

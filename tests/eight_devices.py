@@ -16,7 +16,7 @@ import pytest
 from flax import linen as nn
 from helpers import config, flat_kernels, run_cli, tiny_config
 
-from snip_jax import criteria, data, masks, models, parallel, train
+from snip_jax import criteria, data, masks, models, parallel, scoring, train
 
 if jax.device_count() != 8:
   raise RuntimeError(
@@ -63,7 +63,7 @@ def test_the_mesh_spans_every_device(meshes):
 
 
 def test_batches_split_over_8_devices_give_the_scores_and_mask_of_1(meshes, lenet):
-  model, params, task, split = lenet
+  _, params, task, split = lenet
   cfg = config(score_batch_size=BATCH, score_batches=3)  # Not a multiple of 8: split.
   assert not train.spreads_scoring(cfg, meshes[8])
   key = jax.random.key(7)
@@ -72,7 +72,7 @@ def test_batches_split_over_8_devices_give_the_scores_and_mask_of_1(meshes, lene
     replicated = parallel.replicate(params, mesh)
     batches = train.scoring_batches(cfg, split, key, mesh)
     scores[n] = criteria.score("snip", replicated, task, batches=batches)
-    pruned[n], _, _ = train.prune_at_init(cfg, model.apply, replicated, {}, split, key, mesh)
+    pruned[n], _ = train.prune_at_init(cfg, task, replicated, split, key, mesh)
     assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(scores[n]))
   # Float rounding: the 8 partial gradients are added in another order. Relative to the
   # largest score the difference measured 7e-7; tiny scores differ more relative to themselves.
@@ -85,7 +85,7 @@ def test_batches_split_over_8_devices_give_the_scores_and_mask_of_1(meshes, lene
 
 
 def test_batches_spread_over_8_devices_give_the_scores_and_mask_of_1(meshes, lenet):
-  model, params, task, split = lenet
+  _, params, task, split = lenet
   # 8 batches of 30 (not a multiple of 8: each device scores whole batches).
   cfg = config(score_batch_size=30, score_batches=8)
   assert train.spreads_scoring(cfg, meshes[8])
@@ -96,7 +96,7 @@ def test_batches_spread_over_8_devices_give_the_scores_and_mask_of_1(meshes, len
     batches = train.scoring_batches(cfg, split, key, mesh)
     spread = mesh if train.spreads_scoring(cfg, mesh) else None
     scores[n] = criteria.score("snip", replicated, task, batches=batches, mesh=spread)
-    pruned[n], _, _ = train.prune_at_init(cfg, model.apply, replicated, {}, split, key, mesh)
+    pruned[n], _ = train.prune_at_init(cfg, task, replicated, split, key, mesh)
   assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(scores[8]))
   s8, s1 = flat_kernels(scores[8]), flat_kernels(scores[1])
   np.testing.assert_allclose(s8, s1, rtol=1e-5, atol=1e-6 * s1.max())  # Sum order only.
@@ -107,7 +107,7 @@ def test_spread_batches_meet_in_one_all_reduce(meshes, lenet):
   _, params, task, split = lenet
   mesh = meshes[8]
   score_fn = criteria.get_criterion("snip").make_score_fn(task, masks.kernels)
-  per_device = criteria._per_device_score_fn(score_fn, mesh, jax.random.key_impl(jax.random.key(0)))
+  per_device = scoring.per_device_score_fn(score_fn, mesh, jax.random.key_impl(jax.random.key(0)))
   stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.BATCH_AXIS))
   # Device k gets examples [30k, 30k + 30).
   examples = (split.images, split.labels)
@@ -124,7 +124,7 @@ def test_spread_batches_meet_in_one_all_reduce(meshes, lenet):
   np.testing.assert_allclose(
     per_batch["Dense_0"]["kernel"][2], alone["Dense_0"]["kernel"], rtol=1e-6, atol=0
   )
-  (all_reduce,) = all_reduces(criteria._sum_over_devices.lower(per_batch).compile().as_text())
+  (all_reduce,) = all_reduces(scoring.sum_over_devices.lower(per_batch).compile().as_text())
   for shape in ("f32[784,300]", "f32[300,100]", "f32[100,10]"):  # Every kernel's sum.
     assert shape in all_reduce
 

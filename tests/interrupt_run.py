@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from snip_jax import checkpoint, data, train
+from snip_jax import checkpoint, data
+from snip_jax.train import pruning
 
 TRAIN_PY = Path(__file__).resolve().parents[1] / "experiments" / "train.py"
 
@@ -32,13 +33,13 @@ def _kill(sig: signal.Signals = signal.SIGKILL) -> None:
 def _install(point: str) -> None:
   kind, _, arg = point.partition(":")
   if kind == "prune":
-    prune = train.prune_at_init
+    prune = pruning.prune_at_init
 
     def pruned_then_killed(*args, **kwargs):
       prune(*args, **kwargs)
       _kill()
 
-    train.prune_at_init = pruned_then_killed
+    pruning.prune_at_init = pruned_then_killed
   elif kind in ("batch", "sigterm"):
     batches, count = data.train_batches, [0]
     sig = signal.SIGKILL if kind == "batch" else signal.SIGTERM

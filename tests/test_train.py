@@ -43,6 +43,32 @@ def test_train_examples_and_random_labels_in_a_run(tmp_path, tiny_mnist):
   assert summary["steps"] == 100 // 20
 
 
+def test_every_epoch_of_a_run_gets_its_own_shuffle(tmp_path, tiny_mnist, monkeypatch):
+  """The loop gives each epoch its own seed: the examples come in another order every epoch,
+  each epoch visits every example once, and the same run repeats the same orders."""
+  orders = []
+  batches = data.train_batches
+
+  def recorded(split, *args, **kwargs):
+    epoch = list(batches(split, *args, **kwargs))
+    orders.append(np.concatenate([images.reshape(len(images), -1)[:, :8] for images, _ in epoch]))
+    yield from epoch
+
+  monkeypatch.setattr(data, "train_batches", recorded)
+  cfg = tiny_config(tiny_mnist, num_epochs=3, checkpoint_every_steps=0)
+  train.train_and_evaluate(cfg, str(tmp_path / "a"))
+  first_run, orders[:] = list(orders), []
+  train.train_and_evaluate(cfg, str(tmp_path / "b"))
+  assert len(first_run) == 3 and all(o.shape == (180, 8) for o in first_run)
+  as_rows = [{row.tobytes() for row in order} for order in first_run]
+  assert as_rows[0] == as_rows[1] == as_rows[2]  # The same examples, each once...
+  assert len(as_rows[0]) == 180
+  for a, b in ((0, 1), (0, 2), (1, 2)):  # ... in another order every epoch.
+    assert not np.array_equal(first_run[a], first_run[b])
+  for a, b in zip(first_run, orders, strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_prune_biases_makes_every_lenet300_param_prunable(tmp_path, tiny_mnist):
   summary = train.train_and_evaluate(
     tiny_config(tiny_mnist, prune_biases=True, num_epochs=1), str(tmp_path / "run")

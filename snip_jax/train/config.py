@@ -1,0 +1,394 @@
+"""The experiment config: one table of fields, its defaults, checks and the objects it builds.
+
+:data:`FIELDS` is the single description of a config: each field's default (the paper's
+LeNet-300-100 run on Fashion-MNIST at 98% sparsity), its meaning, the check a value must pass,
+whether a resumed run may change it, and the key under which ``summary.json`` reports it.
+:func:`default_config`, :func:`validate_config`, :data:`RESUMABLE_FIELDS` and
+:func:`summary_fields` are all read off that table, so adding a field means adding one row.
+
+What a valid config builds (model, optimizer, ...) is in :mod:`snip_jax.train.build`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import math
+import numbers
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from snip_jax import criteria, data, models, selection
+from snip_jax.init import get_initializer
+
+OPTIMIZERS = ("sgd", "adam")
+#: How batch norm normalises while SNIP scores: with the (freshly initialised) running
+#: statistics, as the authors' code does, or with the statistics of the scoring batch.
+SCORE_BN_MODES = ("inference", "train")
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _rule(ok: Callable[[Any], bool], what: str) -> Callable[[str, Any], None]:
+  """A check that refuses a value ``ok`` rejects with ``config.<field> must be <what>``."""
+
+  def check(name: str, value: Any) -> None:
+    if not ok(value):
+      raise ValueError(f"config.{name} must be {what}, got {value!r}.")
+
+  return check
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str, Any], None]:
+  def check(name: str, value: Any) -> None:
+    if value not in choices:
+      raise ValueError(f"Unknown {name} {value!r}; choose one of {choices}.")
+
+  return check
+
+
+def _model(name: str, value: Any) -> None:
+  if value not in models.MODELS:
+    raise ValueError(f"Unknown model {value!r}; choose one of {sorted(models.MODELS)}.")
+
+
+def _library(check: Callable[[Any], Any]) -> Callable[[str, Any], None]:
+  """A check done by the library function that owns the concept (its error names the fix)."""
+  return lambda name, value: check(value)
+
+
+_POSITIVE_INT = _rule(lambda v: _is_int(v) and v >= 1, "a positive integer")
+_POSITIVE_REAL = _rule(lambda v: _is_real(v) and v > 0, "a positive number")
+_BOOL = _rule(lambda v: isinstance(v, bool), "True or False")
+_OPTIONAL_STR = _rule(lambda v: v is None or isinstance(v, str), "a path (or None)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One field of an experiment config.
+
+  Attributes:
+    name: the field, ``config.<name>``.
+    default: its value in :func:`default_config`; a type (``int``, ``str``) is a field that is
+      unset (``None``) by default and takes values of that type.
+    help: what it means (shown by ``experiments/train.py --helpfull``).
+    check: ``check(name, value)`` raises ``ValueError`` naming the fix for a bad value.
+    resumable: a resumed run may change it: it affects how a run logs, checkpoints and finds
+      its data, not its results.
+    summary: the key under which ``summary.json`` reports the value (``None``: not reported).
+  """
+
+  name: str
+  default: Any
+  help: str
+  check: Callable[[str, Any], None]
+  resumable: bool = False
+  summary: str | None = None
+
+
+#: Every field of an experiment config, in the order :func:`validate_config` checks them.
+FIELDS: tuple[Field, ...] = (
+  # What is pruned and trained.
+  Field(
+    "model",
+    "lenet300",
+    "A name in snip_jax.models.MODELS (e.g. 'lenet300', 'vgg_d', 'wrn_16_8', 'lstm_s').",
+    _model,
+    summary="model",
+  ),
+  Field(
+    "dataset",
+    "fashion_mnist",
+    "A name in snip_jax.data.DATASETS ('fashion_mnist', 'mnist', 'cifar10').",
+    _library(data.get_spec),
+    summary="dataset",
+  ),
+  Field(
+    "init",
+    "vs_h",
+    "Kernel initialiser: 'vs_h' (He, the paper's default), 'vs_x', 'normal', 'truncated_normal'.",
+    _library(get_initializer),
+  ),
+  Field(
+    "sparsity",
+    0.98,
+    "Fraction of prunable weights removed, in [0, 1); 0 trains the dense network.",
+    _library(selection.validate_sparsity),
+    summary="target_sparsity",
+  ),
+  Field(
+    "criterion",
+    "snip",
+    "Pruning criterion, a name in snip_jax.criteria.CRITERIA: 'snip' (the paper), or the "
+    "baselines 'random', 'magnitude', 'grasp', 'synflow', 'iterative_snip'.",
+    _library(criteria.get_criterion),
+    summary="criterion",
+  ),
+  Field(
+    "distribution",
+    "global",
+    "How the kept connections are spread over layers: 'global' (one top-k over all layers, the "
+    "paper's choice), 'uniform' (every layer at `sparsity`) or 'erk' (Erdos-Renyi-Kernel).",
+    _library(selection.validate_distribution),
+    summary="distribution",
+  ),
+  Field(
+    "min_kept_per_layer",
+    0,
+    "Keep at least this many connections in every prunable layer (0: no guard against collapse).",
+    _library(selection.validate_min_kept),
+  ),
+  Field(
+    "prune_rounds",
+    int,
+    "Pruning rounds with an exponential schedule; unset = the criterion's default (1 for "
+    "one-shot criteria, 100 for 'synflow' and 'iterative_snip').",
+    lambda name, value: None,  # Checked with the sparsity, in validate_config.
+  ),
+  Field(
+    "score_bn_mode",
+    "inference",
+    "Batch norm while scoring: 'inference' normalises with the freshly initialised running "
+    "statistics (mean 0, variance 1), as the authors' code does; 'train' uses the statistics "
+    "of the scoring batch. No effect on models without batch norm.",
+    _one_of(SCORE_BN_MODES),
+  ),
+  Field(
+    "optimizer",
+    "sgd",
+    "Optimizer: 'sgd' (with config.momentum) or 'adam'. Paper: SGD, momentum 0.9.",
+    _one_of(OPTIMIZERS),
+  ),
+  # Sizes and counts.
+  Field("batch_size", 100, "Training batch size (paper: 100 for MNIST).", _POSITIVE_INT),
+  Field(
+    "eval_batch_size",
+    1000,
+    "Batch size for evaluation on the validation and test splits.",
+    _POSITIVE_INT,
+  ),
+  Field(
+    "score_batch_size",
+    100,
+    "Examples per scoring batch (the paper's |D|).",
+    _POSITIVE_INT,
+  ),
+  Field(
+    "score_batches",
+    1,
+    "How many scoring batches the scores are averaged over (one batch at a time in memory); "
+    "iterated criteria draw fresh batches each round.",
+    _POSITIVE_INT,
+  ),
+  Field(
+    "num_epochs",
+    100,
+    "Epochs over the training examples (540 steps each for the 54,000 of Fashion-MNIST at "
+    "batch 100): 100 epochs = 54k steps, decayed at 25k and 50k.",
+    _POSITIVE_INT,
+    summary="epochs",
+  ),
+  Field(
+    "lr_decay_every_steps",
+    25_000,
+    "Multiply the learning rate by lr_decay_factor every this many steps (paper, MNIST: every "
+    "25k iterations).",
+    _POSITIVE_INT,
+  ),
+  Field(
+    "log_every_steps",
+    50,
+    "How often (in steps) the progress bar synchronises with the device.",
+    _POSITIVE_INT,
+    resumable=True,
+  ),
+  Field(
+    "checkpoint_keep",
+    3,
+    "How many of the newest checkpoints are kept.",
+    _POSITIVE_INT,
+    resumable=True,
+  ),
+  Field(
+    "train_examples",
+    int,
+    "Train (and score) on the first `train_examples` training examples only; unset = all.",
+    _rule(lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer (or None for all)"),
+  ),
+  Field(
+    "checkpoint_every_steps",
+    1000,
+    "Checkpoints (in <workdir>/checkpoints) every this many steps, besides those after "
+    "pruning, at the end and on SIGTERM (0: only those); running the same command again "
+    "resumes from the newest.",
+    _rule(
+      lambda v: _is_int(v) and v >= 0,
+      "a non-negative integer (0: checkpoints only after pruning, at the end and on SIGTERM)",
+    ),
+    resumable=True,
+  ),
+  Field(
+    "seed",
+    0,
+    "Seed of the run: init, scoring batch, data order.",
+    _rule(_is_int, "an integer"),
+    summary="seed",
+  ),
+  Field(
+    "num_devices",
+    int,
+    "Data-parallel over a mesh of the first `num_devices` devices (unset: all of them), each "
+    "taking an equal slice of every batch, so every batch size must be divisible by it.",
+    _rule(
+      lambda v: v is None or (_is_int(v) and v >= 1),
+      "a positive integer (or None for all devices)",
+    ),
+  ),
+  # Optimisation.
+  Field("learning_rate", 0.1, "Initial learning rate (paper: 0.1).", _POSITIVE_REAL),
+  Field(
+    "lr_decay_factor",
+    0.1,
+    "The step decay's factor (paper, MNIST: x0.1 every 25k iterations).",
+    _POSITIVE_REAL,
+  ),
+  Field(
+    "grasp_temperature",
+    200.0,
+    "GraSP divides the logits by this temperature while scoring (the GraSP authors' value).",
+    _POSITIVE_REAL,
+  ),
+  Field(
+    "weight_decay",
+    5e-4,
+    "L2 weight decay on all params (paper: 5e-4); pruned weights stay exactly zero.",
+    _rule(lambda v: _is_real(v) and v >= 0, ">= 0"),
+  ),
+  Field(
+    "momentum",
+    0.9,
+    "Momentum for 'sgd' (paper: 0.9); 0 gives plain SGD.",
+    _rule(lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)"),
+  ),
+  # Switches.
+  Field(
+    "augment",
+    False,
+    "Random horizontal flips and translations by up to 4 pixels (the paper's CIFAR-10 recipe).",
+    _BOOL,
+  ),
+  Field(
+    "distributed",
+    False,
+    "Call jax.distributed.initialize() first, in every process of a multi-host run (a TPU pod "
+    "slice); see README 'Multiple devices and TPUs'.",
+    _BOOL,
+  ),
+  Field(
+    "random_labels",
+    False,
+    "Shuffle the training labels by one fixed permutation (the paper's memorisation "
+    "experiment); validation and test keep their true labels.",
+    _BOOL,
+    summary="random_labels",
+  ),
+  Field(
+    "prune_biases",
+    False,
+    "Also prune biases (the authors' TF code does); by default only kernels are prunable.",
+    _BOOL,
+  ),
+  Field(
+    "reinit_after_pruning",
+    False,
+    "Score one initialisation, then train an independent re-initialisation under its mask (as "
+    "the authors' code does); False trains the scored weights.",
+    _BOOL,
+    summary="reinit_after_pruning",
+  ),
+  # Where the data is.
+  Field(
+    "data_dir",
+    str,
+    "TFDS data directory; unset = $TFDS_DATA_DIR or ~/tensorflow_datasets.",
+    _OPTIONAL_STR,
+    resumable=True,
+  ),
+  Field(
+    "source_dir",
+    str,
+    "Directory of the original files (IDX for MNIST-likes, the CIFAR-10 archive) to prepare "
+    "the dataset from when it is not prepared yet; unset = the dataset's default locations "
+    "(Debian's dataset-fashion-mnist for fashion_mnist).",
+    _OPTIONAL_STR,
+    resumable=True,
+  ),
+)
+
+_BY_NAME = {field.name: field for field in FIELDS}
+#: The names of every field; :func:`validate_config` refuses any other.
+CONFIG_FIELDS = tuple(sorted(_BY_NAME))
+#: Fields a resumed run may change: they affect how it logs, checkpoints and finds its data,
+#: not its results.
+RESUMABLE_FIELDS = tuple(sorted(f.name for f in FIELDS if f.resumable))
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every field at its default: SNIP on LeNet-300-100, Fashion-MNIST, 98% sparsity.
+
+  Config files start from this and override what differs (``experiments/configs/``).
+  """
+  config = ml_collections.ConfigDict()
+  for field in FIELDS:
+    is_type = isinstance(field.default, type)
+    config[field.name] = config_dict.placeholder(field.default) if is_type else field.default
+  return config
+
+
+def load_config(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
+  """The ``get_config()`` of the config file at ``path`` (as ``--config`` loads it)."""
+  path = os.fspath(path)
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  if spec is None or spec.loader is None:
+    raise FileNotFoundError(f"No config file {path!r}; see experiments/configs/.")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ``ValueError`` naming the field and the fix for any invalid config value."""
+  unknown = sorted(set(config) - set(CONFIG_FIELDS))
+  if unknown:
+    close = difflib.get_close_matches(unknown[0], CONFIG_FIELDS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(
+      f"Unknown config field {unknown[0]!r}; {hint}The fields are those of "
+      "snip_jax.train.config.FIELDS (experiments/configs/default.py)."
+    )
+  missing = sorted(set(CONFIG_FIELDS) - set(config))
+  if missing:
+    raise ValueError(
+      f"The config lacks {', '.join(missing)}; start from a config of experiments/configs/ "
+      "(or snip_jax.train.config.default_config()) and change its fields."
+    )
+  for field in FIELDS:
+    field.check(field.name, config[field.name])
+    if field.name == "prune_rounds" and config.prune_rounds is not None:
+      criteria.schedule(config.sparsity, config.prune_rounds)  # Checks the rounds.
+
+
+def summary_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config values ``summary.json`` reports, under their summary keys."""
+  return {f.summary: config[f.name] for f in FIELDS if f.summary}

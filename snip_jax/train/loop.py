@@ -1,0 +1,388 @@
+"""SNIP end to end: :func:`train_and_evaluate`, as four named phases.
+
+1. **set up** (:func:`_set_up`): check the config, build the mesh and the model, claim the
+   workdir, read the data, initialise the params;
+2. **restore or prune** (:func:`_restore_or_prune`): resume from the newest checkpoint, or score
+   and select the mask and build the masked train state;
+3. **train** (:func:`_train`): the epochs, checkpointing, stopping on SIGTERM or a NaN;
+4. **summarise** (:func:`_summarise`): the test set, ``summary.json``.
+
+The files a run writes are described in :mod:`snip_jax.train.workdir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from flax import linen as nn
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+from tqdm import tqdm
+
+from snip_jax import checkpoint, criteria, data, masks, parallel, selection
+from snip_jax.train import build, pruning, steps
+from snip_jax.train import config as config_lib
+from snip_jax.train import workdir as workdir_lib
+from snip_jax.train.progress import Progress, save
+
+
+class PreemptedError(Exception):
+  """The run got SIGTERM: it saved a checkpoint and stopped; running it again resumes it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What the phases share: fixed once set up."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Mesh
+  model: nn.Module
+  splits: dict[str, data.Split]
+  train_split: data.Split  # What it scores and trains on (pruning.training_split).
+  keys: dict[str, jax.Array]  # init, score, data, step.
+  init: Callable[..., Any]  # The jitted model.init, its output replicated.
+  variables: dict[str, Any]  # The initial variables.
+  task: criteria.Task
+  tx: optax.GradientTransformation  # The unmasked optimizer.
+
+  @property
+  def main_process(self) -> bool:
+    return jax.process_index() == 0
+
+
+def _check_sizes(config: ml_collections.ConfigDict, mesh: Mesh, model: nn.Module) -> None:
+  """Batch sizes the devices cannot split, and a sparsity that keeps nothing, fail here."""
+  for field in ("batch_size", "eval_batch_size", "score_batch_size"):
+    if field != "score_batch_size" or not pruning.spreads_scoring(config, mesh):
+      parallel.check_divisible(config[field], mesh, field)
+  shapes = build.abstract_variables(config, model)["params"]
+  num_prunable = masks.count_prunable(shapes, build.filter_fn_for(config))
+  selection.num_kept(num_prunable, config.sparsity)  # κ >= 1.
+
+
+def _check_examples(config: ml_collections.ConfigDict, train_split: data.Split) -> None:
+  """A batch, or scoring batches, larger than the training examples fail here."""
+  available = len(train_split) * jax.process_count()
+  if parallel.local_share(config.batch_size) > len(train_split):
+    raise ValueError(
+      f"config.batch_size={config.batch_size} exceeds the {available} training examples; lower it."
+    )
+  scoring = config.score_batch_size * config.score_batches
+  if parallel.local_share(scoring) > len(train_split):
+    raise ValueError(
+      f"config.score_batch_size * config.score_batches = {scoring} scoring examples exceed the "
+      f"{available} training examples; lower one of them."
+    )
+
+
+def _set_up(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> _Run:
+  """Checks everything that can be checked before reading data, then reads it and inits."""
+  config_lib.validate_config(config)
+  if config.distributed:
+    parallel.initialize_distributed()
+  mesh = parallel.make_mesh(config.num_devices)
+  model = build.make_model(config)
+  _check_sizes(config, mesh, model)
+  workdir_lib.prepare(workdir, config, overwrite)
+  splits, _ = data.load_dataset(
+    config.dataset,
+    config.data_dir,
+    config.source_dir,
+    (jax.process_index(), jax.process_count()),
+  )
+  init_key, score_key, data_key, step_key = jax.random.split(jax.random.key(config.seed), 4)
+  # The epochs fold 1, 2, ... into data_key; 0 is the labels' stream.
+  train_split = pruning.training_split(config, splits["train"], jax.random.fold_in(data_key, 0))
+  _check_examples(config, train_split)
+  if jax.process_index() == 0:
+    workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), config.to_dict())
+    print(f"Config:\n{config}\nData-parallel over {mesh.devices.size} device(s).", flush=True)
+  # One example is enough to fix the shapes, and much faster to run than a batch.
+  init = jax.jit(model.init, out_shardings=parallel.replicated(mesh))
+  variables = init(init_key, train_split.images[:1])
+  task = pruning.make_task(
+    config, model.apply, variables.get("batch_stats", {}), train_split.images.shape[1:]
+  )
+  keys = {"init": init_key, "score": score_key, "data": data_key, "step": step_key}
+  tx = build.make_optimizer(config)
+  return _Run(config, workdir, mesh, model, splits, train_split, keys, init, variables, task, tx)
+
+
+def _new_state(run: _Run, params, mask) -> steps.TrainState:
+  """The train state of ``params`` under ``mask``, replicated over the mesh."""
+  state = steps.create_train_state(
+    run.model,
+    params,
+    mask,
+    run.tx,
+    run.keys["step"],
+    batch_stats=run.variables.get("batch_stats", {}),
+  )
+  return parallel.replicate(state, run.mesh)
+
+
+def _restore_or_prune(run: _Run, checkpoints: checkpoint.Checkpointer):
+  """The newest checkpoint's ``(state, progress)``, or a freshly pruned state at step 0 (saved).
+
+  Either way the mask is written to ``mask.npz`` and its per-layer report printed.
+
+  Returns:
+    ``(state, progress, report)``.
+  """
+  config, params = run.config, run.variables["params"]
+  # The template gives the restored arrays their structure and sharding; the optimizer reads
+  # the mask from its state, so the template's all-ones mask is never used.
+  restored = checkpoints.restore_latest(_new_state(run, params, masks.ones_like(params)))
+  if restored is None:
+    mask, prune_seconds = pruning.prune_at_init(
+      config, run.task, params, run.train_split, run.keys["score"], run.mesh
+    )
+    progress = Progress(prune_seconds=prune_seconds)
+  else:
+    state, progress_dict = restored
+    progress, mask = Progress(**progress_dict), state.mask
+    if run.main_process:
+      print(f"Resuming from {checkpoints.directory}/{int(state.step)}.", flush=True)
+  report = pruning.mask_report(config, mask, run.task, params)
+  if run.main_process:
+    masks.save_mask(os.path.join(run.workdir, workdir_lib.MASK_FILE), mask)
+    print(pruning.format_report(config, report, progress.prune_seconds), flush=True)
+  if restored is None:
+    if config.reinit_after_pruning:
+      # Score one initialisation, train another (as the authors' code does): the mask is
+      # kept, the weights are drawn afresh with an independent key.
+      one_example = run.train_split.images[:1]
+      params = run.init(jax.random.fold_in(run.keys["init"], 1), one_example)["params"]
+    state = _new_state(run, params, mask)
+    save(checkpoints, state, progress)
+  return state, progress, report
+
+
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[threading.Event]:
+  """An event that SIGTERM sets while the block runs (a handler only in the main thread).
+
+  Not in a multi-process run: there JAX's preemption service handles SIGTERM, and the processes
+  agree on the step to stop at (``multihost_utils.reached_preemption_sync_point``).
+  """
+  flag = threading.Event()
+  if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+    yield flag
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+@dataclasses.dataclass
+class _Epochs:
+  """The training phase's moving parts: the compiled steps, the clock, the bar, the signal."""
+
+  run: _Run
+  checkpoints: checkpoint.Checkpointer
+  progress: Progress
+  bar: tqdm
+  sigterm: threading.Event
+  train_step: Callable[..., Any]
+  eval_step: Callable[..., Any]
+  t_start: float
+  seconds_before: float
+
+  def save(self, state: steps.TrainState) -> None:
+    self.progress.train_seconds = self.seconds_before + time.perf_counter() - self.t_start
+    save(self.checkpoints, state, self.progress)
+
+  def epoch(self, state: steps.TrainState, step: int) -> tuple[steps.TrainState, int]:
+    """The rest of the epoch under way; checkpoints when due, stops on SIGTERM."""
+    config, progress = self.run.config, self.progress
+    every, local_batch_size = config.checkpoint_every_steps, parallel.local_share(config.batch_size)
+    steps_per_epoch = len(self.run.train_split) // local_batch_size
+    key = jax.random.fold_in(self.run.keys["data"], progress.epoch)
+    batches = data.train_batches(
+      self.run.train_split,
+      local_batch_size,
+      np.asarray(jax.random.key_data(key)),
+      augment=config.augment,
+      start=progress.batch,
+    )
+    pending = []
+    for batch in batches:
+      state, metrics = self.train_step(state, parallel.shard_batch(batch, self.run.mesh))
+      pending.append(metrics)
+      step += 1
+      progress.batch += 1
+      due = bool(every) and step % every == 0
+      if jax.process_count() > 1 and multihost_utils.reached_preemption_sync_point(step):
+        self.sigterm.set()  # Every process stops at this step.
+      if step % config.log_every_steps == 0 or due or self.sigterm.is_set():
+        progress.add(pending, step)
+        pending = []
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(epoch=progress.epoch, loss=f"{progress.losses[-1]:.4f}")
+      # A checkpoint due at the epoch's last step waits for the epoch's record.
+      if self.sigterm.is_set() or (due and progress.batch < steps_per_epoch):
+        self.save(state)
+      if self.sigterm.is_set():
+        self.checkpoints.wait()
+        raise PreemptedError(
+          f"SIGTERM at step {step}: saved a checkpoint in {self.checkpoints.directory}; run the "
+          "same command again to resume."
+        )
+    progress.add(pending, step)
+    self.bar.update(step - self.bar.n)
+    return state, step
+
+  def end_epoch(self, state: steps.TrainState, step: int, t_epoch: float) -> None:
+    """Validates, records the epoch in ``metrics.jsonl`` and checkpoints when due."""
+    config = self.run.config
+    _, val_accuracy = steps.evaluate(
+      self.eval_step, state, self.run.splits["validation"], config.eval_batch_size, self.run.mesh
+    )
+    record = self.progress.end_epoch(val_accuracy, time.perf_counter() - t_epoch)
+    if self.run.main_process:
+      with open(os.path.join(self.run.workdir, workdir_lib.METRICS_FILE), "a") as f:
+        f.write(json.dumps(record) + "\n")
+      self.bar.write(
+        f"epoch {record['epoch']:3d}  train_loss {record['train_loss']:.4f}  "
+        f"train_acc {record['train_accuracy']:.4f}  val_acc {val_accuracy:.4f}  "
+        f"({record['seconds']:.1f} s)"
+      )
+    every = config.checkpoint_every_steps
+    if (every and step % every == 0) or self.progress.epoch > config.num_epochs:
+      self.save(state)
+
+
+def _train(run: _Run, state, progress: Progress, checkpoints: checkpoint.Checkpointer):
+  """Trains from ``(state, progress)`` to the end, checkpointing; returns the final pair.
+
+  The host syncs with the device every ``config.log_every_steps`` steps (not every step, so
+  dispatch stays asynchronous) to advance the progress bar and to stop on a non-finite loss,
+  and at every checkpoint, which is saved only after every loss before it was checked.
+  """
+  config, step = run.config, int(state.step)
+  if run.main_process:  # The epochs this run has finished, and no others.
+    with open(os.path.join(run.workdir, workdir_lib.METRICS_FILE), "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in progress.records)
+  steps_per_epoch = len(run.train_split) // parallel.local_share(config.batch_size)
+  # The bar only on a terminal (disable=None): in a log file the per-epoch lines say it all.
+  bar = tqdm(
+    total=config.num_epochs * steps_per_epoch,
+    initial=step,
+    unit="step",
+    dynamic_ncols=True,
+    desc="train",
+    disable=None if run.main_process else True,
+  )
+  with _sigterm_flag() as sigterm, bar:
+    epochs = _Epochs(
+      run,
+      checkpoints,
+      progress,
+      bar,
+      sigterm,
+      steps.sharded_train_step(run.mesh),
+      steps.sharded_eval_step(run.mesh),
+      time.perf_counter(),
+      progress.train_seconds,
+    )
+    while progress.epoch <= config.num_epochs:
+      t_epoch = time.perf_counter()
+      state, step = epochs.epoch(state, step)
+      epochs.end_epoch(state, step, t_epoch)
+  return state, progress
+
+
+def _summarise(run: _Run, state, progress: Progress, report: pruning.MaskReport):
+  """Evaluates on the test set; the summary (written by process 0)."""
+  config = run.config
+  test_loss, test_accuracy = steps.evaluate(
+    steps.sharded_eval_step(run.mesh), state, run.splits["test"], config.eval_batch_size, run.mesh
+  )
+  final_params = jax.device_get(state.params)
+  filter_fn = build.filter_fn_for(config)
+  summary = {
+    **config_lib.summary_fields(config),
+    "prune_rounds": config.prune_rounds or criteria.get_criterion(config.criterion).rounds,
+    "score_examples": config.score_batch_size * config.score_batches,
+    "train_examples": len(run.train_split),
+    "sparsity": masks.sparsity(final_params, filter_fn),
+    "num_params": sum(int(np.size(p)) for p in jax.tree.leaves(final_params)),
+    "num_prunable": masks.count_prunable(final_params, filter_fn),
+    "num_kept": report.num_kept,
+    "collapsed_layers": report.collapsed,
+    "input_output_path": report.connected,
+    "test_accuracy": test_accuracy,
+    "test_loss": test_loss,
+    "val_accuracy": progress.records[-1]["val_accuracy"],
+    "prune_seconds": progress.prune_seconds,
+    "train_seconds": progress.train_seconds,
+    "steps": int(state.step),
+    "per_layer": report.per_layer,
+    "jax_version": jax.__version__,
+    "backend": jax.default_backend(),
+    "devices": int(run.mesh.devices.size),
+    "processes": jax.process_count(),
+  }
+  if run.main_process:
+    workdir_lib.write_json(os.path.join(run.workdir, workdir_lib.SUMMARY_FILE), summary)
+    print(
+      f"test accuracy {test_accuracy:.4f}  test loss {test_loss:.4f}  "
+      f"sparsity {summary['sparsity']:.4%} ({summary['num_kept']:,} of "
+      f"{summary['num_prunable']:,} prunable weights kept)  train "
+      f"{progress.train_seconds:.1f} s\nresults in {run.workdir}",
+      flush=True,
+    )
+  return summary
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False
+) -> dict[str, Any]:
+  """Runs SNIP on ``config`` and writes the results files into ``workdir``.
+
+  Resumes from the newest checkpoint in ``workdir`` when there is one (bit-identical to an
+  uninterrupted run). Checkpoints are saved after pruning, every
+  ``config.checkpoint_every_steps`` steps, at the end, and on SIGTERM, which then raises
+  :class:`PreemptedError`.
+
+  Args:
+    config: the experiment (see ``experiments/configs/``); checked before anything is written.
+    workdir: where the results and checkpoints go.
+    overwrite: start afresh: delete the run found in ``workdir`` (its checkpoints and results
+      files) instead of resuming it or, when its config differs, refusing.
+
+  The run is data-parallel over ``config.num_devices`` devices (default: all); with
+  ``config.distributed`` it first calls ``jax.distributed.initialize()``, and every process of a
+  multi-host run must call this function with the same config and workdir (a directory they
+  share).
+
+  Returns:
+    The summary (also written to ``workdir/summary.json``).
+
+  Raises:
+    ValueError: a bad config (a batch size the devices cannot split evenly included), or a
+      workdir that cannot be written or holds another run.
+    DataNotFoundError: the dataset is not available offline.
+    FloatingPointError: the training loss or the params became NaN or infinite.
+    PreemptedError: SIGTERM arrived; a checkpoint was saved.
+  """
+  run = _set_up(config, workdir, overwrite)
+  with checkpoint.Checkpointer(workdir, keep=config.checkpoint_keep) as checkpoints:
+    state, progress, report = _restore_or_prune(run, checkpoints)
+    state, progress = _train(run, state, progress, checkpoints)
+  return _summarise(run, state, progress, report)

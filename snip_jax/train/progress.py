@@ -1,0 +1,76 @@
+"""Where a run stands besides its train state, and the checkpoint that saves both."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from snip_jax import checkpoint
+
+
+@dataclasses.dataclass
+class Progress:
+  """Where a run stands, besides its train state: a checkpoint's ``progress`` item.
+
+  The batches of an epoch are a function of the seed and the epoch, so ``(epoch, batch)`` is the
+  whole data-order state. The step metrics of the epoch under way are kept (as the float32
+  values they are) so that a resumed epoch's mean is bit-identical to an uninterrupted one.
+  """
+
+  epoch: int = 1  # The epoch under way, from 1; num_epochs + 1 once training is done.
+  batch: int = 0  # Batches of it done.
+  losses: list[float] = dataclasses.field(default_factory=list)
+  accuracies: list[float] = dataclasses.field(default_factory=list)
+  records: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # metrics.jsonl
+  prune_seconds: float = 0.0
+  train_seconds: float = 0.0
+
+  def add(self, step_metrics: list[dict[str, jax.Array]], last_step: int) -> None:
+    """Appends step metrics (fetched from the device); stops at a non-finite loss."""
+    if not step_metrics:
+      return
+    fetched = jax.device_get(step_metrics)
+    losses = np.asarray([m["loss"] for m in fetched], np.float32)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+      raise FloatingPointError(
+        f"Training loss became {losses[bad[0]]} at step {last_step - len(losses) + 1 + bad[0]}; "
+        "lower config.learning_rate or check the data and the initialisation. Nothing was "
+        "saved after the last good checkpoint."
+      )
+    self.losses += losses.tolist()
+    self.accuracies += [float(m["accuracy"]) for m in fetched]
+
+  def end_epoch(self, val_accuracy: float, seconds: float) -> dict[str, Any]:
+    """Closes the epoch under way; returns its record."""
+    record = {
+      "epoch": self.epoch,
+      "train_loss": float(np.mean(np.asarray(self.losses, np.float32))),
+      "train_accuracy": float(np.mean(np.asarray(self.accuracies, np.float32))),
+      "val_accuracy": val_accuracy,
+      "seconds": seconds,
+    }
+    self.records.append(record)
+    self.epoch, self.batch, self.losses, self.accuracies = self.epoch + 1, 0, [], []
+    return record
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def save(checkpoints: checkpoint.Checkpointer, state, progress: Progress) -> None:
+  """Saves ``(state, progress)``, unless the params are no longer finite (then nothing is
+  saved and the run stops)."""
+  if not bool(_all_finite(state.params)):
+    raise FloatingPointError(
+      f"The params are no longer finite at step {int(state.step)}; lower "
+      "config.learning_rate or check the data and the initialisation. Nothing was saved after "
+      "the last good checkpoint."
+    )
+  checkpoints.save(state, dataclasses.asdict(progress))

@@ -1,0 +1,206 @@
+"""A run's workdir: the files in it, whether a run may use it, and reading a run back from it.
+
+A run of :func:`snip_jax.train.train_and_evaluate` writes (process 0 of a multi-process run):
+
+* ``config.json``: the config of the run;
+* ``metrics.jsonl``: one line per epoch (epoch, train_loss, train_accuracy, val_accuracy, seconds);
+* ``mask.npz``: the mask, keyed by tree path;
+* ``summary.json``: model, dataset, criterion and how it ran, target and measured sparsity,
+  counts, layer collapse, test metrics, timings, per-layer table;
+* ``checkpoints/<step>/``: the train state and the run's progress (:mod:`snip_jax.checkpoint`),
+  from which running the same config again resumes;
+
+and ``experiments/export.py`` adds :data:`EXPORT_FILES` (see :mod:`snip_jax.export`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import ml_collections
+from flax import linen as nn
+
+from snip_jax import checkpoint, data, masks, parallel, trees
+from snip_jax.train import build
+from snip_jax.train import config as config_lib
+
+PyTree = Any
+
+CONFIG_FILE = "config.json"
+MASK_FILE = "mask.npz"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+#: The files a run writes into its workdir (besides ``checkpoints/``).
+RESULT_FILES = (CONFIG_FILE, MASK_FILE, METRICS_FILE, SUMMARY_FILE)
+#: The compact model and the record of its checks that ``experiments/export.py`` writes into a
+#: run's workdir. ``--overwrite`` deletes them with the run, so a workdir never holds the export
+#: of another run.
+EXPORT_FILES = ("sparse_model.npz", "sparse_model.json")
+
+
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+  """``runs/<model>_<dataset>[_<criterion>][_<distribution>]_sp<sparsity>_seed<seed>``.
+
+  The criterion and distribution appear when they are not the defaults (SNIP, global), so
+  baselines never overwrite the SNIP run they are compared with.
+  """
+  parts = [config.model, config.dataset]
+  parts += [config.criterion] if config.criterion != "snip" else []
+  parts += [config.distribution] if config.distribution != "global" else []
+  return os.path.join("runs", "_".join([*parts, f"sp{config.sparsity:g}", f"seed{config.seed}"]))
+
+
+def write_json(path: str, obj: Any) -> None:
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=2)
+    f.write("\n")
+
+
+def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as ``config.json`` holds it (tuples become lists)."""
+  return json.loads(json.dumps(config.to_dict()))
+
+
+def _delete_run(workdir: str) -> None:
+  shutil.rmtree(os.path.join(workdir, checkpoint.CHECKPOINT_DIR), ignore_errors=True)
+  for name in (*RESULT_FILES, *EXPORT_FILES):
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(workdir, name))
+
+
+def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+  """The fields, other than resumable ones, in which ``config`` differs from the workdir's."""
+  try:
+    with open(os.path.join(workdir, CONFIG_FILE)) as f:
+      previous = json.load(f)
+  except (OSError, ValueError):
+    previous = {}
+  current = config_as_json(config)
+  return [
+    f"{field}: {previous.get(field, '<unset>')!r} -> {current.get(field, '<unset>')!r}"
+    for field in sorted(set(previous) | set(current))
+    if field not in config_lib.RESUMABLE_FIELDS and previous.get(field) != current.get(field)
+  ]
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
+  """Makes ``workdir`` and checks that this run may use it.
+
+  A workdir that holds a run (checkpoints or a summary) with another config is refused, unless
+  ``overwrite``, which first deletes that run's files (only those: :data:`RESULT_FILES`,
+  :data:`EXPORT_FILES` and ``checkpoints/``). A config that differs only in
+  :data:`snip_jax.train.config.RESUMABLE_FIELDS` resumes the run. Every process checks; only
+  process 0 deletes, and the others wait for it.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise ValueError(
+      f"Cannot write to workdir {workdir!r} ({e.strerror or e}); choose another --workdir."
+    ) from e
+  if overwrite:
+    if jax.process_index() == 0:
+      _delete_run(workdir)
+    parallel.sync("snip_jax:overwrite")
+    return
+  has_run = checkpoint.has_checkpoints(workdir) or os.path.exists(
+    os.path.join(workdir, SUMMARY_FILE)
+  )
+  if not has_run:
+    return  # Nothing to resume and no results to lose.
+  changed = _config_changes(workdir, config)
+  if changed:
+    raise ValueError(
+      f"Workdir {workdir!r} holds a run with another config ({'; '.join(changed)}). Use "
+      "another --workdir, run the original config to resume that run, or pass --overwrite to "
+      "delete it and start this one."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  """A run of :func:`snip_jax.train.train_and_evaluate`, read back from its workdir.
+
+  Attributes:
+    config: the run's config (its ``config.json``).
+    model: the Flax module the config builds.
+    params: the params of the newest checkpoint, masked (pruned entries exactly ``0.0``).
+    batch_stats: the model's ``batch_stats`` collection (``{}`` without batch norm).
+    mask: the run's mask (its ``mask.npz``).
+    step: the training step of the checkpoint.
+    finished: whether the checkpoint is the end of the run (its ``summary.json`` says so).
+  """
+
+  config: ml_collections.ConfigDict
+  model: nn.Module
+  params: PyTree
+  batch_stats: PyTree
+  mask: PyTree
+  step: int
+  finished: bool
+
+  @property
+  def variables(self) -> dict[str, PyTree]:
+    """``{'params': ..., 'batch_stats': ...}`` (without an empty ``batch_stats``) for
+    ``apply``."""
+    return trees.variables(self.params, self.batch_stats)
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    """The shape of one input example, ``(H, W, C)``."""
+    return tuple(data.get_spec(self.config.dataset).image_shape)
+
+
+def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
+  """The newest checkpoint of the run in ``workdir``, with its model, config and mask.
+
+  Raises:
+    FileNotFoundError: ``workdir`` holds no run (no ``config.json``, mask or checkpoint).
+    CheckpointError: the newest checkpoint cannot be read, or does not fit the model of the
+      workdir's config.
+  """
+  workdir = os.fspath(workdir)
+  steps = checkpoint.saved_steps(workdir)
+  names = (CONFIG_FILE, MASK_FILE)
+  if not steps or not all(os.path.exists(os.path.join(workdir, n)) for n in names):
+    raise FileNotFoundError(
+      f"No trained run in {workdir!r}: it needs config.json, mask.npz and checkpoints/. Train "
+      f"one with python experiments/train.py --workdir {workdir}."
+    )
+  with open(os.path.join(workdir, CONFIG_FILE)) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  model = build.make_model(config)
+  shapes = build.abstract_variables(config, model)
+  state = checkpoint.read_state(workdir, steps[-1])
+  stored = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
+  try:
+    variables = {c: trees.conform(stored[c], shapes.get(c, {}), c) for c in stored}
+  except trees.MismatchError as e:
+    raise checkpoint.CheckpointError(
+      f"The checkpoint of step {steps[-1]} in {workdir!r} does not fit the model of its "
+      f"config.json: {e}. Run the config that made it, or start afresh with --overwrite."
+    ) from None
+  mask = masks.load_mask(os.path.join(workdir, MASK_FILE), variables["params"])
+  finished = False
+  if os.path.exists(os.path.join(workdir, SUMMARY_FILE)):
+    with open(os.path.join(workdir, SUMMARY_FILE)) as f:
+      finished = json.load(f).get("steps") == steps[-1]
+  return TrainedRun(
+    config=config,
+    model=model,
+    # Already masked by training; applying the mask again changes no bit of a kept weight.
+    params=masks.apply_mask(variables["params"], mask),
+    batch_stats=variables["batch_stats"],
+    mask=mask,
+    step=steps[-1],
+    finished=finished,
+  )
