@@ -2,22 +2,18 @@
 
   python experiments/default_results.py            # ~6 min on a 2-core CPU
 
-Both runs use experiments/configs/lenet300_fashion_mnist.py unchanged except for the sparsity
-(the dense run is --config.sparsity=0). Their results files go to results/default/<run>/, a
+Both runs use the default config (experiments/configs/default.py) unchanged except for the
+sparsity (the dense run is --config.sparsity=0). Their results files go to results/default/<run>/, a
 summary to results/default/results.json, and the table between the markers in README.md is
 rewritten from that file (never typed by hand).
 """
 
 import json
-import sys
 from pathlib import Path
 
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).parent))
-from configs import lenet300_fashion_mnist
 from report import machine, replace_block
-
 from snip_jax import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +64,7 @@ def main(argv):
     "runs": {},
   }
   for name, sparsity in RUNS.items():
-    config = lenet300_fashion_mnist.get_config()
+    config = train.load_config(Path(__file__).parent / "configs" / "default.py")
     config.sparsity = sparsity
     summary = train.train_and_evaluate(config, str(out / name))
     results["jax"] = summary["jax_version"]

@@ -19,8 +19,8 @@ import os
 import sys
 
 from absl import app, flags
-from report import size_text
 
+from report import size_text
 from snip_jax import checkpoint, data, export
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (of experiments/train.py).")

@@ -17,10 +17,8 @@ Raw results go to results/model_zoo/models.json; the table between the model-zoo
 README.md is rewritten from them.
 """
 
-import importlib
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,9 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, str(Path(__file__).parent))
 from report import machine, replace_block
-
 from snip_jax import data, masks, models, selection, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +38,9 @@ _REPS = flags.DEFINE_integer("reps", 3, "Timed repetitions after the compiling r
 
 
 def paper_config(name: str):
-  """The config of the paper's row for model ``name``, and its module name."""
+  """The config of the paper's row for model ``name``, and its file's name."""
   module = f"{name}_{models.get_spec(name).paper_dataset}"
-  return importlib.import_module(f"configs.{module}").get_config(), module
+  return train.load_config(Path(__file__).parent / "configs" / f"{module}.py"), module
 
 
 def timed(fn, reps: int) -> tuple[float, float]:

@@ -4,134 +4,29 @@
   python experiments/random_labels.py --quick  # plumbing check on a tiny budget (CI)
 
 LeNet-300-100 on the first 10,000 Fashion-MNIST training images, dense and SNIP-pruned (98%),
-each trained on the true labels and on labels shuffled by a fixed permutation
-(``config.random_labels``), plus the dense network on shuffled labels with weight decay (the
-paper's figure has such a run too: L2 alone does not stop a dense network memorising). SGD with
-momentum 0.9 at a constant learning rate of 0.01, batch 100, 100 epochs (10,000 steps), no
-weight decay unless the run says so; SNIP scores on a batch of the (shuffled) training set it
-will fit.
+each trained on the true labels and on labels shuffled by a fixed permutation, plus the dense
+network on shuffled labels with weight decay (settings: ``studies/random_labels.py``).
 Writes ``results/random_labels/runs.jsonl``, ``random_labels.csv`` (final training loss and
 accuracy of each setting, mean and std over seeds) and ``random_labels.png`` (training loss vs
 iterations).
+
+This file only parses flags; the experiment is ``studies/random_labels.py``.
 """
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 from absl import app
 
-sys.path.insert(0, str(Path(__file__).parent))
-import runs as runs_lib
-
-SPARSITY = 0.98
-RECIPE = {
-  "train_examples": 10_000,
-  "num_epochs": 100,
-  # With the paper's 0.1 not even the dense network fitted the shuffled labels in this budget
-  # (a trial run); with 0.01 it does.
-  "learning_rate": 0.01,
-  "lr_decay_every_steps": 10**9,  # Constant learning rate.
-  "weight_decay": 0.0,
-}
-QUICK = {**RECIPE, "train_examples": 500, "num_epochs": 2}
-#: (name, sparsity, random labels, weight decay) of each setting.
-SETTINGS = (
-  ("dense, true labels", 0.0, False, 0.0),
-  ("SNIP 98%, true labels", SPARSITY, False, 0.0),
-  ("dense, random labels", 0.0, True, 0.0),
-  ("dense + L2 5e-4, random labels", 0.0, True, 5e-4),
-  ("SNIP 98%, random labels", SPARSITY, True, 0.0),
-)
-
-
-def make_runs(seeds: int, quick: bool = False) -> list[runs_lib.Run]:
-  result = []
-  for seed in range(seeds):
-    for name, sparsity, random_labels, weight_decay in SETTINGS:
-      overrides = {
-        **(QUICK if quick else RECIPE),
-        "sparsity": sparsity,
-        "random_labels": random_labels,
-        "weight_decay": weight_decay,
-        "seed": seed,
-      }
-      slug = name.replace(" ", "").replace(",", "_").replace("%", "").replace("+", "_")
-      result.append(
-        runs_lib.Run(
-          name=f"{slug}/seed{seed}",
-          config="lenet300_fashion_mnist",
-          overrides=overrides,
-          tags={"setting": name, "seed": seed},
-        )
-      )
-  return result
-
-
-def aggregate(records) -> list[dict]:
-  rows = []
-  for setting, recs in runs_lib.group(records, lambda r: r["tags"]["setting"]).items():
-    loss = runs_lib.Stat.of(r["metrics"][-1]["train_loss"] for r in recs)
-    acc = runs_lib.Stat.of(r["metrics"][-1]["train_accuracy"] for r in recs)
-    rows.append(
-      {
-        "setting": setting,
-        "n": loss.n,
-        "final_train_loss_mean": loss.mean,
-        "final_train_loss_std": loss.std,
-        "final_train_accuracy_mean": acc.mean,
-        "final_train_accuracy_std": acc.std,
-        "steps": recs[0]["summary"]["steps"],
-        "train_examples": recs[0]["summary"]["train_examples"],
-      }
-    )
-  return rows
-
-
-def figure(records, path: Path) -> None:
-  """Training loss (mean over seeds, band = min..max) vs iterations, one line per setting."""
-  plt = runs_lib.pyplot()
-  import numpy as np
-
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  for setting, recs in runs_lib.group(records, lambda r: r["tags"]["setting"]).items():
-    steps_per_epoch = recs[0]["summary"]["steps"] // len(recs[0]["metrics"])
-    losses = np.array([[m["train_loss"] for m in r["metrics"]] for r in recs])
-    x = steps_per_epoch * np.arange(1, losses.shape[1] + 1)
-    style = "--" if "random" in setting else "-"
-    (line,) = ax.plot(x, losses.mean(0), style, label=f"{setting} (n={len(recs)})")
-    ax.fill_between(x, losses.min(0), losses.max(0), color=line.get_color(), alpha=0.2)
-  ax.set_xlabel("iterations")
-  ax.set_ylabel("training loss (epoch mean)")
-  ax.set_yscale("log")
-  examples = records[0]["summary"]["train_examples"]
-  ax.set_title(
-    f"LeNet-300-100, Fashion-MNIST ({examples:,} examples): true vs shuffled labels", fontsize=10
-  )
-  ax.grid(alpha=0.3, which="both")
-  ax.legend(fontsize=8)
-  runs_lib.save_figure(fig, path)
-
-
-def write_outputs(out: Path, records) -> list[dict]:
-  """``random_labels.csv`` and the figure from ``records`` (those of ``<out>/runs.jsonl``);
-  returns the aggregated rows."""
-  rows = aggregate(records)
-  if rows:
-    runs_lib.write_csv(rows, out / "random_labels.csv")
-    figure(records, out / "random_labels.png")
-  return rows
+import runs
+from studies import random_labels
 
 
 def main(argv):
   del argv
-  out = runs_lib.run_flagged("random_labels", make_runs)
-  rows = write_outputs(out, runs_lib.read_records(out))
+  out = runs.run_flagged("random_labels", random_labels.make_runs)
+  rows = random_labels.write_outputs(out, runs.read_records(out))
   for r in rows:
     print(f"{r['setting']:34s} final training loss {r['final_train_loss_mean']:.4f}")
 
 
 if __name__ == "__main__":
-  runs_lib.define_flags("random_labels")
+  runs.define_flags("random_labels")
   app.run(main)

@@ -17,12 +17,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import importlib
 import json
 import math
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,7 +30,11 @@ from typing import Any
 import numpy as np
 from absl import flags
 
+from snip_jax.train.config import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
+#: The config files (``experiments/configs/<name>.py``); a :class:`Run` names one.
+CONFIGS = ROOT / "experiments" / "configs"
 RUNS_FILE = "runs.jsonl"
 
 
@@ -42,7 +44,7 @@ class Run:
 
   Attributes:
     name: unique within its experiment; also the run's directory under ``<out>/runs/``.
-    config: the module name of the base config, e.g. ``'lenet300_fashion_mnist'``.
+    config: the name of the base config file, e.g. ``'lenet300_fashion_mnist'``.
     overrides: config fields to set, e.g. ``{'sparsity': 0.98, 'seed': 1}``.
     tags: what the run stands for in tables and figures (model, criterion, sparsity, seed...).
   """
@@ -52,9 +54,14 @@ class Run:
   overrides: dict[str, Any]
   tags: dict[str, Any]
 
+  @classmethod
+  def from_record(cls, record: dict[str, Any]) -> Run:
+    """The run a record of ``runs.jsonl`` was made by."""
+    return cls(record["name"], record["config"], record["overrides"], record["tags"])
+
   def make_config(self):
-    module = importlib.import_module(f"configs.{self.config}")
-    config = module.get_config()
+    """The base config with the overrides (a field the config lacks is refused)."""
+    config = load_config(CONFIGS / f"{self.config}.py")
     for field, value in self.overrides.items():
       if field not in config:
         raise KeyError(f"{self.name}: config {self.config!r} has no field {field!r}.")
@@ -74,7 +81,7 @@ def quick_out(experiment: str) -> str:
 
 def define_flags(experiment: str, trains: bool = True) -> None:
   """The flags of every experiment script: --out and --quick; --seeds and --workers if it
-  ``trains`` (call it under ``if __name__ == '__main__'``: make_results imports the scripts)."""
+  ``trains``."""
   flags.DEFINE_string(
     "out", None, f"Output directory (default: results/{experiment}; a scratch one with --quick)."
   )
@@ -94,7 +101,6 @@ def out_dir(experiment: str) -> Path:
 def run_flagged(experiment: str, make_runs: Callable[[int, bool], Sequence[Run]]) -> Path:
   """Trains ``make_runs(seeds, quick)`` as the flags of :func:`define_flags` ask (one seed
   with --quick); returns the output directory."""
-  ensure_importable()
   out = out_dir(experiment)
   quick = flags.FLAGS.quick
   run_all(make_runs(1 if quick else flags.FLAGS.seeds, quick), out, workers=flags.FLAGS.workers)
@@ -177,6 +183,8 @@ def run_all(
         record(_train_one(run, str(out)), i)
     else:
       # spawn, not fork: a forked child of a process that has started JAX's threads can hang.
+      # A spawned worker starts with this process's sys.path (the script's directory,
+      # experiments/, first), so it imports this module as the script did.
       ctx = multiprocessing.get_context("spawn")
       with ctx.Pool(min(workers, len(todo)), maxtasksperchild=8) as pool:
         jobs = pool.imap_unordered(_train_star, [(run, str(out)) for run in todo])
@@ -237,8 +245,13 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: 
     "| " + " | ".join(header) + " |",
     "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
   ]
-  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-  return "\n".join(lines)
+  body = markdown_rows(rows)
+  return "\n".join([*lines, body] if body else lines)
+
+
+def markdown_rows(rows: Iterable[Sequence[Any]]) -> str:
+  """The body rows of a GitHub markdown table (for a header written elsewhere)."""
+  return "\n".join("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -268,10 +281,3 @@ def save_figure(fig, path: str | os.PathLike[str]) -> None:
 def total_hours(records: Iterable[dict[str, Any]]) -> float:
   """Worker time of ``records`` in hours (each run's wall-clock, summed)."""
   return sum(r["wall_seconds"] for r in records) / 3600
-
-
-def ensure_importable() -> None:
-  """Puts ``experiments/`` on ``sys.path`` (for ``configs``), as the scripts' workers need."""
-  here = str(Path(__file__).parent)
-  if here not in sys.path:
-    sys.path.insert(0, here)

@@ -1,6 +1,6 @@
 """Runs a SNIP experiment: prune at initialisation, train with the mask fixed, evaluate.
 
-  python experiments/train.py                       # LeNet-300-100, Fashion-MNIST, sparsity 98%
+  python experiments/train.py                       # configs/default.py: LeNet-300-100 at 98%
   python experiments/train.py --config experiments/configs/lenet5_fashion_mnist.py \
       --workdir runs/lenet5 --config.sparsity=0.95 --config.seed=1
   python experiments/train.py --config.criterion=synflow --config.distribution=erk
@@ -29,14 +29,14 @@ from snip_jax import parallel, train
 try:  # ml_collections applies the --config.<field> overrides here, as it defines the flag.
   _CONFIG = config_flags.DEFINE_config_file(
     "config",
-    str(Path(__file__).parent / "configs" / "lenet300_fashion_mnist.py"),
+    str(Path(__file__).parent / "configs" / "default.py"),
     "Experiment config file; override fields with --config.<field>=<value>.",
   )
 except AttributeError as e:  # A --config.<field> the config lacks: a typo.
   cause = e.args[0].args[0] if e.args and isinstance(e.args[0], KeyError) else str(e)
   sys.exit(
     f"error: unknown config field {cause}; the fields are those of "
-    "experiments/configs/lenet300_fashion_mnist.py.".replace("\n", "; ")
+    "experiments/configs/default.py (documented in snip_jax/train/config.py).".replace("\n", "; ")
   )
 _WORKDIR = flags.DEFINE_string(
   "workdir",

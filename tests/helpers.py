@@ -4,7 +4,6 @@ experiment configs and the CLI in a subprocess."""
 import gzip
 import io
 import json
-import os
 import pickle
 import socket
 import struct
@@ -19,15 +18,14 @@ import numpy as np
 
 from snip_jax.checkpoint import read_state
 from snip_jax.checkpoint import saved_steps as checkpoint_steps
+from snip_jax.train.config import default_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-from configs import lenet300_fashion_mnist  # noqa: E402
 
 
 def config(**overrides):
   """The default experiment's config (LeNet-300-100, Fashion-MNIST) with ``overrides``."""
-  cfg = lenet300_fashion_mnist.get_config()
+  cfg = default_config()
   cfg.update(overrides)
   return cfg
 
@@ -212,14 +210,10 @@ def refuse_network(monkeypatch) -> None:
 
 
 def run_script(script, *args: str, cwd=None) -> subprocess.CompletedProcess:
-  """Runs ``python SCRIPT ARGS`` in a subprocess with the repository importable."""
+  """Runs ``python SCRIPT ARGS`` in a subprocess, as a user would: with the package installed
+  and nothing added to the import path."""
   return subprocess.run(
-    [sys.executable, str(script), *args],
-    capture_output=True,
-    text=True,
-    cwd=cwd,
-    timeout=600,
-    env={**os.environ, "PYTHONPATH": str(ROOT)},
+    [sys.executable, str(script), *args], capture_output=True, text=True, cwd=cwd, timeout=600
   )
 
 

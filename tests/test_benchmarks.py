@@ -18,11 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-  """``benchmarks/run.py --quick`` once: every section at tiny settings, into a scratch dir."""
+  """``python -m benchmarks.run --quick`` once: every section at tiny settings, into a scratch
+  dir."""
   out = tmp_path_factory.mktemp("bench")
   committed = (ROOT / "BENCHMARKS.md").read_bytes()
   result = subprocess.run(
-    [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", f"--out={out}"],
+    [sys.executable, "-m", "benchmarks.run", "--quick", f"--out={out}"],
     capture_output=True,
     text=True,
     cwd=ROOT,
@@ -83,7 +84,8 @@ def test_committed_report_is_rendered_from_committed_results(tmp_path):
   subprocess.run(
     [
       sys.executable,
-      str(ROOT / "benchmarks" / "run.py"),
+      "-m",
+      "benchmarks.run",
       "--render_only",
       f"--out={results}",
       f"--markdown={rendered}",
@@ -148,7 +150,7 @@ def test_report_shows_verdicts_goals_and_skips():
       common.row("plain", ratio, None),
       {"name": "torch", "skipped": "PyTorch not installed"},
     ],
-    "command": "python benchmarks/run.py --sections=t",
+    "command": "python -m benchmarks.run --sections=t",
     "seconds": 12.0,
     "quick": False,
     "machine": common.machine(),

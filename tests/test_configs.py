@@ -10,9 +10,9 @@ In-process, the CIFAR-10 nets convolve with ``nn.Conv`` instead of their im2col 
 as fast; the CLI test runs the im2col convs as users do.
 """
 
-import importlib
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,11 +23,9 @@ from test_models import COUNTS
 from snip_jax import data, models, train
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+CONFIG_DIR = ROOT / "experiments" / "configs"
 pytestmark = pytest.mark.usefixtures("flax_convs")  # In-process runs only; see the docstring.
-CONFIGS = sorted(
-  p.stem for p in (ROOT / "experiments" / "configs").glob("*.py") if p.stem != "__init__"
-)
+CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
 TINY = dict(num_epochs=1, batch_size=6, score_batch_size=6, eval_batch_size=8)
 
 
@@ -50,9 +48,41 @@ def test_there_is_a_config_per_paper_row():
   assert rows <= set(CONFIGS)
 
 
+def test_the_default_config_file_is_the_librarys_default():
+  defaults = train.default_config().to_dict()
+  assert train.load_config(CONFIG_DIR / "default.py").to_dict() == defaults
+  # The default experiment is the paper's LeNet-300-100 row on Fashion-MNIST.
+  assert train.load_config(CONFIG_DIR / "lenet300_fashion_mnist.py").to_dict() == defaults
+
+
+def test_cifar10_configs_share_the_papers_recipe():
+  """Each CIFAR-10 config repeats the recipe (no config imports another): the same everywhere."""
+  recipe = train.load_config(CONFIG_DIR / "vgg_d_cifar10.py").to_dict()
+  del recipe["model"], recipe["sparsity"]
+  cifar = [m for m in CONFIGS if m.endswith("_cifar10")]
+  assert len(cifar) == 8
+  for module in cifar:
+    config = train.load_config(CONFIG_DIR / f"{module}.py").to_dict()
+    assert {k: v for k, v in config.items() if k in recipe} == recipe, module
+
+
+def test_config_files_load_from_anywhere(tmp_path):
+  """Each file needs only the installed package: no sibling import, whatever the directory."""
+  code = (
+    "import sys; from snip_jax.train.config import load_config\n"
+    "for path in sys.argv[1:]: print(load_config(path).model)"
+  )
+  paths = [str(CONFIG_DIR / f"{module}.py") for module in CONFIGS]
+  result = subprocess.run(
+    [sys.executable, "-c", code, *paths], capture_output=True, text=True, cwd=tmp_path
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert len(result.stdout.split()) == len(CONFIGS)
+
+
 @pytest.mark.parametrize("module", CONFIGS)
 def test_config_runs_a_few_steps(tmp_path, tiny_data_dir, module):
-  config = importlib.import_module(f"configs.{module}").get_config()
+  config = train.load_config(CONFIG_DIR / f"{module}.py")
   assert config.dataset in data.DATASETS
   assert config.augment == (config.dataset == "cifar10")  # The paper's recipe.
   config.update(TINY, data_dir=tiny_data_dir)

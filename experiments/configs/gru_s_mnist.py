@@ -1,4 +1,7 @@
-"""SNIP on GRU-s (128 units), sequential MNIST, 95% sparsity (settings: lstm_s_mnist).
+"""SNIP on GRU-s (128 units), sequential MNIST (28 rows of 28 pixels), 95% sparsity.
+
+The paper's MNIST settings, which are the defaults (SGD momentum 0.9, batch 100, lr 0.1 x0.1
+every 25k steps, weight decay 5e-4).
 
 Run it with:
 
@@ -9,10 +12,12 @@ Paper (Lee et al. 2019, Table 3): 2.41% test error at 95% sparsity (reference: 1
 
 import ml_collections
 
-from configs import lstm_s_mnist
+from snip_jax.train.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = lstm_s_mnist.get_config()
+  config = default_config()
   config.model = "gru_s"
+  config.dataset = "mnist"
+  config.sparsity = 0.95
   return config

@@ -9,11 +9,10 @@ Paper (Lee et al. 2019, Table 2): 2.4% test error at 98% sparsity (reference: 1.
 
 import ml_collections
 
-from configs import lenet300_fashion_mnist
+from snip_jax.train.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = lenet300_fashion_mnist.get_config()
-  config.model = "lenet300"
+  config = default_config()
   config.dataset = "mnist"
   return config

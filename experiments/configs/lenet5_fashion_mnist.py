@@ -10,11 +10,11 @@ The paper (Lee et al. 2019, Table 1) reports 1.1% test error on MNIST at 99% spa
 
 import ml_collections
 
-from configs import lenet300_fashion_mnist
+from snip_jax.train.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = lenet300_fashion_mnist.get_config()
+  config = default_config()
   config.model = "lenet5"
   config.sparsity = 0.99
   return config

@@ -9,11 +9,12 @@ Paper (Lee et al. 2019, Table 2): 1.1% test error at 99% sparsity (reference: 0.
 
 import ml_collections
 
-from configs import lenet5_fashion_mnist
+from snip_jax.train.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = lenet5_fashion_mnist.get_config()
+  config = default_config()
   config.model = "lenet5"
   config.dataset = "mnist"
+  config.sparsity = 0.99
   return config

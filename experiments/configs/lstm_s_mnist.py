@@ -1,7 +1,7 @@
 """SNIP on LSTM-s (128 units), sequential MNIST (28 rows of 28 pixels), 95% sparsity.
 
-The paper's MNIST settings (SGD momentum 0.9, batch 100, lr 0.1 x0.1 every 25k steps, weight
-decay 5e-4), which the other RNN configs import.
+The paper's MNIST settings, which are the defaults (SGD momentum 0.9, batch 100, lr 0.1 x0.1
+every 25k steps, weight decay 5e-4).
 
 Run it with:
 
@@ -12,11 +12,11 @@ Paper (Lee et al. 2019, Table 3): 1.57% test error at 95% sparsity (reference: 1
 
 import ml_collections
 
-from configs import lenet300_fashion_mnist
+from snip_jax.train.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = lenet300_fashion_mnist.get_config()
+  config = default_config()
   config.model = "lstm_s"
   config.dataset = "mnist"
   config.sparsity = 0.95

@@ -1,5 +1,5 @@
-"""SNIP on VGG-D, CIFAR-10, 95% sparsity: the paper's CIFAR-10 setting, which the other CIFAR
-configs import.
+"""SNIP on VGG-D, CIFAR-10, 95% sparsity: the paper's CIFAR-10 setting, which every CIFAR-10
+config shares.
 
 Run it with (a GPU or TPU; one step takes seconds on a CPU):
 
@@ -10,11 +10,11 @@ Paper (Lee et al. 2019, Table 3): 7.09% test error at 95% sparsity (reference de
 
 import ml_collections
 
-from configs import lenet300_fashion_mnist
+from snip_jax.train.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = lenet300_fashion_mnist.get_config()
+  config = default_config()
   config.model = "vgg_d"
   config.dataset = "cifar10"
   config.augment = True

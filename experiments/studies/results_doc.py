@@ -1,0 +1,740 @@
+"""RESULTS.md and README's results blocks, from the raw results and ``results_template.md``.
+
+:func:`write` reads ``<results>/{sweep,random_labels,mask_pictures,ablations,sparse_export}/``
+(the raw files the experiment scripts write) and ``<results>/model_zoo/models.json``, redraws
+every figure, writes RESULTS.md and rewrites README's blocks ``paper-results`` and
+``sparse-export``. The words are those of ``results_template.md``; this module only computes
+what fills its placeholders: every number from the raw results (a run's settings from its record
+in ``runs.jsonl``: the config file it names, with its overrides), the paper's numbers from the
+``PAPER`` tables of the studies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+import runs
+from report import Fragments, machine, replace_block, size_text
+from studies import ablations, mask_pictures, names, random_labels, sweep
+
+TEMPLATE = Path(__file__).with_name("results_template.md")
+
+#: The paper's VGG-D on CIFAR-10: sparsity, test error of SNIP and of the dense network.
+PAPER_CIFAR = {"vgg_d": (0.95, 0.0709, 0.0676)}
+#: The CIFAR-10 networks of section 6: name, config file (``experiments/configs/<name>.py``).
+GPU_CONFIGS = (
+  ("VGG-D", "vgg_d_cifar10"),
+  ("VGG-C", "vgg_c_cifar10"),
+  ("VGG-like", "vgg_like_cifar10"),
+  ("AlexNet-s", "alexnet_s_cifar10"),
+  ("AlexNet-b", "alexnet_b_cifar10"),
+  ("WRN-16-8", "wrn_16_8_cifar10"),
+  ("WRN-16-10", "wrn_16_10_cifar10"),
+  ("WRN-22-8", "wrn_22_8_cifar10"),
+)
+#: README's headline sweep setting: dataset, model, sparsity.
+README_SWEEP = ("fashion_mnist", sweep.FULL["model"], sweep.FULL["sparsity"])
+#: The sparsities of README's sparse-export table (the issue's four).
+README_EXPORT_SPARSITIES = (0.9, 0.95, 0.98, 0.99)
+
+
+# --------------------------------------------------------------------------------------------
+# How numbers are written.
+
+
+def pct(x: float, digits: int = 2) -> str:
+  """A fraction in percent, without the sign: ``'13.92'``; ``'-'`` for NaN."""
+  return "-" if math.isnan(x) else f"{100 * x:.{digits}f}"
+
+
+def pm(row: dict, key: str, digits: int = 2) -> str:
+  """``row``'s ``<key>_mean ± <key>_std``, fractions shown in percentage points."""
+  return runs.Stat(row[f"{key}_mean"], row[f"{key}_std"], row["n"]).pct(digits)
+
+
+def percent(fraction: float) -> str:
+  """A sparsity as few digits as it needs: ``'98%'``, ``'99.5%'``."""
+  return f"{100 * fraction:g}%"
+
+
+def number(x: float) -> str:
+  """A setting as a config file writes it: ``'0.1'``, ``'0.001'``, ``'5e-4'``."""
+  if x and abs(x) < 1e-3:
+    mantissa, exponent = f"{x:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+  return f"{x:g}"
+
+
+def seconds(x: float) -> str:
+  """``'0.7'``, ``'22'``: a rough duration."""
+  return f"{x:.1g}" if x < 1 else f"{x:.0f}"
+
+
+def and_list(items: Iterable[str]) -> str:
+  """``'a, b and c'``."""
+  items = list(items)
+  return " and ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else "".join(items)
+
+
+def plural(count: int, word: str) -> str:
+  return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def rel(path: Path, base: Path) -> str:
+  try:
+    return str(path.relative_to(base))
+  except ValueError:
+    return str(path)
+
+
+def hours(records) -> str:
+  return f"{runs.total_hours(records):.2f} h"
+
+
+def align_right(columns: int) -> str:
+  """The separator cells of ``columns`` right-aligned markdown columns."""
+  return "|".join(["---:"] * columns)
+
+
+class Document:
+  """Computes the values of every fragment of ``results_template.md`` from the raw results.
+
+  Args:
+    results: the raw results directory.
+    base: the directory of the RESULTS.md written (its figure links are relative to it).
+    template: the fragments of the prose.
+  """
+
+  def __init__(self, results: Path, base: Path, template: Path = TEMPLATE):
+    self.results = results
+    self.base = base
+    self.fill = Fragments(template)
+
+  def missing(self, heading: str, script: str) -> str:
+    return self.fill("missing", heading=heading, command=f"python experiments/{script}.py") + "\n"
+
+  # ------------------------------------------------------------------------------------------
+  # 1. Sparsity sweep.
+
+  def sweep(self) -> tuple[str, dict]:
+    """Section 1, and what the sweep finds (:func:`studies.sweep.findings`)."""
+    out = self.results / "sweep"
+    records = runs.read_records(out)
+    rows = sweep.write_outputs(out, records)
+    if not rows:
+      return self.missing("1. Sparsity sweep", "sweep"), {}
+    found = sweep.findings(rows)
+    # The recipe is the config file's (the paper's); budgets override its length.
+    recipe = runs.Run(records[0]["name"], records[0]["config"], {}, {}).make_config()
+    criteria = sweep.ordered(r["criterion"] for r in rows)
+    baselines = [names.CRITERIA.get(c, c) for c in criteria if c not in (sweep.DENSE, "snip")]
+    sparsities = sorted({r["sparsity"] for r in rows if r["criterion"] != sweep.DENSE})
+    text = self.fill(
+      "sweep",
+      baselines=and_list(baselines),
+      sparsities=and_list(f"{100 * s:g}" for s in sparsities),
+      optimizer=names.OPTIMIZERS[recipe.optimizer],
+      momentum=number(recipe.momentum),
+      learning_rate=number(recipe.learning_rate),
+      lr_decay_factor=number(recipe.lr_decay_factor),
+      weight_decay=number(recipe.weight_decay),
+      batch_size=recipe.batch_size,
+      budgets="; ".join(self._sweep_budgets(records, recipe)),
+      full=self._sweep_full(records),
+      tables="\n\n".join(self._sweep_tables(rows, found)) + "\n",
+      figures="\n\n".join(
+        self.fill(
+          "sweep_figure", dataset=dataset, path=rel(out / f"sweep_{dataset}.png", self.base)
+        )
+        for dataset in dict.fromkeys(r["dataset"] for r in rows)
+      )
+      + "\n",
+      findings="\n".join(self._sweep_findings(records, rows, found)),
+    )
+    return text + "\n", found
+
+  def _sweep_budgets(self, records, recipe) -> list[str]:
+    """Each model's CPU budget, from the first of its runs (not the full-budget ones)."""
+    budgets = []
+    firsts = runs.group([r for r in records if not sweep.is_full(r)], lambda r: r["tags"]["model"])
+    for model, recs in firsts.items():
+      summary, config = recs[0]["summary"], runs.Run.from_record(recs[0]).make_config()
+      learning_rate = ""
+      if config.learning_rate != recipe.learning_rate:
+        learning_rate = self.fill(
+          "sweep_budget_learning_rate", learning_rate=number(config.learning_rate)
+        )
+      budgets.append(
+        self.fill(
+          "sweep_budget",
+          model=names.MODELS.get(model, model),
+          epochs=summary["epochs"],
+          steps=f"{summary['steps']:,}",
+          decay_every=f"{config.lr_decay_every_steps:,}",
+          learning_rate=learning_rate,
+        )
+      )
+    return budgets
+
+  def _sweep_full(self, records) -> str:
+    """The sentence on the full-budget runs ('' if there are none)."""
+    full = [r for r in records if sweep.is_full(r)]
+    if not full:
+      return ""
+    summary, config = full[0]["summary"], runs.Run.from_record(full[0]).make_config()
+    criteria = sweep.ordered(r["tags"]["criterion"] for r in full)
+    return self.fill(
+      "sweep_full",
+      model=names.MODELS.get(summary["model"], summary["model"]),
+      sparsity=f"{max(r['tags']['sparsity'] for r in full):.0%}",
+      criteria=", ".join(names.CRITERIA.get(c, c) for c in criteria),
+      epochs=summary["epochs"],
+      steps=f"{summary['steps']:,}",
+      decay_every=f"{config.lr_decay_every_steps:,}",
+    )
+
+  def _sweep_tables(self, rows, found) -> list[str]:
+    """One table per dataset, model and budget, with the paper's numbers beside."""
+    blocks = []
+    tables = runs.group(rows, lambda r: (r["dataset"], r["model"], r["epochs"]))
+    for (dataset, model, epochs), group in tables.items():
+      sparsities = sorted({r["sparsity"] for r in group if r["criterion"] != sweep.DENSE})
+      dense = next(r for r in group if r["criterion"] == sweep.DENSE)
+      table_rows = []
+      for criterion in sweep.ordered(r["criterion"] for r in group if r["criterion"] != "dense"):
+        cells = []
+        for s in sparsities:
+          r = next((x for x in group if x["criterion"] == criterion and x["sparsity"] == s), None)
+          if r is None:
+            cells.append("-")
+            continue
+          cell = pm(r, "test_error")
+          if r["collapsed_runs"]:
+            cell += self.fill("sweep_collapsed_cell", count=r["collapsed_runs"], n=r["n"])
+          if r["chance_runs"]:
+            cell += self.fill("sweep_chance_cell", count=r["chance_runs"], n=r["n"])
+          cells.append(cell)
+        ns = sorted({x["n"] for x in group if x["criterion"] == criterion})
+        n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+        table_rows.append([f"{criterion} (n={n})", *cells])
+      block = self.fill(
+        "sweep_table",
+        model=names.MODELS.get(model, model),
+        dataset=dataset,
+        epochs=plural(epochs, "epoch"),
+        dense=pm(dense, "test_error"),
+        n=dense["n"],
+        columns=" | ".join(self.fill("sweep_column", sparsity=f"{s:.0%}") for s in sparsities),
+        align=align_right(len(sparsities)),
+        rows=runs.markdown_rows(table_rows),
+      )
+      if model in sweep.PAPER:
+        block += "\n\n" + self._sweep_paper(dataset, model, epochs, dense, found)
+      blocks.append(block)
+    return blocks
+
+  def _sweep_paper(self, dataset, model, epochs, dense, found) -> str:
+    s, paper_snip, paper_dense = sweep.PAPER[model]
+    f = found.get((dataset, model, epochs, s))
+    ours = self.fill("sweep_not_run")
+    if f:
+      ours = self.fill(
+        "sweep_ours",
+        dataset=dataset,
+        snip=pct(f["snip"]),
+        dense=pct(f["dense"]),
+        gap=f"{100 * f['gap']:+.2f}",
+        random=pct(f["random"]),
+      )
+    return self.fill(
+      "sweep_paper",
+      sparsity=f"{s:.0%}",
+      paper_snip=pct(paper_snip, 1),
+      paper_dense=pct(paper_dense, 1),
+      paper_gap=f"{100 * (paper_snip - paper_dense):+.1f}",
+      ours=ours,
+      dense=pct(dense["test_error_mean"]),
+    )
+
+  def _sweep_findings(self, records, rows, found) -> list[str]:
+    items = [
+      self.fill(
+        "sweep_finding",
+        model=names.MODELS.get(model, model),
+        dataset=dataset,
+        epochs=epochs,
+        sparsity=f"{s:.0%}",
+        snip=pct(f["snip"]),
+        snip_std=pct(f["snip_std"]),
+        n=f["n"],
+        gap=f"{100 * f['gap']:+.2f}",
+        dense=pct(f["dense"]),
+        vs_random=f"{100 * f['vs_random']:.2f}",
+        random=pct(f["random"]),
+      )
+      for (dataset, model, epochs, s), f in found.items()
+    ]
+
+    def where(r) -> dict:
+      return {
+        "model": names.MODELS.get(r["model"], r["model"]),
+        "criterion": r["criterion"],
+        "sparsity": f"{r['sparsity']:.0%}",
+        "epochs": r["epochs"],
+        "n": r["n"],
+      }
+
+    collapsed = [r for r in rows if r["collapsed_runs"]]
+    if collapsed:
+      cases = [
+        self.fill(
+          "sweep_collapsed_case",
+          **where(r),
+          count=r["collapsed_runs"],
+          layers=r["collapsed_layers"],
+        )
+        for r in collapsed
+      ]
+      item = self.fill("sweep_collapsed", cases="; ".join(cases))
+      if any(r["model"] == "lenet300" and r["criterion"] == "magnitude" for r in collapsed):
+        item += self.fill("sweep_magnitude_collapse")
+      items.append(item)
+    failed = [r for r in rows if r["chance_runs"]]
+    if failed:
+      cases = [
+        self.fill(
+          "sweep_chance_case",
+          **where(r),
+          count=r["chance_runs"],
+          loss=f"{r['chance_first_epoch_loss_max']:.1f}",
+        )
+        for r in failed
+      ]
+      items.append(self.fill("sweep_chance", cases="; ".join(cases)))
+    items.append(
+      self.fill("sweep_cost", runs=len(records), hours=hours(records), machine=machine())
+    )
+    return items
+
+  # ------------------------------------------------------------------------------------------
+  # 2. Random labels.
+
+  def random_labels(self) -> tuple[str, list, list]:
+    """Section 2, the aggregated rows and the records."""
+    out = self.results / "random_labels"
+    records = runs.read_records(out)
+    rows = random_labels.write_outputs(out, records)
+    if not rows:
+      return self.missing("2. Random labels", "random_labels"), [], []
+    summary, config = records[0]["summary"], runs.Run.from_record(records[0]).make_config()
+    table = [
+      [
+        r["setting"],
+        f"{r['final_train_loss_mean']:.4f} ± {r['final_train_loss_std']:.4f}",
+        pm(r, "final_train_accuracy", 1),
+        r["n"],
+      ]
+      for r in rows
+    ]
+    text = self.fill(
+      "random_labels",
+      model=names.MODELS.get(summary["model"], summary["model"]),
+      train_examples=f"{summary['train_examples']:,}",
+      dataset=names.DATASETS.get(summary["dataset"], summary["dataset"]),
+      epochs=summary["epochs"],
+      steps=f"{summary['steps']:,}",
+      optimizer=names.OPTIMIZERS[config.optimizer],
+      momentum=number(config.momentum),
+      learning_rate=number(config.learning_rate),
+      batch_size=config.batch_size,
+      sparsity=f"{max(r['summary']['target_sparsity'] for r in records):.0%}",
+      rows=runs.markdown_rows(table),
+      figure=rel(out / "random_labels.png", self.base),
+      runs=len(records),
+      hours=hours(records),
+    )
+    return text + "\n", rows, records
+
+  # ------------------------------------------------------------------------------------------
+  # 3. Mask pictures.
+
+  def mask_pictures(self) -> tuple[str, dict | None]:
+    """Section 3, and the contents of ``mask_pictures.json``."""
+    out = self.results / "mask_pictures"
+    info = mask_pictures.write_outputs(out)
+    if info is None:
+      return self.missing("3. What SNIP keeps", "mask_pictures"), None
+    sparsities = info["sparsities"]
+    corr_rows = []
+    for dataset in info["datasets"]:
+      corr = info["correlation_with_mean_image"][dataset]
+      per_class = [sum(row[i] for row in corr[1:]) / len(corr[1:]) for i in range(len(sparsities))]
+      corr_rows.append([mask_pictures.TITLES[dataset], *[f"{c:.2f}" for c in per_class]])
+    with np.load(out / "counts.npz") as arrays:
+      pixels = math.prod(arrays[f"{info['datasets'][0]}_counts"].shape[-2:])
+    text = self.fill(
+      "mask_pictures",
+      command=info["command"],
+      model=names.MODELS.get(info["model"], info["model"]),
+      init=names.INITS.get(info["init"], info["init"]),
+      seed=info["seed"],
+      batch=info["batch"],
+      npm_package=mask_pictures.NPM_PACKAGE,
+      figures="\n\n".join(
+        self.fill(
+          "mask_pictures_figure",
+          dataset=dataset,
+          path=rel(out / f"mask_pictures_{dataset}.png", self.base),
+        )
+        for dataset in info["datasets"]
+      )
+      + "\n",
+      pixels=f"{pixels:,}",
+      classes=len(info["groups"]) - 1,
+      columns=" | ".join(f"{s:.0%}" for s in sparsities),
+      align=align_right(len(sparsities)),
+      rows=runs.markdown_rows(corr_rows),
+    )
+    return text + "\n", info
+
+  # ------------------------------------------------------------------------------------------
+  # 4. Ablations.
+
+  def ablations(self) -> str:
+    out = self.results / "ablations"
+    records = runs.read_records(out)
+    rows = ablations.write_outputs(out, records)
+    if not rows:
+      return self.missing("4. Ablations", "ablations")
+    dense = next(r for r in rows if r["study"] == "reference")
+    pruned = next(r for r in records if r["tags"]["study"] != "reference")
+    summary, config = pruned["summary"], runs.Run.from_record(pruned).make_config()
+
+    def cells(r):
+      return [pm(r, "test_error"), f"{100 * r['gap_to_dense']:+.2f}", r["n"]]
+
+    init_rows = [[r["init"], *cells(r)] for r in rows if r["study"] in ("init", "both")]
+    order = list(names.INITS.values())
+    init_rows.sort(key=lambda row: order.index(row[0]))
+    batch_rows = [
+      [f"{r['score_examples']:,}", *cells(r)] for r in rows if r["study"] in ("batch", "both")
+    ]
+    batch_rows.sort(key=lambda row: int(row[0].replace(",", "")))
+    text = self.fill(
+      "ablations",
+      model=names.MODELS.get(summary["model"], summary["model"]),
+      dataset=names.DATASETS.get(summary["dataset"], summary["dataset"]),
+      sparsity=f"{summary['target_sparsity']:.0%}",
+      optimizer=names.OPTIMIZERS[config.optimizer],
+      learning_rate=number(config.learning_rate),
+      batch_size=config.batch_size,
+      epochs=summary["epochs"],
+      dense=pm(dense, "test_error"),
+      n=dense["n"],
+      init_rows=runs.markdown_rows(init_rows),
+      batch_rows=runs.markdown_rows(batch_rows),
+      runs=len(records),
+      hours=hours(records),
+    )
+    return text + "\n"
+
+  # ------------------------------------------------------------------------------------------
+  # 5. Sparse export.
+
+  def crossovers(self, report: dict) -> str:
+    """Per model and batch size, where sparse inference overtakes dense: a bullet list."""
+    items = []
+    for c in report["crossovers"]:
+      where = {"model": names.MODELS[c["model"]], "batch": f"{c['batch_size']:,}"}
+      if c["from"] is None and not c["faster_at"]:
+        item = self.fill(
+          "crossover_slower", **where, ratio=f"{c['below_ratio']:.2f}", below=f"{c['below']:.1%}"
+        )
+      elif c["from"] is None:
+        at = ", ".join(f"{s:.1%}" for s in c["faster_at"])
+        item = self.fill("crossover_only", **where, sparsities=at)
+      elif c["below"] is None:
+        item = self.fill(
+          "crossover_everywhere", **where, start=f"{c['from']:.1%}", ratio=f"{c['from_ratio']:.2f}"
+        )
+      else:
+        item = self.fill(
+          "crossover_from",
+          **where,
+          start=f"{c['from']:.1%}",
+          ratio=f"{c['from_ratio']:.2f}",
+          below=f"{c['below']:.1%}",
+          below_ratio=f"{c['below_ratio']:.2f}",
+        )
+      items.append(item)
+    return "\n".join(items)
+
+  def sparse_export(self) -> tuple[str, dict | None]:
+    """Section 5, and the contents of ``sparse_export.json``."""
+    out = self.results / "sparse_export"
+    path = out / "sparse_export.json"
+    if not path.exists():
+      return self.missing("5. Sparse export", "sparse_export"), None
+    report = json.loads(path.read_text())
+    results = report["results"]
+    m = report["machine"]
+    size_rows, speed_rows = [], []
+    for r in results:
+      d, mem, t = r["bytes_on_disk"], r["bytes_in_memory"], r["test"]
+      size_rows.append(
+        [
+          names.MODELS[r["model"]],
+          f"{r['sparsity']:.1%}",
+          f"{r['kept']:,}",
+          f"**{size_text(d['export'])}**",
+          size_text(d["dense_msgpack"]),
+          size_text(d["dense_npz_compressed"]),
+          size_text(d["orbax_params"]),
+          size_text(d["train_checkpoint"]),
+          f"{d['export'] / d['dense_msgpack']:.1%} / {d['export'] / d['orbax_params']:.0%}",
+          f"{size_text(mem['sparse'])} / {size_text(mem['dense'])}",
+          f"{t['sparse_accuracy']:.4f} / {t['dense_accuracy']:.4f} ({t['predictions_differ']})",
+          f"{t['max_abs_diff']:.1e}",
+        ]
+      )
+      cells = []
+      for speed in r["speed"]:
+        dense_us = _us(speed["dense_seconds_per_example"]["median"])
+        sparse_us = _us(speed["sparse_seconds_per_example"]["median"])
+        cells += [f"{sparse_us} / {dense_us}", _ratio(speed["sparse_over_dense"])]
+      speed_rows.append([names.MODELS[r["model"]], f"{r['sparsity']:.1%}", *cells])
+    saved, bigger = [], []
+    for r in results:
+      d = r["bytes_on_disk"]
+      smallest = min(d["dense_npz_compressed"], d["orbax_params"])
+      saved.append(1 - d["export"] / smallest)
+      if d["export"] >= smallest:
+        bigger.append(
+          self.fill(
+            "sparse_export_larger_case",
+            sparsity=f"{r['sparsity']:.1%}",
+            model=names.MODELS[r["model"]],
+            larger=f"{d['export'] / smallest - 1:.0%}",
+          )
+        )
+    larger = self.fill("sparse_export_larger", cases=", ".join(bigger)) if bigger else ""
+    # Where BCOO params take more memory than dense ones (below 2/3 sparsity).
+    heavier = sorted(
+      {
+        r["sparsity"]
+        for r in results
+        if r["bytes_in_memory"]["sparse"] > r["bytes_in_memory"]["dense"]
+      }
+    )
+    memory_larger = ""
+    if heavier:
+      memory_larger = self.fill(
+        "sparse_export_memory_larger", sparsities=and_list(percent(s) for s in heavier)
+      )
+    batches = [s["batch_size"] for s in results[0]["speed"]]
+    level_from = _level_from(results, batch_index=0)
+    level = ""
+    if level_from is not None:
+      level = self.fill("sparse_export_level", sparsity=percent(level_from))
+    # The runs measured, as their records in runs.jsonl give them.
+    measured = {r["run"] for r in results}
+    records = [rec for rec in runs.read_records(out) if rec["name"] in measured]
+    epochs = {
+      model: recs[0]["summary"]["epochs"]
+      for model, recs in runs.group(records, lambda rec: rec["tags"]["model"]).items()
+    }
+    datasets = dict.fromkeys(rec["tags"]["dataset"] for rec in records)
+    seeds = dict.fromkeys(rec["tags"]["seed"] for rec in records)
+    text = self.fill(
+      "sparse_export",
+      command=report["command"],
+      dataset=and_list(names.DATASETS.get(d, d) for d in datasets),
+      seed=", ".join(str(seed) for seed in seeds),
+      lenet300_epochs=epochs["lenet300"],
+      lenet5_epochs=epochs["lenet5"],
+      test_examples=f"{results[0]['test']['examples']:,}",
+      size_rows=runs.markdown_rows(size_rows),
+      saved=f"{max(saved):.0%}",
+      larger=larger,
+      memory_larger=memory_larger,
+      rounds=report["rounds"],
+      speed_columns=" | ".join(
+        self.fill("sparse_export_speed_columns", batch=f"{b:,}") for b in batches
+      ),
+      speed_align=align_right(2 * len(batches)),
+      speed_rows=runs.markdown_rows(speed_rows),
+      crossovers=self.crossovers(report),
+      level=level,
+      cpu=m["cpu"],
+      cores=m["cores"],
+      jax=m["versions"]["jax"],
+      minutes=f"{report['measure_seconds'] / 60:.0f}",
+    )
+    return text + "\n", report
+
+  def readme_sparse_export(self, report: dict | None) -> str:
+    """README's summary: sizes, memory and speed at the issue's four sparsities."""
+    if report is None:
+      return self.fill("readme_sparse_export_missing")
+    rows = []
+    for r in report["results"]:
+      if r["sparsity"] not in README_EXPORT_SPARSITIES:
+        continue
+      d, mem = r["bytes_on_disk"], r["bytes_in_memory"]
+      rows.append(
+        [
+          names.MODELS[r["model"]],
+          f"{r['sparsity']:.0%}",
+          size_text(d["export"]),
+          size_text(d["dense_msgpack"]),
+          size_text(d["orbax_params"]),
+          f"{size_text(mem['sparse'])} / {size_text(mem['dense'])}",
+          *[f"{s['sparse_over_dense']['median']:.2f}" for s in r["speed"]],
+          f"{r['test']['sparse_accuracy']:.4f} / {r['test']['dense_accuracy']:.4f}",
+        ]
+      )
+    batches = [s["batch_size"] for s in report["results"][0]["speed"]]
+    return self.fill(
+      "readme_sparse_export",
+      time_columns=" | ".join(self.fill("readme_time_column", batch=f"{b:,}") for b in batches),
+      time_align=align_right(len(batches)),
+      rows=runs.markdown_rows(rows),
+      crossovers=self.crossovers(report),
+      command=report["command"],
+    )
+
+  # ------------------------------------------------------------------------------------------
+  # 6. Not run here, and README's summary.
+
+  def gpu(self) -> str:
+    zoo = self.results / "model_zoo" / "models.json"
+    step_time = self.fill("gpu_step_time_unmeasured")
+    if zoo.exists():
+      steps = [
+        m["train_step_seconds"]
+        for m in json.loads(zoo.read_text())["models"]
+        if m["config"].endswith("_cifar10.py")
+      ]
+      if steps:
+        span = f"{seconds(min(steps))}-{seconds(max(steps))} s"
+        step_time = self.fill("gpu_step_time", seconds=span)
+    s, snip, dense = PAPER_CIFAR["vgg_d"]
+    text = self.fill(
+      "gpu",
+      step_time=step_time,
+      rows="\n".join(
+        self.fill("gpu_row", network=network, config=config) for network, config in GPU_CONFIGS
+      ),
+      sparsity=f"{s:.0%}",
+      snip=pct(snip),
+      dense=pct(dense),
+    )
+    return text + "\n"
+
+  def readme_paper_results(self, found: dict, rl_records: list, info: dict | None) -> str:
+    lines = []
+    for (dataset, model, epochs, s), f in found.items():
+      if (dataset, model, s) == README_SWEEP:
+        lines.append(
+          self.fill(
+            "readme_sweep",
+            model=names.MODELS.get(model, model),
+            dataset=names.DATASETS.get(dataset, dataset),
+            sparsity=f"{s:.0%}",
+            epochs=epochs,
+            n=f["n"],
+            snip=pct(f["snip"]),
+            dense=pct(f["dense"]),
+            gap=f"{100 * f['gap']:+.2f}",
+            random=pct(f["random"]),
+          )
+        )
+    # The shuffled-label settings without weight decay: the dense one and the pruned one.
+    shuffled = {
+      sparsity > 0: name
+      for name, sparsity, shuffle, weight_decay in random_labels.SETTINGS
+      if shuffle and not weight_decay
+    }
+    by = {r["setting"]: r for r in random_labels.aggregate(rl_records)}
+    if shuffled.get(False) in by and shuffled.get(True) in by:
+      dense, pruned = by[shuffled[False]], by[shuffled[True]]
+      pruned_sparsity = next(
+        r["summary"]["target_sparsity"]
+        for r in rl_records
+        if r["tags"]["setting"] == shuffled[True]
+      )
+      lines.append(
+        self.fill(
+          "readme_random_labels",
+          steps=f"{dense['steps']:,}",
+          train_examples=f"{dense['train_examples']:,}",
+          dense_loss=f"{dense['final_train_loss_mean']:.3f}",
+          dense_accuracy=pct(dense["final_train_accuracy_mean"], 1),
+          pruned_loss=f"{pruned['final_train_loss_mean']:.3f}",
+          pruned_accuracy=pct(pruned["final_train_accuracy_mean"], 1),
+          sparsity=f"{pruned_sparsity:.0%}",
+        )
+      )
+    mask_picture = ""
+    if info and "mnist" in info["datasets"]:
+      mask_picture = self.fill("readme_mask_picture") + "\n\n"
+    return self.fill("readme_paper_results", findings="\n".join(lines), mask_picture=mask_picture)
+
+
+def _us(duration: float) -> str:
+  """Microseconds: ``'1,604'``, ``'51.2'``, ``'0.886'``."""
+  us = 1e6 * duration
+  return f"{us:,.0f}" if us >= 100 else f"{us:.3g}"
+
+
+def _ratio(stats: dict) -> str:
+  return f"{stats['median']:.2f} ({stats['min']:.2f}-{stats['max']:.2f})"
+
+
+def _level_from(results: list[dict], batch_index: int) -> float | None:
+  """The lowest measured sparsity from which, at every higher one and for every model, the
+  min-max range of the sparse / dense time ratios at ``batch_index`` straddles 1."""
+  level = None
+  for sparsity in sorted({r["sparsity"] for r in results}, reverse=True):
+    ratios = [r["speed"][batch_index]["sparse_over_dense"] for r in results]
+    at = [q for r, q in zip(results, ratios, strict=True) if r["sparsity"] == sparsity]
+    if not all(q["min"] < 1 < q["max"] for q in at):
+      break
+    level = sparsity
+  return level
+
+
+def write(results: Path, output: Path, readme: Path | None) -> None:
+  """Writes RESULTS.md to ``output`` and the figures from the raw results in ``results``.
+
+  Args:
+    results: the raw results directory (``results/``).
+    output: the RESULTS.md to write; its figure links are relative to its directory.
+    readme: the README whose blocks ``paper-results`` and ``sparse-export`` to rewrite, or
+      ``None``.
+  """
+  doc = Document(results, output.parent)
+  sweep_text, found = doc.sweep()
+  random_labels_text, _, rl_records = doc.random_labels()
+  mask_pictures_text, info = doc.mask_pictures()
+  export_text, export_report = doc.sparse_export()
+  output.write_text(
+    doc.fill(
+      "document",
+      machine=machine(),
+      sweep=sweep_text,
+      random_labels=random_labels_text,
+      mask_pictures=mask_pictures_text,
+      ablations=doc.ablations(),
+      sparse_export=export_text,
+      gpu=doc.gpu(),
+    )
+  )
+  if readme is not None:
+    replace_block(readme, "paper-results", doc.readme_paper_results(found, rl_records, info))
+    replace_block(readme, "sparse-export", doc.readme_sparse_export(export_report))
