@@ -1,1 +1,1 @@
-"""The speed and memory benchmarks of snip-jax: ``python benchmarks/run.py`` -> BENCHMARKS.md."""
+"""The speed and memory benchmarks of snip-jax: ``python -m benchmarks.run`` -> BENCHMARKS.md."""

@@ -8,11 +8,9 @@ the median and min-max of each side's time.
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
@@ -158,12 +156,14 @@ MODELS = {
 }
 
 
+#: The experiment config files (``experiments/configs/<name>.py``).
+CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+
+
 def get_config(model: str):
-  """The experiment config of ``model`` (``experiments/configs``): its optimizer, batch, ..."""
-  experiments = str(Path(__file__).resolve().parents[1] / "experiments")
-  if experiments not in sys.path:
-    sys.path.insert(0, experiments)
-  return importlib.import_module(f"configs.{MODELS[model][0]}").get_config()
+  """The experiment config of ``model`` (its file in ``experiments/configs``): its optimizer,
+  batch, ..."""
+  return train.load_config(CONFIGS / f"{MODELS[model][0]}.py")
 
 
 class Workload:

@@ -1,10 +1,13 @@
 """The benchmark suite: speed and memory ratios measured side by side -> BENCHMARKS.md.
 
-  bash scripts/bench.sh                  # set-up (PyTorch for the comparison), all sections
-  python benchmarks/run.py               # the same, in a prepared environment (~15 min)
-  python benchmarks/run.py --quick       # plumbing only (CI): tiny settings, scratch output
-  python benchmarks/run.py --sections=selection,memory
-  python benchmarks/run.py --render_only # BENCHMARKS.md from the committed JSON
+  bash scripts/bench.sh                    # set-up (PyTorch for the comparison), all sections
+  python -m benchmarks.run                 # the same, in a prepared environment (~15 min)
+  python -m benchmarks.run --quick         # plumbing only (CI): tiny settings, scratch output
+  python -m benchmarks.run --sections=selection,memory
+  python -m benchmarks.run --render_only   # BENCHMARKS.md from the committed JSON
+
+Run it from the repository root, as a module of the ``benchmarks`` package (its sections import
+``benchmarks.common``).
 
 Each section writes ``benchmarks/results/<section>.json``; BENCHMARKS.md is then rendered
 from every section's JSON (never edited by hand). ``--quick`` writes to a temporary directory
@@ -15,16 +18,15 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from absl import app, flags
 
+from benchmarks import common, report
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # For `python benchmarks/run.py` as well as `python -m`.
-from benchmarks import common, report  # noqa: E402
 
 #: Section name -> module, in BENCHMARKS.md's order.
 SECTIONS = {
@@ -57,7 +59,7 @@ def run_section(name: str, quick: bool, out: Path) -> dict:
     quick=quick,
     seconds=round(time.perf_counter() - start, 1),
     machine=common.machine(),
-    command="python benchmarks/run.py" + (" --quick" if quick else "") + f" --sections={name}",
+    command="python -m benchmarks.run" + (" --quick" if quick else "") + f" --sections={name}",
   )
   (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
   return result
