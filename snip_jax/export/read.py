@@ -237,3 +237,4 @@ def load_sparse(
   Raises:
     as :func:`load_dense`.
   """
+  return _load(path, like, sparse_filter)
