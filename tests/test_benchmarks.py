@@ -13,6 +13,8 @@ import pytest
 
 from benchmarks import common, report, run
 
+pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

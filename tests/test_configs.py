@@ -66,6 +66,7 @@ def test_cifar10_configs_share_the_papers_recipe():
     assert {k: v for k, v in config.items() if k in recipe} == recipe, module
 
 
+@pytest.mark.slow
 def test_config_files_load_from_anywhere(tmp_path):
   """Each file needs only the installed package: no sibling import, whatever the directory."""
   code = (
@@ -80,6 +81,7 @@ def test_config_files_load_from_anywhere(tmp_path):
   assert len(result.stdout.split()) == len(CONFIGS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", CONFIGS)
 def test_config_runs_a_few_steps(tmp_path, tiny_data_dir, module):
   config = train.load_config(CONFIG_DIR / f"{module}.py")
@@ -104,6 +106,7 @@ def test_config_runs_a_few_steps(tmp_path, tiny_data_dir, module):
   assert math.isfinite(summary["test_loss"])
 
 
+@pytest.mark.slow
 def test_cifar10_config_file_through_the_cli(tmp_path, tiny_data_dir):
   workdir = tmp_path / "run"
   result = run_cli(

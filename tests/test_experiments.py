@@ -19,6 +19,8 @@ import runs
 from report import Fragments
 from studies import ablations, mask_pictures, random_labels, results_doc, sparse_export, sweep
 
+pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
+
 ROOT = Path(__file__).resolve().parents[1]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

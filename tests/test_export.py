@@ -336,6 +336,7 @@ def test_memory_of_sparse_params(exported_lenet300, lenet300):
 # Runs: the library function and the CLI.
 
 
+@pytest.mark.slow
 def test_export_cli_on_a_real_fashion_mnist_run(tmp_path, real_fashion_mnist):
   """A LeNet-5-Caffe run at 98%: the export matches the checkpoint and, run sparsely, the
   dense masked model on the real test set."""
@@ -369,6 +370,7 @@ def test_export_cli_on_a_real_fashion_mnist_run(tmp_path, real_fashion_mnist):
   )
 
 
+@pytest.mark.slow
 def test_export_workdir_overwrite_and_cli_errors(tmp_path, tiny_mnist):
   """In process, to another path and to the workdir; a run started afresh there with
   --overwrite deletes the export, which belongs to the old run."""

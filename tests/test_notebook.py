@@ -13,8 +13,11 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
+import pytest
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "experiments" / "notebooks" / "snip_colab.ipynb"

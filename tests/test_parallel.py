@@ -15,6 +15,8 @@ from helpers import ROOT, assert_same_outcome, outcome, run_cli, tiny_config
 
 from snip_jax import data, parallel, train
 
+pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
+
 
 def test_process_ranges_cover_every_example_once():
   for n, count in [(10, 1), (10, 3), (54_000, 8), (7, 7)]:

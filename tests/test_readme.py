@@ -8,6 +8,8 @@ import pytest
 
 import snip_jax
 
+pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

@@ -33,6 +33,8 @@ from helpers import (
 
 from snip_jax import checkpoint, masks, optim, selection, train
 
+pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
+
 ROOT = Path(__file__).resolve().parents[1]
 INTERRUPT = ROOT / "tests" / "interrupt_run.py"
 EVERY = 4  # Checkpoint interval of these runs: 18 steps give checkpoints 0, 4, 8, 12, 16, 18.

@@ -17,6 +17,8 @@ torch = pytest.importorskip("torch")
 
 from benchmarks import torch_models as tm  # noqa: E402 (after the importorskip)
 
+pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
+
 
 def flax_counts(name):
   """(all params, prunable kernels) of our Flax model, from shapes only."""

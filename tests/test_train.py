@@ -31,6 +31,7 @@ def test_training_split_takes_a_prefix_and_shuffles_labels_by_one_permutation():
   assert len(train.training_split(config(), split, key)) == 50
 
 
+@pytest.mark.slow
 def test_train_examples_and_random_labels_in_a_run(tmp_path, tiny_mnist):
   with pytest.raises(ValueError, match="train_examples=500 exceeds the 180 training examples"):
     train.train_and_evaluate(tiny_config(tiny_mnist, train_examples=500), str(tmp_path / "no"))
@@ -43,6 +44,7 @@ def test_train_examples_and_random_labels_in_a_run(tmp_path, tiny_mnist):
   assert summary["steps"] == 100 // 20
 
 
+@pytest.mark.slow
 def test_every_epoch_of_a_run_gets_its_own_shuffle(tmp_path, tiny_mnist, monkeypatch):
   """The loop gives each epoch its own seed: the examples come in another order every epoch,
   each epoch visits every example once, and the same run repeats the same orders."""
@@ -69,6 +71,7 @@ def test_every_epoch_of_a_run_gets_its_own_shuffle(tmp_path, tiny_mnist, monkeyp
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_prune_biases_makes_every_lenet300_param_prunable(tmp_path, tiny_mnist):
   summary = train.train_and_evaluate(
     tiny_config(tiny_mnist, prune_biases=True, num_epochs=1), str(tmp_path / "run")
@@ -96,6 +99,7 @@ def run_tiny_cli(workdir, data_dir, *flags, config_file=None):
   return result.stdout, json.loads((workdir / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_lenet5_config_file_through_the_cli(tmp_path, tiny_mnist):
   config_file = ROOT / "experiments" / "configs" / "lenet5_fashion_mnist.py"
   _, summary = run_tiny_cli(tmp_path / "run", tiny_mnist, config_file=config_file)
@@ -103,6 +107,7 @@ def test_lenet5_config_file_through_the_cli(tmp_path, tiny_mnist):
   assert summary["num_params"] == 431_080 and summary["num_kept"] == round(0.01 * 430_500)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   ("criterion", "distribution"),
   [
@@ -134,6 +139,7 @@ def test_every_criterion_through_the_cli(tmp_path, tiny_mnist, criterion, distri
     assert r["sparsity"] == 1 - r["kept"] / r["size"]
 
 
+@pytest.mark.slow
 def test_several_scoring_batches_a_guard_and_a_fresh_init(tmp_path, tiny_mnist, capsys):
   # Magnitude pruning at a He init empties LeNet-300-100's first layer at 98%: its weights are
   # the smallest (fan-in 784). The run warns, and the summary says no path is left.
@@ -169,6 +175,7 @@ def test_several_scoring_batches_a_guard_and_a_fresh_init(tmp_path, tiny_mnist, 
   assert fresh["sparsity"] == same["sparsity"] == 1 - round(0.1 * 266_200) / 266_200
 
 
+@pytest.mark.slow
 def test_layer_collapse_is_reported_and_stored(tmp_path, tiny_mnist, capsys):
   # κ = 2 connections for LeNet-300-100's three layers: at least one layer keeps none.
   summary = train.train_and_evaluate(
@@ -181,6 +188,7 @@ def test_layer_collapse_is_reported_and_stored(tmp_path, tiny_mnist, capsys):
   assert "WARNING: layer collapse" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_on_real_fashion_mnist(tmp_path, real_fashion_mnist):
   workdir = tmp_path / "run"
   result = run_cli(
