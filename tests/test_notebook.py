@@ -88,7 +88,12 @@ def test_notebook_runs_offline(tmp_path, real_fashion_mnist):
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # Figures become outputs.
     "IPYTHONDIR": str(tmp_path / "ipython"),  # The kernel's history database, not in $HOME.
   }
-  client.execute(env=env)  # Raises CellExecutionError, with the traceback, if a cell fails.
+  # The kernel's own output goes to a file, not to this process's stdout and stderr: under
+  # pytest-xdist those are the worker's channel to its controller, and a kernel that inherited
+  # them died at start-up in 2 of 3 parallel runs here, leaving the test waiting for it forever.
+  with open(tmp_path / "kernel.log", "w") as log:
+    # Raises CellExecutionError, with the traceback, if a cell fails.
+    client.execute(env=env, stdout=log, stderr=log)
 
   cells = [c for c in notebook.cells if c.cell_type == "code"]
   outputs = "\n".join(text_output(c) for c in cells)
