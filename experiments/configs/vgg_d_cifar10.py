@@ -1,5 +1,5 @@
-"""SNIP on VGG-D, CIFAR-10, 95% sparsity: the paper's CIFAR-10 setting, which every CIFAR-10
-config shares.
+"""SNIP on VGG-D, CIFAR-10, 95% sparsity: the paper's CIFAR-10 setting, which every other
+CIFAR-10 config loads from this file and changes only in its model and sparsity.
 
 Run it with (a GPU or TPU; one step takes seconds on a CPU):
 
