@@ -2,8 +2,8 @@
 
 1. **set up** (:func:`_set_up`): check the config, build the mesh and the model, claim the
    workdir, read the data, initialise the params;
-2. **restore or prune** (:func:`_restore_or_prune`): resume from the newest checkpoint, or score
-   and select the mask and build the masked train state;
+2. **restore or prune** (:func:`_restore_or_prune`): resume from the newest checkpoint, or
+   (:func:`_prune`) score and select the mask and build the masked train state;
 3. **train** (:func:`_train`): the epochs, checkpointing, stopping on SIGTERM or a NaN;
 4. **summarise** (:func:`_summarise`): the test set, ``summary.json``.
 
@@ -134,6 +134,27 @@ def _new_state(run: _Run, params, mask) -> steps.TrainState:
   return parallel.replicate(state, run.mesh)
 
 
+def _prune(run: _Run, checkpoints: checkpoint.Checkpointer):
+  """Scores and selects the mask, builds the masked train state at step 0 and saves it.
+
+  Returns:
+    ``(state, progress)``.
+  """
+  config, params = run.config, run.variables["params"]
+  mask, prune_seconds = pruning.prune_at_init(
+    config, run.task, params, run.train_split, run.keys["score"], run.mesh
+  )
+  progress = Progress(prune_seconds=prune_seconds)
+  if config.reinit_after_pruning:
+    # Score one initialisation, train another (as the authors' code does): the mask is kept,
+    # the weights are drawn afresh with an independent key.
+    one_example = run.train_split.images[:1]
+    params = run.init(jax.random.fold_in(run.keys["init"], 1), one_example)["params"]
+  state = _new_state(run, params, mask)
+  save(checkpoints, state, progress)
+  return state, progress
+
+
 def _restore_or_prune(run: _Run, checkpoints: checkpoint.Checkpointer):
   """The newest checkpoint's ``(state, progress)``, or a freshly pruned state at step 0 (saved).
 
@@ -142,32 +163,22 @@ def _restore_or_prune(run: _Run, checkpoints: checkpoint.Checkpointer):
   Returns:
     ``(state, progress, report)``.
   """
-  config, params = run.config, run.variables["params"]
+  params = run.variables["params"]
   # The template gives the restored arrays their structure and sharding; the optimizer reads
   # the mask from its state, so the template's all-ones mask is never used.
   restored = checkpoints.restore_latest(_new_state(run, params, masks.ones_like(params)))
   if restored is None:
-    mask, prune_seconds = pruning.prune_at_init(
-      config, run.task, params, run.train_split, run.keys["score"], run.mesh
-    )
-    progress = Progress(prune_seconds=prune_seconds)
+    state, progress = _prune(run, checkpoints)
   else:
-    state, progress_dict = restored
-    progress, mask = Progress(**progress_dict), state.mask
+    state, progress = restored[0], Progress(**restored[1])
     if run.main_process:
       print(f"Resuming from {checkpoints.directory}/{int(state.step)}.", flush=True)
-  report = pruning.mask_report(config, mask, run.task, params)
+  # The report describes the mask on the scored initialisation, whether or not it was resumed
+  # or re-initialised since.
+  report = pruning.mask_report(run.config, state.mask, run.task, params)
   if run.main_process:
-    masks.save_mask(os.path.join(run.workdir, workdir_lib.MASK_FILE), mask)
-    print(pruning.format_report(config, report, progress.prune_seconds), flush=True)
-  if restored is None:
-    if config.reinit_after_pruning:
-      # Score one initialisation, train another (as the authors' code does): the mask is
-      # kept, the weights are drawn afresh with an independent key.
-      one_example = run.train_split.images[:1]
-      params = run.init(jax.random.fold_in(run.keys["init"], 1), one_example)["params"]
-    state = _new_state(run, params, mask)
-    save(checkpoints, state, progress)
+    masks.save_mask(os.path.join(run.workdir, workdir_lib.MASK_FILE), state.mask)
+    print(pruning.format_report(run.config, report, progress.prune_seconds), flush=True)
   return state, progress, report
 
 
