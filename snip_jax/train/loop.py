@@ -211,6 +211,7 @@ class _Epochs:
   sigterm: threading.Event
   train_step: Callable[..., Any]
   eval_step: Callable[..., Any]
+  steps_per_epoch: int
   t_start: float
   seconds_before: float
 
@@ -222,7 +223,6 @@ class _Epochs:
     """The rest of the epoch under way; checkpoints when due, stops on SIGTERM."""
     config, progress = self.run.config, self.progress
     every, local_batch_size = config.checkpoint_every_steps, parallel.local_share(config.batch_size)
-    steps_per_epoch = len(self.run.train_split) // local_batch_size
     key = jax.random.fold_in(self.run.keys["data"], progress.epoch)
     batches = data.train_batches(
       self.run.train_split,
@@ -246,7 +246,7 @@ class _Epochs:
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix(epoch=progress.epoch, loss=f"{progress.losses[-1]:.4f}")
       # A checkpoint due at the epoch's last step waits for the epoch's record.
-      if self.sigterm.is_set() or (due and progress.batch < steps_per_epoch):
+      if self.sigterm.is_set() or (due and progress.batch < self.steps_per_epoch):
         self.save(state)
       if self.sigterm.is_set():
         self.checkpoints.wait()
@@ -308,6 +308,7 @@ def _train(run: _Run, state, progress: Progress, checkpoints: checkpoint.Checkpo
       sigterm,
       steps.sharded_train_step(run.mesh),
       steps.sharded_eval_step(run.mesh),
+      steps_per_epoch,
       time.perf_counter(),
       progress.train_seconds,
     )
