@@ -1,13 +1,18 @@
-"""The Colab notebook is stored clean, and runs top to bottom offline on a small setting.
+"""The Colab notebook is stored clean, sets itself up, and runs top to bottom offline.
 
-The run executes ``experiments/notebooks/snip_colab.ipynb`` in a fresh Jupyter kernel (nbclient)
-with the settings of its ``parameters`` cell overridden the way papermill does it (a cell
-inserted after it), on the real Fashion-MNIST, two host devices, and no download allowed.
+Its set-up cell (the code cell after the ``parameters`` cell) uses the checkout the notebook is
+opened from, or clones ``REPO_URL`` and installs it with pip: executed here with
+``subprocess.run`` replaced by a recorder, so that neither git nor pip runs. The end-to-end run
+executes ``experiments/notebooks/snip_colab.ipynb`` in a fresh Jupyter kernel (nbclient) started
+in its directory, as when it is opened from the repository, with the settings of its
+``parameters`` cell overridden the way papermill does it (a cell inserted after it), on a small
+setting, the real Fashion-MNIST, two host devices, and no download allowed.
 """
 
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,8 +21,6 @@ import numpy as np
 import pytest
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
-
-pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "experiments" / "notebooks" / "snip_colab.ipynb"
@@ -45,6 +48,12 @@ def with_parameters(notebook, **parameters):
   return notebook
 
 
+def setup_cell(notebook):
+  """The set-up cell: the first code cell after the ``parameters`` cell."""
+  cells = notebook.cells[parameter_cell_index(notebook) + 1 :]
+  return next(cell for cell in cells if cell.cell_type == "code")
+
+
 def text_output(cell) -> str:
   return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
@@ -61,25 +70,133 @@ def test_notebook_is_stored_without_outputs():
     assert set(cell.metadata) <= {"tags"}, (cell.id, cell.metadata)  # No Colab or run state.
     if cell.cell_type == "code":
       assert cell.outputs == [] and cell.execution_count is None, cell.id
-  parameters = notebook.cells[parameter_cell_index(notebook)].source
-  for name in (*PARAMETERS, "REPO_DIR", "DATA_DIR", "WORKDIR"):
+  # The settings, the repository's location first, are the first code cell: a fresh Colab
+  # runtime starts there.
+  index = parameter_cell_index(notebook)
+  assert index == min(i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code")
+  parameters = notebook.cells[index].source
+  for name in ("REPO_URL", "REPO_DIR", *PARAMETERS, "DATA_DIR", "WORKDIR"):
     assert f"\n{name} = " in f"\n{parameters}", name
+  # The Colab link and REPO_URL name the same repository.
+  link = "https://colab.research.google.com/github/<owner>/<repo>/blob/<branch>/"
+  assert f"]({link}experiments/notebooks/snip_colab.ipynb)" in notebook.cells[0].source
+  assert '"https://github.com/<owner>/<repo>")' in parameters
 
 
+@pytest.fixture
+def commands(monkeypatch):
+  """The commands the set-up cell runs, with ``subprocess.run`` replaced by a recorder.
+
+  ``git clone`` writes what makes a checkout (``pyproject.toml``, ``snip_jax/``), unless the URL
+  ends in ``missing``.
+  """
+  commands = []
+
+  def run(command, **kwargs):
+    commands.append(command)
+    if command[:2] == ["git", "clone"]:
+      if command[-2].endswith("missing"):
+        return subprocess.CompletedProcess(command, 128, "", "fatal: repository not found\n")
+      (Path(command[-1]) / "snip_jax").mkdir(parents=True)
+      (Path(command[-1]) / "snip_jax" / "__init__.py").touch()
+      (Path(command[-1]) / "pyproject.toml").touch()
+    return subprocess.CompletedProcess(command, 0, "", "")
+
+  monkeypatch.setattr(subprocess, "run", run)
+  monkeypatch.setattr(sys, "path", list(sys.path))  # The cell may put the checkout first.
+  monkeypatch.delenv("SNIP_JAX_REPO_URL", raising=False)
+  return commands
+
+
+def run_setup(**parameters) -> dict:
+  """The notebook's variables after its parameters cell, ``parameters`` and its set-up cell."""
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  variables = {}
+  exec(notebook.cells[parameter_cell_index(notebook)].source, variables)
+  variables.update(parameters)
+  exec(setup_cell(notebook).source, variables)
+  return variables
+
+
+@pytest.mark.parametrize("opened_from", ["checkout", "elsewhere"])
+def test_setup_uses_the_checkout(opened_from, commands, monkeypatch, tmp_path, capsys):
+  # Opened from the repository, the kernel runs in experiments/notebooks/; elsewhere, REPO_DIR
+  # names the checkout (as papermill would). This environment has it installed (pip install -e).
+  if opened_from == "checkout":
+    monkeypatch.chdir(NOTEBOOK.parent)
+    variables = run_setup()
+  else:
+    monkeypatch.chdir(tmp_path)
+    variables = run_setup(REPO_DIR=str(ROOT))
+  assert commands == []  # Neither git nor pip.
+  assert variables["REPO_DIR"] == str(ROOT)
+  assert variables["WORKDIR"] == str(ROOT / "runs" / "notebook")
+  assert capsys.readouterr().out == (
+    f"Using the snip-jax checkout in {ROOT}.\n"
+    "snip_jax is already installed from there: nothing to install.\n"
+  )
+
+
+def test_setup_clones_and_installs(commands, monkeypatch, tmp_path, capsys):
+  # A fresh Colab runtime: no checkout in /content, REPO_URL from the environment.
+  monkeypatch.chdir(tmp_path)
+  url = "https://github.com/someone/snip-jax"
+  monkeypatch.setenv("SNIP_JAX_REPO_URL", url)
+  variables = run_setup()
+  repo_dir = str(tmp_path.resolve() / "snip-jax")
+  assert variables["REPO_URL"] == url and variables["REPO_DIR"] == repo_dir
+  (git, pip) = commands
+  assert git == ["git", "clone", "--depth", "1", url, repo_dir]
+  install = [sys.executable, "-m", "pip", "install", "-q", "-e", f"{repo_dir}[data,experiments]"]
+  assert pip[:7] == install
+  # On a GPU or TPU machine, JAX with its accelerator's extra.
+  assert set(pip[7:]) <= {"jax[tpu]", "jax[cuda12]", "jax[cuda13]"} and len(pip) <= 8
+  assert sys.path[0] == repo_dir  # This session imports the clone, without a restart.
+  out = capsys.readouterr().out
+  assert (
+    f"Cloning {url} into {repo_dir}.\n" in out and f"Installed snip-jax from {repo_dir}.\n" in out
+  )
+  # Run again, the cell finds the clone installed and runs nothing more.
+  monkeypatch.delitem(sys.modules, "snip_jax", raising=False)  # Another test imported ROOT's.
+  assert run_setup()["REPO_DIR"] == repo_dir and len(commands) == 2
+  assert capsys.readouterr().out == (
+    f"Using the snip-jax checkout in {repo_dir}.\n"
+    "snip_jax is already installed from there: nothing to install.\n"
+  )
+
+
+@pytest.mark.parametrize(
+  ("url", "error"),
+  [
+    (None, r"REPO_URL = 'https://github.com/<owner>/<repo>' is the placeholder: set it"),
+    (
+      "https://github.com/someone/missing",
+      r"(?s)Could not clone REPO_URL = .*repository not found",
+    ),
+  ],
+)
+def test_setup_cannot_clone(url, error, commands, monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises((ValueError, RuntimeError), match=error):
+    run_setup(**({} if url is None else {"REPO_URL": url}))
+  assert commands == ([] if url is None else [commands[0]])  # Never pip.
+  assert all(command[:2] == ["git", "clone"] for command in commands)
+
+
+@pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
 def test_notebook_runs_offline(tmp_path, real_fashion_mnist):
   workdir = tmp_path / "runs"
-  notebook = with_parameters(
-    nbformat.read(NOTEBOOK, as_version=4),
-    REPO_DIR=str(ROOT),
-    WORKDIR=str(workdir),
-    **PARAMETERS,
-  )
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  setup = setup_cell(notebook)  # Found before the injected cell follows the parameters cell.
+  notebook = with_parameters(notebook, WORKDIR=str(workdir), **PARAMETERS)
   kernel = KernelManager(kernel_name="python3")
-  # This interpreter, where snip_jax is installed: with any other the install cell would pip
-  # install into it.
+  # This interpreter, where snip_jax is installed from this checkout: with any other the set-up
+  # cell would pip install into it.
   assert kernel.format_kernel_cmd()[0] == sys.executable
+  # In the notebook's directory, as when it is opened from the repository: REPO_DIR is found.
+  notebook_dir_before = sorted(os.listdir(NOTEBOOK.parent))
   client = NotebookClient(
-    notebook, km=kernel, timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+    notebook, km=kernel, timeout=300, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
   )
   env = {
     **os.environ,
@@ -97,7 +214,12 @@ def test_notebook_runs_offline(tmp_path, real_fashion_mnist):
 
   cells = [c for c in notebook.cells if c.cell_type == "code"]
   outputs = "\n".join(text_output(c) for c in cells)
-  assert "snip_jax is already installed: nothing to install." in outputs
+  # The local checkout, as it is: no git, no pip, and nothing written next to the notebook.
+  assert text_output(setup) == (
+    f"Using the snip-jax checkout in {ROOT}.\n"
+    "snip_jax is already installed from there: nothing to install.\n"
+  )
+  assert sorted(os.listdir(NOTEBOOK.parent)) == notebook_dir_before
   # The three-call loop: exactly κ of the 266,200 kernel weights, still zero after a step.
   assert re.search(r"^total +266,200 +5,324 +98\.00%$", outputs, re.M)
   assert "measured sparsity after one step: 98.0000%" in outputs
