@@ -4,5 +4,5 @@
 # (e.g. --quick, --sections=selection). setup.sh leaves us in the repository root, where
 # `python -m benchmarks.run` finds the benchmarks package.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" bench
 exec .venv/bin/python -m benchmarks.run "$@"

@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine for snip-jax, idempotently:
-#   - Debian's dataset-fashion-mnist (real Fashion-MNIST IDX files) where apt-get is available;
-#   - a virtual environment .venv with requirements-dev.txt and the package (pip install -e .),
-#     reinstalled only when a requirements file or pyproject.toml changes.
-# Sourced by scripts/run.sh and scripts/test.sh; progress messages go to stderr.
+# Sets up a fresh machine for snip-jax, idempotently. Sourced by run.sh, test.sh and bench.sh
+# with what they need:
+#   source scripts/setup.sh runtime  # the library, snip-jax-train and the data: the main job
+#   source scripts/setup.sh bench    # plus PyTorch (CPU build), for the benchmarks
+#   source scripts/setup.sh dev      # plus the test, lint and notebook tools: the tests
+# It installs Debian's dataset-fashion-mnist (the real Fashion-MNIST IDX files) where apt-get is
+# available, and the checkout (pip install -e ".[extras]", the extras of pyproject.toml) into a
+# virtual environment .venv. An install is redone only when pyproject.toml or
+# scripts/constraints.txt changes or more extras are wanted; it never removes what a wider
+# set-up installed (after the tests' set-up, the main job's skips). Progress goes to stderr.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+
+case "${1:-runtime}" in
+  runtime) WANT_EXTRAS="data experiments" ;;
+  bench) WANT_EXTRAS="data experiments bench" ;;
+  dev) WANT_EXTRAS="data experiments bench dev" ;;
+  *)
+    echo "setup: unknown set-up '$1' (runtime, bench or dev)" >&2
+    return 2 2>/dev/null || exit 2
+    ;;
+esac
 
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""
@@ -21,10 +36,16 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2
   "$PYTHON" -m venv .venv
 fi
+# The stamp: the hash of what decides an install, then the extras installed with it.
 STAMP=.venv/.snip-jax-installed
-WANT="$(cat requirements.txt requirements-dev.txt benchmarks/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
-  echo "setup: installing requirements into .venv (a few minutes the first time)" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt -e . >&2
-  echo "$WANT" >"$STAMP"
+HASH="$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -d' ' -f1)"
+read -r OLD_HASH OLD_EXTRAS <<<"$(cat "$STAMP" 2>/dev/null || true)"
+if [ "${OLD_HASH:-}" != "$HASH" ]; then OLD_EXTRAS=""; fi
+EXTRAS="$(echo ${OLD_EXTRAS:-} $WANT_EXTRAS | tr ' ' '\n' | sort -u | tr '\n' ' ')"
+EXTRAS="${EXTRAS% }"
+if [ "${OLD_HASH:-}" != "$HASH" ] || [ "${OLD_EXTRAS:-}" != "$EXTRAS" ]; then
+  echo "setup: installing snip-jax[${EXTRAS// /,}] into .venv (minutes the first time)" >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check \
+    -c scripts/constraints.txt -e ".[${EXTRAS// /,}]" >&2
+  echo "$HASH $EXTRAS" >"$STAMP"
 fi

@@ -2,7 +2,7 @@
 # The tests: set up, then format check and lint (ruff), then the test suite (pytest), one test
 # file per worker on up to 4 cores (pytest-xdist). Extra arguments go to pytest.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" dev
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .
 # Several test files read the real Fashion-MNIST from the default TFDS directory: prepare it once

@@ -1,4 +1,4 @@
-"""Every config of experiments/configs runs end to end for a few steps on tiny data.
+"""Every packaged config (snip_jax/configs) runs end to end for a few steps on tiny data.
 
 One parametrised test: each paper row (LeNets, AlexNets, VGGs, WRNs, LSTMs, GRUs) is initialised,
 pruned by SNIP at its sparsity (exact κ), trained for a few masked steps and evaluated, through
@@ -23,9 +23,9 @@ from test_models import COUNTS
 from snip_jax import data, models, train
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "experiments" / "configs"
+CONFIG_DIR = ROOT / "snip_jax" / "configs"
 pytestmark = pytest.mark.usefixtures("flax_convs")  # In-process runs only; see the docstring.
-CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+CONFIGS = train.config_names()
 TINY = dict(num_epochs=1, batch_size=6, score_batch_size=6, eval_batch_size=8)
 
 
@@ -44,6 +44,7 @@ def tiny_data_dir(tmp_path_factory) -> str:
 
 
 def test_there_is_a_config_per_paper_row():
+  assert tuple(sorted(p.stem for p in CONFIG_DIR.glob("[!_]*.py"))) == CONFIGS
   rows = {f"{name}_{spec.paper_dataset}" for name, spec in models.MODELS.items()}
   assert rows <= set(CONFIGS)
 
@@ -56,7 +57,7 @@ def test_the_default_config_file_is_the_librarys_default():
 
 
 def test_cifar10_configs_share_the_papers_recipe():
-  """Each CIFAR-10 config repeats the recipe (no config imports another): the same everywhere."""
+  """Each CIFAR-10 config starts from vgg_d_cifar10's recipe: the same everywhere."""
   recipe = train.load_config(CONFIG_DIR / "vgg_d_cifar10.py").to_dict()
   del recipe["model"], recipe["sparsity"]
   cifar = [m for m in CONFIGS if m.endswith("_cifar10")]
@@ -68,17 +69,19 @@ def test_cifar10_configs_share_the_papers_recipe():
 
 @pytest.mark.slow
 def test_config_files_load_from_anywhere(tmp_path):
-  """Each file needs only the installed package: no sibling import, whatever the directory."""
+  """Each file needs only the installed package, whatever the directory: by path, by the
+  checkout's experiments/configs link and by name."""
   code = (
     "import sys; from snip_jax.train.config import load_config\n"
     "for path in sys.argv[1:]: print(load_config(path).model)"
   )
-  paths = [str(CONFIG_DIR / f"{module}.py") for module in CONFIGS]
+  link = ROOT / "experiments" / "configs"
+  paths = [str(d / f"{m}.py") for d in (CONFIG_DIR, link) for m in CONFIGS] + list(CONFIGS)
   result = subprocess.run(
     [sys.executable, "-c", code, *paths], capture_output=True, text=True, cwd=tmp_path
   )
   assert result.returncode == 0, result.stderr[-3000:]
-  assert len(result.stdout.split()) == len(CONFIGS)
+  assert result.stdout.split() == [train.load_config(m).model for m in CONFIGS] * 3
 
 
 @pytest.mark.slow

@@ -2,13 +2,14 @@
 
 Run it with:
 
-  python experiments/train.py                       # --config defaults to this file
-  python experiments/train.py --config experiments/configs/default.py --config.sparsity=0.95
+  snip-jax-train                                    # --config defaults to this file
+  snip-jax-train --config=default --config.sparsity=0.95
+  python experiments/train.py                       # the same, from a checkout
 
 Every field of a config is here at its default, and is documented, with the check its values
-must pass, in the table ``FIELDS`` of ``snip_jax/train/config.py`` (``python
-experiments/train.py --helpfull`` lists them too). The other files of this directory start from
-this config and override only what differs for their row of the paper.
+must pass, in the table ``FIELDS`` of ``snip_jax/train/config.py`` (``snip-jax-train --help``
+lists them). The other configs of this package start from this one and override only what
+differs for their row of the paper.
 """
 
 import ml_collections

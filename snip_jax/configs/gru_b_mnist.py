@@ -5,7 +5,8 @@ every 25k steps, weight decay 5e-4).
 
 Run it with:
 
-  python experiments/train.py --config experiments/configs/gru_b_mnist.py
+  snip-jax-train --config=gru_b_mnist
+  python experiments/train.py --config=gru_b_mnist  # the same, from a checkout
 
 Paper (Lee et al. 2019, Table 3): 1.52% test error at 95% sparsity (reference: 1.71%).
 """

@@ -2,7 +2,8 @@
 
 Run it with:
 
-  python experiments/train.py --config experiments/configs/lenet300_fashion_mnist.py
+  snip-jax-train --config=lenet300_fashion_mnist
+  python experiments/train.py --config=lenet300_fashion_mnist  # the same, from a checkout
 
 The paper (Lee et al. 2019, Table 1) reports 2.4% test error on MNIST at 98% sparsity (dense:
 1.7%). Fashion-MNIST is a harder drop-in replacement; compare the gap to dense, not the error.

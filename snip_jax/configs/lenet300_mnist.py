@@ -2,7 +2,8 @@
 
 Run it with:
 
-  python experiments/train.py --config experiments/configs/lenet300_mnist.py
+  snip-jax-train --config=lenet300_mnist
+  python experiments/train.py --config=lenet300_mnist  # the same, from a checkout
 
 Paper (Lee et al. 2019, Table 2): 2.4% test error at 98% sparsity (reference: 1.7%).
 """

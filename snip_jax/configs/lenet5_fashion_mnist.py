@@ -2,7 +2,8 @@
 
 Run it with:
 
-  python experiments/train.py --config experiments/configs/lenet5_fashion_mnist.py
+  snip-jax-train --config=lenet5_fashion_mnist
+  python experiments/train.py --config=lenet5_fashion_mnist  # the same, from a checkout
 
 The paper (Lee et al. 2019, Table 1) reports 1.1% test error on MNIST at 99% sparsity (dense:
 0.9%). Fashion-MNIST is harder; compare the gap to dense, not the error.

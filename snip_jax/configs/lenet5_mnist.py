@@ -2,7 +2,8 @@
 
 Run it with:
 
-  python experiments/train.py --config experiments/configs/lenet5_mnist.py
+  snip-jax-train --config=lenet5_mnist
+  python experiments/train.py --config=lenet5_mnist  # the same, from a checkout
 
 Paper (Lee et al. 2019, Table 2): 1.1% test error at 99% sparsity (reference: 0.9%).
 """

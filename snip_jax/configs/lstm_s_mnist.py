@@ -5,7 +5,8 @@ every 25k steps, weight decay 5e-4).
 
 Run it with:
 
-  python experiments/train.py --config experiments/configs/lstm_s_mnist.py
+  snip-jax-train --config=lstm_s_mnist
+  python experiments/train.py --config=lstm_s_mnist  # the same, from a checkout
 
 Paper (Lee et al. 2019, Table 3): 1.57% test error at 95% sparsity (reference: 1.88%).
 """

@@ -3,7 +3,8 @@ CIFAR-10 config loads from this file and changes only in its model and sparsity.
 
 Run it with (a GPU or TPU; one step takes seconds on a CPU):
 
-  python experiments/train.py --config experiments/configs/vgg_d_cifar10.py
+  snip-jax-train --config=vgg_d_cifar10
+  python experiments/train.py --config=vgg_d_cifar10  # the same, from a checkout
 
 Paper (Lee et al. 2019, Table 3): 7.09% test error at 95% sparsity (reference dense: 6.76%).
 """

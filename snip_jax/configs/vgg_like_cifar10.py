@@ -2,12 +2,11 @@
 
 Run it with:
 
-  python experiments/train.py --config experiments/configs/vgg_like_cifar10.py
+  snip-jax-train --config=vgg_like_cifar10
+  python experiments/train.py --config=vgg_like_cifar10  # the same, from a checkout
 
 Paper (Lee et al. 2019, Table 3): 8.00% test error at 97% sparsity (reference: 8.26%).
 """
-
-from pathlib import Path
 
 import ml_collections
 
@@ -15,9 +14,7 @@ from snip_jax.train.config import load_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  # The paper's CIFAR-10 recipe, which vgg_d_cifar10.py sets out (a file beside this one, loaded
-  # by its path so that this config loads from anywhere).
-  config = load_config(Path(__file__).with_name("vgg_d_cifar10.py"))
+  config = load_config("vgg_d_cifar10")  # The paper's CIFAR-10 recipe, set out there.
   config.model = "vgg_like"
   config.sparsity = 0.97
   return config

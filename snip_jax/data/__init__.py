@@ -21,6 +21,10 @@ Every public name is re-exported here, so ``from snip_jax import data`` and then
 ``data.load_dataset(...)`` or ``data.train_batches(...)`` is all a caller needs.
 """
 
+from snip_jax import extras
+
+extras.require("snip_jax.data", "data")
+
 from snip_jax.data.arrays import (
   Shard,
   Split,

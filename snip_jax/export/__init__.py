@@ -48,13 +48,34 @@ for a file that is truncated, corrupt, of another format or version, or exported
 model.
 """
 
+import importlib
+from typing import Any
+
 from snip_jax.export.format import COLLECTIONS, FORMAT, MANIFEST, VERSION, Exported, ExportError
-from snip_jax.export.inference import check_on, predict, sparse_apply, tree_bytes
+from snip_jax.export.inference import sparse_apply, tree_bytes
 from snip_jax.export.read import load_dense, load_sparse, matrices
-from snip_jax.export.runs import disk_bytes, export_workdir, model_from_config
 from snip_jax.export.write import export_sparse
-from snip_jax.train.workdir import TrainedRun, read_run
 from snip_jax.trees import bit_equal
+
+#: The names that read a run from its workdir, imported when first used: they need
+#: snip_jax.train and snip_jax.data, hence the [data,experiments] extras, which the format and
+#: sparse inference above do not.
+_RUN_NAMES = {
+  "TrainedRun": "snip_jax.train.workdir",
+  "check_on": "snip_jax.export.runs",
+  "disk_bytes": "snip_jax.export.runs",
+  "export_workdir": "snip_jax.export.runs",
+  "model_from_config": "snip_jax.export.runs",
+  "predict": "snip_jax.export.runs",
+  "read_run": "snip_jax.train.workdir",
+}
+
+
+def __getattr__(name: str) -> Any:
+  if name not in _RUN_NAMES:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  return getattr(importlib.import_module(_RUN_NAMES[name]), name)
+
 
 __all__ = [
   "COLLECTIONS",

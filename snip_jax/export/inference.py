@@ -1,8 +1,7 @@
-"""Sparse inference: a Flax model run with BCOO weight matrices, checked against the dense one."""
+"""Sparse inference: a Flax model run with BCOO weight matrices (needs no data and no run)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from jax.experimental import sparse
-
-from snip_jax import data
-from snip_jax.export.read import load_sparse
-from snip_jax.train.workdir import TrainedRun
 
 PyTree = Any
 
@@ -61,36 +56,3 @@ def sparse_apply(apply_fn: Callable[..., Any]) -> Callable[..., Any]:
 def tree_bytes(tree: PyTree) -> int:
   """Bytes the arrays of ``tree`` take (a ``BCOO`` counts its values and its indices)."""
   return sum(int(np.asarray(leaf).nbytes) for leaf in jax.tree.leaves(tree))
-
-
-def predict(apply_fn: Callable[..., Any], variables: PyTree, split: data.Split, batch_size: int):
-  """The logits of ``apply_fn(variables, images, train=False)`` on every example of ``split``,
-  in batches of ``batch_size`` (one compiled function: the last batch is padded)."""
-  forward = jax.jit(lambda v, x: apply_fn(v, x, train=False))
-  logits = [
-    np.asarray(forward(variables, images)) for images, _, _ in data.eval_batches(split, batch_size)
-  ]
-  return np.concatenate(logits)[: len(split)]
-
-
-def check_on(run: TrainedRun, path: str | os.PathLike[str], split: data.Split, batch_size: int):
-  """Runs the export at ``path`` sparsely (:func:`load_sparse`, :func:`sparse_apply`) and the
-  run's dense masked params on ``split``, and compares them.
-
-  Returns:
-    ``{'examples', 'dense_accuracy', 'sparse_accuracy', 'predictions_differ',
-    'max_abs_logit', 'max_abs_diff'}``: the accuracies, how many predicted classes differ, the
-    largest logit and the largest difference between the two models' logits.
-  """
-  dense = predict(run.model.apply, run.variables, split, batch_size)
-  exported = load_sparse(path, like=run.variables)
-  sparse_logits = predict(sparse_apply(run.model.apply), exported.variables, split, batch_size)
-  dense_pred, sparse_pred = dense.argmax(-1), sparse_logits.argmax(-1)
-  return {
-    "examples": len(split),
-    "dense_accuracy": float(np.mean(dense_pred == split.labels)),
-    "sparse_accuracy": float(np.mean(sparse_pred == split.labels)),
-    "predictions_differ": int(np.sum(dense_pred != sparse_pred)),
-    "max_abs_logit": float(np.max(np.abs(dense))),
-    "max_abs_diff": float(np.max(np.abs(dense - sparse_logits))),
-  }

@@ -1,16 +1,21 @@
-"""Exporting the runs of :func:`snip_jax.train.train_and_evaluate` from their workdirs."""
+"""The runs of :func:`snip_jax.train.train_and_evaluate`: exported from their workdirs, and their
+exports checked against them on a data split (these need snip_jax.train and snip_jax.data)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
+import jax
 import ml_collections
+import numpy as np
 from flax import linen as nn
 
-from snip_jax import train, trees
+from snip_jax import data, train, trees
 from snip_jax.export.format import ExportError
-from snip_jax.export.read import load_dense
+from snip_jax.export.inference import sparse_apply
+from snip_jax.export.read import load_dense, load_sparse
 from snip_jax.export.write import export_sparse
 from snip_jax.train.workdir import TrainedRun, read_run
 
@@ -73,3 +78,36 @@ def disk_bytes(path: str | os.PathLike[str]) -> int:
   return sum(
     os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names
   )
+
+
+def predict(apply_fn: Callable[..., Any], variables: Any, split: data.Split, batch_size: int):
+  """The logits of ``apply_fn(variables, images, train=False)`` on every example of ``split``,
+  in batches of ``batch_size`` (one compiled function: the last batch is padded)."""
+  forward = jax.jit(lambda v, x: apply_fn(v, x, train=False))
+  logits = [
+    np.asarray(forward(variables, images)) for images, _, _ in data.eval_batches(split, batch_size)
+  ]
+  return np.concatenate(logits)[: len(split)]
+
+
+def check_on(run: TrainedRun, path: str | os.PathLike[str], split: data.Split, batch_size: int):
+  """Runs the export at ``path`` sparsely (:func:`load_sparse`, :func:`sparse_apply`) and the
+  run's dense masked params on ``split``, and compares them.
+
+  Returns:
+    ``{'examples', 'dense_accuracy', 'sparse_accuracy', 'predictions_differ',
+    'max_abs_logit', 'max_abs_diff'}``: the accuracies, how many predicted classes differ, the
+    largest logit and the largest difference between the two models' logits.
+  """
+  dense = predict(run.model.apply, run.variables, split, batch_size)
+  exported = load_sparse(path, like=run.variables)
+  sparse_logits = predict(sparse_apply(run.model.apply), exported.variables, split, batch_size)
+  dense_pred, sparse_pred = dense.argmax(-1), sparse_logits.argmax(-1)
+  return {
+    "examples": len(split),
+    "dense_accuracy": float(np.mean(dense_pred == split.labels)),
+    "sparse_accuracy": float(np.mean(sparse_pred == split.labels)),
+    "predictions_differ": int(np.sum(dense_pred != sparse_pred)),
+    "max_abs_logit": float(np.max(np.abs(dense))),
+    "max_abs_diff": float(np.max(np.abs(dense - sparse_logits))),
+  }
