@@ -1,5 +1,5 @@
 """Test helpers: small random pytrees, a functional MLP, MNIST IDX files, CIFAR-10 archives,
-experiment configs and the CLI in a subprocess."""
+experiment configs, the CLI in a subprocess and what a run leaves (TensorBoard events too)."""
 
 import gzip
 import io
@@ -226,19 +226,78 @@ def run_cli(*flags: str, cwd=None) -> subprocess.CompletedProcess:
 # What a run leaves, for resume and determinism checks.
 
 #: Summary and metrics fields that are timings, not results.
-TIMING_KEYS = {"seconds", "prune_seconds", "train_seconds"}
+TIMING_KEYS = {"seconds", "prune_seconds", "train_seconds", "examples_per_second"}
+#: TensorBoard tags that are timings.
+TIMING_TAGS = {"epoch/seconds", "train/examples_per_second"}
+
+
+def read_tfrecords(path: Path) -> list[bytes]:
+  """The records of a TFRecord file (a TensorBoard event file), their checksums checked.
+
+  Each record is its length (8 bytes, little-endian), the length's masked CRC-32C (4 bytes), the
+  payload and the payload's masked CRC-32C (4 bytes). An incomplete last record (a killed run's)
+  is left out, as TensorBoard leaves it.
+  """
+  from tensorboardX.record_writer import masked_crc32c
+
+  data, offset, records = path.read_bytes(), 0, []
+  while offset + 12 <= len(data):
+    header = data[offset : offset + 8]
+    (length,) = struct.unpack("<Q", header)
+    if offset + 16 + length > len(data):
+      break
+    (header_crc,) = struct.unpack("<I", data[offset + 8 : offset + 12])
+    payload = data[offset + 12 : offset + 12 + length]
+    (payload_crc,) = struct.unpack("<I", data[offset + 12 + length : offset + 16 + length])
+    assert header_crc == masked_crc32c(header) and payload_crc == masked_crc32c(payload)
+    records.append(payload)
+    offset += 16 + length
+  return records
+
+
+def tensorboard_scalars(logdir: Path, purge: bool = True) -> dict[str, list[tuple[int, float]]]:
+  """The scalars of the event files in ``logdir`` as TensorBoard shows them: ``{tag: [(step,
+  value), ...]}`` in the order written, the files read in name (time) order, and (unless not
+  ``purge``) a file's ``SessionLog.START`` at step ``s`` (its ``purge_step``) dropping the
+  earlier events at ``s`` and after."""
+  from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+  scalars: dict[str, list[tuple[int, float]]] = {}
+  for path in sorted(logdir.glob("events.out.tfevents.*")):
+    for record in read_tfrecords(path):
+      event = Event.FromString(record)
+      restart = event.HasField("session_log") and event.session_log.status == SessionLog.START
+      if purge and restart:
+        scalars = {
+          t: [(s, v) for s, v in points if s < event.step] for t, points in scalars.items()
+        }
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return {tag: points for tag, points in scalars.items() if points}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+  return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def outcome(workdir: Path) -> dict:
-  """Everything a run leaves that must not depend on interruptions (timings stripped)."""
+  """Everything a run leaves that must not depend on interruptions (timings stripped).
+
+  TensorBoard's scalars are keyed by step: a finished run run again writes its test metrics
+  again, at the same step and with the same values.
+  """
   state = read_state(workdir, checkpoint_steps(workdir)[-1])
   state["rng"] = jax.random.key_data(state["rng"])
   summary = json.loads((workdir / "summary.json").read_text())
-  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  metrics = read_jsonl(workdir / "metrics.jsonl")
+  step_metrics = read_jsonl(workdir / "step_metrics.jsonl")
+  scalars = tensorboard_scalars(workdir / "tensorboard")
   return {
     "state": jax.tree.map(np.asarray, state),
     "mask.npz": (workdir / "mask.npz").read_bytes(),
     "metrics": [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in metrics],
+    "step_metrics": [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in step_metrics],
+    "tensorboard": {t: dict(points) for t, points in scalars.items() if t not in TIMING_TAGS},
     "summary": {k: v for k, v in summary.items() if k not in TIMING_KEYS},
   }
 
@@ -246,6 +305,8 @@ def outcome(workdir: Path) -> dict:
 def assert_same_outcome(a: dict, b: dict) -> None:
   assert a["mask.npz"] == b["mask.npz"]
   assert a["metrics"] == b["metrics"]
+  assert a["step_metrics"] == b["step_metrics"]
+  assert a["tensorboard"] == b["tensorboard"]
   assert a["summary"] == b["summary"]
   assert jax.tree.structure(a["state"]) == jax.tree.structure(b["state"])
   for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):

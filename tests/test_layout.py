@@ -2,8 +2,9 @@
 
 * ``snip_jax``'s imports run one way: the core (masks, selection, criteria, optim, models, data,
   ...) never imports the run machinery; inside ``snip_jax.train`` each module imports only those
-  before it (config → build → steps → pruning → workdir → progress → loop); ``snip_jax.export``
-  comes last; and there is no import cycle anywhere.
+  before it (config → build → steps → pruning → workdir → progress → metrics → loop); the
+  packaged config files build on ``train.config``; ``snip_jax.export`` comes next and the
+  command line (``snip_jax.cli``) last; and there is no import cycle anywhere.
 * No module reaches another's underscore names: a seam another module needs is a public name.
 """
 
@@ -22,10 +23,13 @@ RANKS = {
   "snip_jax.train.pruning": 4,
   "snip_jax.train.workdir": 5,
   "snip_jax.train.progress": 6,
-  "snip_jax.train.loop": 7,
-  "snip_jax.train": 8,  # The package re-exports all of the above.
+  "snip_jax.train.metrics": 7,
+  "snip_jax.train.loop": 8,
+  "snip_jax.train": 9,  # The package re-exports all of the above.
 }
-EXPORT_RANK = 9
+EXPORT_RANK = 10
+#: The command line drives everything.
+CLI_RANK = 11
 
 
 def module_name(path: Path) -> str:
@@ -39,6 +43,10 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 def rank(module: str) -> int:
   if module == "snip_jax.export" or module.startswith("snip_jax.export."):
     return EXPORT_RANK
+  if module == "snip_jax.cli":
+    return CLI_RANK
+  if module.startswith("snip_jax.configs."):  # Config files start from train.config's default.
+    return RANKS["snip_jax.train.config"]
   return RANKS.get(module, 0)
 
 

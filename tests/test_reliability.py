@@ -1,8 +1,10 @@
 """Reliability: checkpoints and bit-exact resume, determinism, and every bad input a clear error.
 
 The resume tests use the tiny MNIST of the ``tiny_mnist`` fixture: 2 epochs of 9 steps,
-checkpoints every 4 steps. The reference is one uninterrupted run; everything else must end
-bit-identical to it (final state, mask, per-epoch metrics, test metrics), timings aside.
+checkpoints every 4 steps, step metrics every 3 (so their intervals straddle checkpoints and
+epochs). The reference is one uninterrupted run; everything else must end bit-identical to it
+(final state, mask, per-epoch and per-step metrics, TensorBoard's scalars, test metrics),
+timings aside.
 """
 
 import gc
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not s
 ROOT = Path(__file__).resolve().parents[1]
 INTERRUPT = ROOT / "tests" / "interrupt_run.py"
 EVERY = 4  # Checkpoint interval of these runs: 18 steps give checkpoints 0, 4, 8, 12, 16, 18.
+LOG_EVERY = 3  # Step records at 3, 6, ... 18.
 #: Where the resume test kills the CLI with SIGKILL (see interrupt_run.py), in this order: after
 #: pruning (before any checkpoint), at the 7th batch (mid-epoch), in the middle of writing the
 #: checkpoint of step 12. Then SIGTERM at the 3rd batch of the next resume.
@@ -46,7 +49,9 @@ SIGTERM_POINT = "sigterm:3"
 
 
 def resumable_config(data_dir, **overrides):
-  return tiny_config(data_dir, checkpoint_every_steps=EVERY, **overrides)
+  return tiny_config(
+    data_dir, **{"checkpoint_every_steps": EVERY, "log_every_steps": LOG_EVERY, **overrides}
+  )
 
 
 def cli_flags(workdir, data_dir) -> list[str]:
@@ -61,6 +66,7 @@ def cli_flags(workdir, data_dir) -> list[str]:
     "--config.eval_batch_size=32",
     "--config.sparsity=0.9",
     f"--config.checkpoint_every_steps={EVERY}",
+    f"--config.log_every_steps={LOG_EVERY}",
   ]
 
 
@@ -318,7 +324,7 @@ BAD_INPUTS = {
   "config field missing": (
     _run_config(_without_seed),
     ValueError,
-    r"The config lacks seed; start from a config of experiments/configs/",
+    r"The config lacks seed; start from a config of snip_jax/configs/",
   ),
   "non-integer batch size": (
     _from_dict(batch_size=2.5),

@@ -11,26 +11,42 @@ modules a user can reuse one at a time, imported one way (each only from those a
   batches, mask, per-layer report);
 * :mod:`~snip_jax.train.workdir`: a run's files, whether a run may use a workdir, and reading a
   run back (:func:`read_run`);
-* :mod:`~snip_jax.train.progress` and :mod:`~snip_jax.train.loop`: where a run stands, and the
-  loop itself (set up, restore or prune, train, summarise).
+* :mod:`~snip_jax.train.progress`: where a run stands (checkpointed with its train state);
+* :mod:`~snip_jax.train.metrics`: the run's metrics, per step and per epoch, to JSON lines,
+  TensorBoard and the console;
+* :mod:`~snip_jax.train.loop`: the loop itself (set up, restore or prune, train, summarise).
 
 It runs data-parallel over every device (:mod:`snip_jax.parallel`): the state replicated, each
 batch split over the devices, the same numbers as on one device up to the order of
 floating-point additions.
 """
 
-from snip_jax.train.build import abstract_variables, filter_fn_for, make_model, make_optimizer
+from snip_jax import extras
+
+extras.require("snip_jax.train", "data", "experiments")
+
+from snip_jax.train.build import (
+  abstract_variables,
+  filter_fn_for,
+  make_model,
+  make_optimizer,
+  make_schedule,
+)
 from snip_jax.train.config import (
   CONFIG_FIELDS,
+  EXTENDABLE_FIELDS,
   FIELDS,
   OPTIMIZERS,
   RESUMABLE_FIELDS,
   SCORE_BN_MODES,
+  config_file,
+  config_names,
   default_config,
   load_config,
   validate_config,
 )
 from snip_jax.train.loop import PreemptedError, train_and_evaluate
+from snip_jax.train.metrics import RunMetrics
 from snip_jax.train.progress import Progress
 from snip_jax.train.pruning import (
   MaskReport,
@@ -57,6 +73,8 @@ from snip_jax.train.steps import (
 from snip_jax.train.workdir import (
   EXPORT_FILES,
   RESULT_FILES,
+  STEP_METRICS_FILE,
+  TENSORBOARD_DIR,
   TrainedRun,
   default_workdir,
   read_run,
@@ -65,17 +83,23 @@ from snip_jax.train.workdir import (
 __all__ = [
   "CONFIG_FIELDS",
   "EXPORT_FILES",
+  "EXTENDABLE_FIELDS",
   "FIELDS",
   "OPTIMIZERS",
   "RESULT_FILES",
   "RESUMABLE_FIELDS",
   "SCORE_BN_MODES",
+  "STEP_METRICS_FILE",
+  "TENSORBOARD_DIR",
   "MaskReport",
   "PreemptedError",
   "Progress",
+  "RunMetrics",
   "TrainState",
   "TrainedRun",
   "abstract_variables",
+  "config_file",
+  "config_names",
   "create_train_state",
   "cross_entropy",
   "default_config",
@@ -87,6 +111,7 @@ __all__ = [
   "load_config",
   "make_model",
   "make_optimizer",
+  "make_schedule",
   "make_score_fn",
   "make_task",
   "mask_report",

@@ -28,14 +28,26 @@ def abstract_variables(config: ml_collections.ConfigDict, model: nn.Module) -> d
   return jax.eval_shape(model.init, jax.random.key(0), example)
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The unmasked optimizer: L2 weight decay, then SGD(momentum) or Adam, with step decay."""
-  schedule = optax.exponential_decay(
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """The learning rate as a function of the optimizer's update count: ``config.learning_rate``
+  times ``config.lr_decay_factor`` every ``config.lr_decay_every_steps`` steps.
+
+  Optax evaluates it at the count before an update, so the update that takes the train state to
+  step ``s`` uses ``schedule(s - 1)``. It depends on the step alone, which is what lets a
+  finished run be extended (a larger ``num_epochs``) into exactly the longer run.
+  """
+  return optax.exponential_decay(
     config.learning_rate,
     transition_steps=config.lr_decay_every_steps,
     decay_rate=config.lr_decay_factor,
     staircase=True,
   )
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The unmasked optimizer: L2 weight decay, then SGD(momentum) or Adam, with
+  :func:`make_schedule`'s step decay."""
+  schedule = make_schedule(config)
   if config.optimizer == "sgd":
     base = optax.sgd(schedule, momentum=config.momentum or None)
   else:

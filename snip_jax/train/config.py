@@ -3,8 +3,9 @@
 :data:`FIELDS` is the single description of a config: each field's default (the paper's
 LeNet-300-100 run on Fashion-MNIST at 98% sparsity), its meaning, the check a value must pass,
 whether a resumed run may change it, and the key under which ``summary.json`` reports it.
-:func:`default_config`, :func:`validate_config`, :data:`RESUMABLE_FIELDS` and
-:func:`summary_fields` are all read off that table, so adding a field means adding one row.
+:func:`default_config`, :func:`validate_config`, :data:`RESUMABLE_FIELDS`,
+:data:`EXTENDABLE_FIELDS` and :func:`summary_fields` are all read off that table, so adding a
+field means adding one row.
 
 What a valid config builds (model, optimizer, ...) is in :mod:`snip_jax.train.build`.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import importlib.util
 import math
 import numbers
@@ -23,7 +25,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-from snip_jax import criteria, data, models, selection
+from snip_jax import configs, criteria, data, models, selection
 from snip_jax.init import get_initializer
 
 OPTIMIZERS = ("sgd", "adam")
@@ -87,6 +89,9 @@ class Field:
     resumable: a resumed run may change it: it affects how a run logs, checkpoints and finds
       its data, not its results.
     summary: the key under which ``summary.json`` reports the value (``None``: not reported).
+    extendable: a resumed run may change it as long as the checkpoint's progress allows it,
+      which the training loop checks (``num_epochs``: not below the epochs already trained); a
+      run extended this way ends exactly as one given the new value from the start.
   """
 
   name: str
@@ -95,6 +100,7 @@ class Field:
   check: Callable[[str, Any], None]
   resumable: bool = False
   summary: str | None = None
+  extendable: bool = False
 
 
 #: Every field of an experiment config, in the order :func:`validate_config` checks them.
@@ -195,9 +201,13 @@ FIELDS: tuple[Field, ...] = (
     "num_epochs",
     100,
     "Epochs over the training examples (540 steps each for the 54,000 of Fashion-MNIST at "
-    "batch 100): 100 epochs = 54k steps, decayed at 25k and 50k.",
+    "batch 100): 100 epochs = 54k steps, decayed at 25k and 50k. May be raised when resuming, "
+    "to extend a run, finished or not: the learning-rate schedule is recomputed from the step "
+    "and each epoch's shuffle from the epoch, so an extended run equals one given the larger "
+    "num_epochs from the start; a value below the epochs already trained is refused.",
     _POSITIVE_INT,
     summary="epochs",
+    extendable=True,
   ),
   Field(
     "lr_decay_every_steps",
@@ -209,8 +219,20 @@ FIELDS: tuple[Field, ...] = (
   Field(
     "log_every_steps",
     50,
-    "How often (in steps) the progress bar synchronises with the device.",
+    "How often (in steps) the host synchronises with the device: it then records the step "
+    "metrics (mean train loss and accuracy and gradient norm since the last record, learning "
+    "rate, throughput) in <workdir>/step_metrics.jsonl and TensorBoard, and advances the "
+    "progress bar.",
     _POSITIVE_INT,
+    resumable=True,
+  ),
+  Field(
+    "progress_every_steps",
+    1000,
+    "When stdout is not a terminal (a log file, CI), print a one-line progress (step, epoch, "
+    "loss, learning rate, examples/s, ETA) at the first step record on or after every this "
+    "many steps (0: none); on a terminal the progress bar shows it instead.",
+    _rule(lambda v: _is_int(v) and v >= 0, "a non-negative integer (0: no progress lines)"),
     resumable=True,
   ),
   Field(
@@ -342,12 +364,14 @@ CONFIG_FIELDS = tuple(sorted(_BY_NAME))
 #: Fields a resumed run may change: they affect how it logs, checkpoints and finds its data,
 #: not its results.
 RESUMABLE_FIELDS = tuple(sorted(f.name for f in FIELDS if f.resumable))
+#: Fields a resumed run may change within what its checkpoint allows (see ``Field.extendable``).
+EXTENDABLE_FIELDS = tuple(sorted(f.name for f in FIELDS if f.extendable))
 
 
 def default_config() -> ml_collections.ConfigDict:
   """Every field at its default: SNIP on LeNet-300-100, Fashion-MNIST, 98% sparsity.
 
-  Config files start from this and override what differs (``experiments/configs/``).
+  Config files start from this and override what differs (``snip_jax/configs/``).
   """
   config = ml_collections.ConfigDict()
   for field in FIELDS:
@@ -356,12 +380,45 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
-def load_config(path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
-  """The ``get_config()`` of the config file at ``path`` (as ``--config`` loads it)."""
-  path = os.fspath(path)
+def config_names() -> tuple[str, ...]:
+  """The names of the configs that ship with the package (``snip_jax/configs/<name>.py``)."""
+  directory = importlib.resources.files(configs)
+  return tuple(
+    sorted(
+      entry.name.removesuffix(".py")
+      for entry in directory.iterdir()
+      if entry.name.endswith(".py") and not entry.name.startswith("_")
+    )
+  )
+
+
+def config_file(name_or_path: str | os.PathLike[str]) -> str:
+  """The path of a config file: ``name_or_path`` itself when it is a file, else the packaged
+  config of that name (``'lenet5_mnist'`` or ``'lenet5_mnist.py'``).
+
+  Raises:
+    FileNotFoundError: neither, naming the packaged configs.
+  """
+  path = os.fspath(name_or_path)
+  if os.path.isfile(path):
+    return path
+  name = path.removesuffix(".py")
+  if name in config_names():
+    # A regular file inside the installed package (a wheel is unpacked, never zipped).
+    return os.fspath(importlib.resources.files(configs) / f"{name}.py")
+  raise FileNotFoundError(
+    f"No config file {path!r} and no packaged config of that name; give a path to a config "
+    f"file or one of: {', '.join(config_names())}."
+  )
+
+
+def load_config(name_or_path: str | os.PathLike[str]) -> ml_collections.ConfigDict:
+  """The ``get_config()`` of a config file, by path or by packaged name (see
+  :func:`config_file`), as ``--config`` loads it."""
+  path = config_file(name_or_path)
   spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
   if spec is None or spec.loader is None:
-    raise FileNotFoundError(f"No config file {path!r}; see experiments/configs/.")
+    raise FileNotFoundError(f"Cannot load the config file {path!r} as Python.")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
@@ -375,12 +432,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ValueError(
       f"Unknown config field {unknown[0]!r}; {hint}The fields are those of "
-      "snip_jax.train.config.FIELDS (experiments/configs/default.py)."
+      "snip_jax.train.config.FIELDS (snip-jax-train --help lists them)."
     )
   missing = sorted(set(CONFIG_FIELDS) - set(config))
   if missing:
     raise ValueError(
-      f"The config lacks {', '.join(missing)}; start from a config of experiments/configs/ "
+      f"The config lacks {', '.join(missing)}; start from a config of snip_jax/configs/ "
       "(or snip_jax.train.config.default_config()) and change its fields."
     )
   for field in FIELDS:

@@ -7,14 +7,14 @@
 3. **train** (:func:`_train`): the epochs, checkpointing, stopping on SIGTERM or a NaN;
 4. **summarise** (:func:`_summarise`): the test set, ``summary.json``.
 
-The files a run writes are described in :mod:`snip_jax.train.workdir`.
+The files a run writes are described in :mod:`snip_jax.train.workdir`; its metrics (step and
+epoch records, TensorBoard, the console) go through :mod:`snip_jax.train.metrics`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import threading
@@ -29,12 +29,12 @@ import optax
 from flax import linen as nn
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
-from tqdm import tqdm
 
 from snip_jax import checkpoint, criteria, data, masks, parallel, selection
 from snip_jax.train import build, pruning, steps
 from snip_jax.train import config as config_lib
 from snip_jax.train import workdir as workdir_lib
+from snip_jax.train.metrics import RunMetrics
 from snip_jax.train.progress import Progress, save
 
 
@@ -108,7 +108,6 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) ->
   train_split = pruning.training_split(config, splits["train"], jax.random.fold_in(data_key, 0))
   _check_examples(config, train_split)
   if jax.process_index() == 0:
-    workdir_lib.write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE), config.to_dict())
     print(f"Config:\n{config}\nData-parallel over {mesh.devices.size} device(s).", flush=True)
   # One example is enough to fix the shapes, and much faster to run than a batch.
   init = jax.jit(model.init, out_shardings=parallel.replicated(mesh))
@@ -155,10 +154,30 @@ def _prune(run: _Run, checkpoints: checkpoint.Checkpointer):
   return state, progress
 
 
+def _write_config(run: _Run) -> None:
+  if run.main_process:
+    workdir_lib.write_json(os.path.join(run.workdir, workdir_lib.CONFIG_FILE), run.config.to_dict())
+
+
+def _check_num_epochs(run: _Run, progress: Progress, step: int) -> None:
+  """A resumed run may change ``num_epochs`` (an extendable field), but not below the epochs
+  its checkpoint has begun."""
+  if run.config.num_epochs < progress.epochs_begun:
+    raise ValueError(
+      f"Workdir {run.workdir!r} holds a run that has trained {step} steps, into epoch "
+      f"{progress.epochs_begun}; config.num_epochs={run.config.num_epochs} cannot undo that. "
+      f"Resume (or extend) it with a num_epochs >= {progress.epochs_begun}, or pass "
+      "--overwrite (or use another --workdir) to start this run afresh."
+    )
+
+
 def _restore_or_prune(run: _Run, checkpoints: checkpoint.Checkpointer):
   """The newest checkpoint's ``(state, progress)``, or a freshly pruned state at step 0 (saved).
 
-  Either way the mask is written to ``mask.npz`` and its per-layer report printed.
+  Either way the mask is written to ``mask.npz`` and its per-layer report printed, and the
+  config to ``config.json``: for a fresh run before pruning (a checkpoint never lacks its
+  config), for a resumed one once its ``num_epochs`` is found to fit the checkpoint (a refused
+  run changes nothing).
 
   Returns:
     ``(state, progress, report)``.
@@ -168,9 +187,12 @@ def _restore_or_prune(run: _Run, checkpoints: checkpoint.Checkpointer):
   # the mask from its state, so the template's all-ones mask is never used.
   restored = checkpoints.restore_latest(_new_state(run, params, masks.ones_like(params)))
   if restored is None:
+    _write_config(run)
     state, progress = _prune(run, checkpoints)
   else:
     state, progress = restored[0], Progress(**restored[1])
+    _check_num_epochs(run, progress, int(state.step))
+    _write_config(run)
     if run.main_process:
       print(f"Resuming from {checkpoints.directory}/{int(state.step)}.", flush=True)
   # The report describes the mask on the scored initialisation, whether or not it was resumed
@@ -202,12 +224,12 @@ def _sigterm_flag() -> Iterator[threading.Event]:
 
 @dataclasses.dataclass
 class _Epochs:
-  """The training phase's moving parts: the compiled steps, the clock, the bar, the signal."""
+  """The training phase's moving parts: the compiled steps, the clock, the metrics, the signal."""
 
   run: _Run
   checkpoints: checkpoint.Checkpointer
   progress: Progress
-  bar: tqdm
+  metrics: RunMetrics
   sigterm: threading.Event
   train_step: Callable[..., Any]
   eval_step: Callable[..., Any]
@@ -215,8 +237,13 @@ class _Epochs:
   t_start: float
   seconds_before: float
 
+  def seconds(self) -> float:
+    """The training time so far, this process's and that of the runs it resumed."""
+    return self.seconds_before + time.perf_counter() - self.t_start
+
   def save(self, state: steps.TrainState) -> None:
-    self.progress.train_seconds = self.seconds_before + time.perf_counter() - self.t_start
+    self.progress.train_seconds = self.seconds()
+    self.metrics.flush()  # A run resumed from this checkpoint finds every record before it.
     save(self.checkpoints, state, self.progress)
 
   def epoch(self, state: steps.TrainState, step: int) -> tuple[steps.TrainState, int]:
@@ -243,8 +270,7 @@ class _Epochs:
       if step % config.log_every_steps == 0 or due or self.sigterm.is_set():
         progress.add(pending, step)
         pending = []
-        self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(epoch=progress.epoch, loss=f"{progress.losses[-1]:.4f}")
+        self.metrics.synced(step, progress, self.seconds())
       # A checkpoint due at the epoch's last step waits for the epoch's record.
       if self.sigterm.is_set() or (due and progress.batch < self.steps_per_epoch):
         self.save(state)
@@ -254,8 +280,9 @@ class _Epochs:
           f"SIGTERM at step {step}: saved a checkpoint in {self.checkpoints.directory}; run the "
           "same command again to resume."
         )
-    progress.add(pending, step)
-    self.bar.update(step - self.bar.n)
+    if pending:  # Otherwise the last step was synced (and recorded, if due) above.
+      progress.add(pending, step)
+      self.metrics.synced(step, progress, self.seconds())
     return state, step
 
   def end_epoch(self, state: steps.TrainState, step: int, t_epoch: float) -> None:
@@ -265,46 +292,40 @@ class _Epochs:
       self.eval_step, state, self.run.splits["validation"], config.eval_batch_size, self.run.mesh
     )
     record = self.progress.end_epoch(val_accuracy, time.perf_counter() - t_epoch)
-    if self.run.main_process:
-      with open(os.path.join(self.run.workdir, workdir_lib.METRICS_FILE), "a") as f:
-        f.write(json.dumps(record) + "\n")
-      self.bar.write(
-        f"epoch {record['epoch']:3d}  train_loss {record['train_loss']:.4f}  "
-        f"train_acc {record['train_accuracy']:.4f}  val_acc {val_accuracy:.4f}  "
-        f"({record['seconds']:.1f} s)"
-      )
+    self.metrics.epoch(record, step)
     every = config.checkpoint_every_steps
     if (every and step % every == 0) or self.progress.epoch > config.num_epochs:
       self.save(state)
 
 
-def _train(run: _Run, state, progress: Progress, checkpoints: checkpoint.Checkpointer):
+def _train(
+  run: _Run,
+  state,
+  progress: Progress,
+  checkpoints: checkpoint.Checkpointer,
+  metrics: RunMetrics,
+):
   """Trains from ``(state, progress)`` to the end, checkpointing; returns the final pair.
 
   The host syncs with the device every ``config.log_every_steps`` steps (not every step, so
-  dispatch stays asynchronous) to advance the progress bar and to stop on a non-finite loss,
-  and at every checkpoint, which is saved only after every loss before it was checked.
+  dispatch stays asynchronous) to record the step metrics, advance the progress bar and stop on
+  a non-finite loss, and at every checkpoint, which is saved only after every loss before it
+  was checked.
+
+  A finished run resumed with a larger ``config.num_epochs`` trains on from its last epoch: the
+  learning rate is a function of the step alone (:func:`snip_jax.train.build.make_schedule`) and
+  each epoch's order of the epoch alone (``fold_in(data_key, epoch)``), so the extended run ends
+  exactly as a run given the larger ``num_epochs`` from the start.
   """
   config, step = run.config, int(state.step)
-  if run.main_process:  # The epochs this run has finished, and no others.
-    with open(os.path.join(run.workdir, workdir_lib.METRICS_FILE), "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in progress.records)
   steps_per_epoch = len(run.train_split) // parallel.local_share(config.batch_size)
-  # The bar only on a terminal (disable=None): in a log file the per-epoch lines say it all.
-  bar = tqdm(
-    total=config.num_epochs * steps_per_epoch,
-    initial=step,
-    unit="step",
-    dynamic_ncols=True,
-    desc="train",
-    disable=None if run.main_process else True,
-  )
-  with _sigterm_flag() as sigterm, bar:
+  metrics.start(step, progress, config.num_epochs * steps_per_epoch)
+  with _sigterm_flag() as sigterm:
     epochs = _Epochs(
       run,
       checkpoints,
       progress,
-      bar,
+      metrics,
       sigterm,
       steps.sharded_train_step(run.mesh),
       steps.sharded_eval_step(run.mesh),
@@ -316,15 +337,19 @@ def _train(run: _Run, state, progress: Progress, checkpoints: checkpoint.Checkpo
       t_epoch = time.perf_counter()
       state, step = epochs.epoch(state, step)
       epochs.end_epoch(state, step, t_epoch)
+  metrics.end_training()
   return state, progress
 
 
-def _summarise(run: _Run, state, progress: Progress, report: pruning.MaskReport):
+def _summarise(
+  run: _Run, state, progress: Progress, report: pruning.MaskReport, metrics: RunMetrics
+):
   """Evaluates on the test set; the summary (written by process 0)."""
   config = run.config
   test_loss, test_accuracy = steps.evaluate(
     steps.sharded_eval_step(run.mesh), state, run.splits["test"], config.eval_batch_size, run.mesh
   )
+  metrics.test(test_loss, test_accuracy, int(state.step))
   final_params = jax.device_get(state.params)
   filter_fn = build.filter_fn_for(config)
   summary = {
@@ -370,10 +395,15 @@ def train_and_evaluate(
   Resumes from the newest checkpoint in ``workdir`` when there is one (bit-identical to an
   uninterrupted run). Checkpoints are saved after pruning, every
   ``config.checkpoint_every_steps`` steps, at the end, and on SIGTERM, which then raises
-  :class:`PreemptedError`.
+  :class:`PreemptedError`. A finished run given a larger ``config.num_epochs`` is extended: the
+  learning-rate schedule is recomputed from the step and each epoch's shuffle from the epoch, so
+  an extended run equals one given the larger ``num_epochs`` from the start.
+
+  Besides the per-epoch records it records the step metrics every ``config.log_every_steps``
+  steps, in JSON lines and for TensorBoard (see :mod:`snip_jax.train.metrics`).
 
   Args:
-    config: the experiment (see ``experiments/configs/``); checked before anything is written.
+    config: the experiment (see ``snip_jax/configs/``); checked before anything is written.
     workdir: where the results and checkpoints go.
     overwrite: start afresh: delete the run found in ``workdir`` (its checkpoints and results
       files) instead of resuming it or, when its config differs, refusing.
@@ -388,13 +418,15 @@ def train_and_evaluate(
 
   Raises:
     ValueError: a bad config (a batch size the devices cannot split evenly included), or a
-      workdir that cannot be written or holds another run.
+      workdir that cannot be written or holds another run, or a run that has trained more
+      epochs than ``config.num_epochs``.
     DataNotFoundError: the dataset is not available offline.
     FloatingPointError: the training loss or the params became NaN or infinite.
     PreemptedError: SIGTERM arrived; a checkpoint was saved.
   """
   run = _set_up(config, workdir, overwrite)
-  with checkpoint.Checkpointer(workdir, keep=config.checkpoint_keep) as checkpoints:
-    state, progress, report = _restore_or_prune(run, checkpoints)
-    state, progress = _train(run, state, progress, checkpoints)
-  return _summarise(run, state, progress, report)
+  with RunMetrics(config, workdir, main_process=run.main_process) as metrics:
+    with checkpoint.Checkpointer(workdir, keep=config.checkpoint_keep) as checkpoints:
+      state, progress, report = _restore_or_prune(run, checkpoints)
+      state, progress = _train(run, state, progress, checkpoints, metrics)
+    return _summarise(run, state, progress, report, metrics)

@@ -17,8 +17,10 @@ class Progress:
   """Where a run stands, besides its train state: a checkpoint's ``progress`` item.
 
   The batches of an epoch are a function of the seed and the epoch, so ``(epoch, batch)`` is the
-  whole data-order state. The step metrics of the epoch under way are kept (as the float32
-  values they are) so that a resumed epoch's mean is bit-identical to an uninterrupted one.
+  whole data-order state. The step metrics of the epoch under way, and those of the steps since
+  the last step record (``step_metrics.jsonl``, an interval that may span epochs), are kept (as
+  the float32 values they are) so that a resumed run's means are bit-identical to an
+  uninterrupted one's. Fields added later have defaults, so older checkpoints still load.
   """
 
   epoch: int = 1  # The epoch under way, from 1; num_epochs + 1 once training is done.
@@ -28,6 +30,16 @@ class Progress:
   records: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # metrics.jsonl
   prune_seconds: float = 0.0
   train_seconds: float = 0.0
+  # The steps since the last step record.
+  interval_losses: list[float] = dataclasses.field(default_factory=list)
+  interval_accuracies: list[float] = dataclasses.field(default_factory=list)
+  interval_grad_norms: list[float] = dataclasses.field(default_factory=list)
+
+  @property
+  def epochs_begun(self) -> int:
+    """The fewest ``num_epochs`` that cover the training done: the finished epochs, and the one
+    under way if any of its batches is done."""
+    return self.epoch - 1 + (self.batch > 0)
 
   def add(self, step_metrics: list[dict[str, jax.Array]], last_step: int) -> None:
     """Appends step metrics (fetched from the device); stops at a non-finite loss."""
@@ -42,8 +54,26 @@ class Progress:
         "lower config.learning_rate or check the data and the initialisation. Nothing was "
         "saved after the last good checkpoint."
       )
+    accuracies = [float(m["accuracy"]) for m in fetched]
     self.losses += losses.tolist()
-    self.accuracies += [float(m["accuracy"]) for m in fetched]
+    self.accuracies += accuracies
+    self.interval_losses += losses.tolist()
+    self.interval_accuracies += accuracies
+    self.interval_grad_norms += [float(m["grad_norm"]) for m in fetched]
+
+  def end_interval(self) -> dict[str, float]:
+    """Closes the steps since the last step record; returns their mean ``train_loss``,
+    ``train_accuracy`` and ``grad_norm``."""
+    means = {
+      name: float(np.mean(np.asarray(values, np.float32)))
+      for name, values in (
+        ("train_loss", self.interval_losses),
+        ("train_accuracy", self.interval_accuracies),
+        ("grad_norm", self.interval_grad_norms),
+      )
+    }
+    self.interval_losses, self.interval_accuracies, self.interval_grad_norms = [], [], []
+    return means
 
   def end_epoch(self, val_accuracy: float, seconds: float) -> dict[str, Any]:
     """Closes the epoch under way; returns its record."""

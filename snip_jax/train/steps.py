@@ -81,6 +81,12 @@ def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, j
 
   Stochastic layers (dropout) get ``fold_in(state.rng, state.step)``, so a step's randomness
   depends only on the run's key and the step number.
+
+  Returns:
+    ``(state, metrics)``: the updated state, and the batch's mean ``loss``, its ``accuracy`` and
+    ``grad_norm``, the global L2 norm of the loss's gradient on the kept coordinates (what the
+    masked optimizer is given; every coordinate without a masked optimizer), before weight
+    decay.
   """
   images, labels = batch
   rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
@@ -92,9 +98,17 @@ def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, j
     return jnp.mean(cross_entropy(logits, labels)), (logits, batch_stats)
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  # Masked as the masked optimizer masks them: the pruned coordinates' gradients are not zero,
+  # but they never move a weight, so they would only blur how large the steps are. A state
+  # whose optimizer is not masked (a dense baseline) moves every weight.
+  if isinstance(state.opt_state, optim.MaskedState):
+    grads_kept = masks.apply_mask(grads, state.mask)
+  else:
+    grads_kept = grads
+  grad_norm = optax.tree.norm(grads_kept)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-  return state, {"loss": loss, "accuracy": accuracy}
+  return state, {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm}
 
 
 def eval_step(state: TrainState, batch) -> dict[str, jax.Array]:

@@ -4,6 +4,11 @@ A run of :func:`snip_jax.train.train_and_evaluate` writes (process 0 of a multi-
 
 * ``config.json``: the config of the run;
 * ``metrics.jsonl``: one line per epoch (epoch, train_loss, train_accuracy, val_accuracy, seconds);
+* ``step_metrics.jsonl``: one line every ``config.log_every_steps`` steps (step, epoch, and since
+  the line before: mean train_loss, train_accuracy and grad_norm; then the learning_rate of the
+  last update, examples_per_second and the training seconds so far);
+* ``tensorboard/``: TensorBoard event files of the same step and epoch metrics and the final test
+  metrics (``tensorboard --logdir <workdir>/tensorboard``);
 * ``mask.npz``: the mask, keyed by tree path;
 * ``summary.json``: model, dataset, criterion and how it ran, target and measured sparsity,
   counts, layer collapse, test metrics, timings, per-layer table;
@@ -36,9 +41,12 @@ PyTree = Any
 CONFIG_FILE = "config.json"
 MASK_FILE = "mask.npz"
 METRICS_FILE = "metrics.jsonl"
+STEP_METRICS_FILE = "step_metrics.jsonl"
 SUMMARY_FILE = "summary.json"
-#: The files a run writes into its workdir (besides ``checkpoints/``).
-RESULT_FILES = (CONFIG_FILE, MASK_FILE, METRICS_FILE, SUMMARY_FILE)
+#: The files a run writes into its workdir (besides ``checkpoints/`` and ``tensorboard/``).
+RESULT_FILES = (CONFIG_FILE, MASK_FILE, METRICS_FILE, STEP_METRICS_FILE, SUMMARY_FILE)
+#: The sub-directory of a workdir that holds the run's TensorBoard event files.
+TENSORBOARD_DIR = "tensorboard"
 #: The compact model and the record of its checks that ``experiments/export.py`` writes into a
 #: run's workdir. ``--overwrite`` deletes them with the run, so a workdir never holds the export
 #: of another run.
@@ -69,24 +77,27 @@ def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def _delete_run(workdir: str) -> None:
-  shutil.rmtree(os.path.join(workdir, checkpoint.CHECKPOINT_DIR), ignore_errors=True)
+  for directory in (checkpoint.CHECKPOINT_DIR, TENSORBOARD_DIR):
+    shutil.rmtree(os.path.join(workdir, directory), ignore_errors=True)
   for name in (*RESULT_FILES, *EXPORT_FILES):
     with contextlib.suppress(FileNotFoundError):
       os.remove(os.path.join(workdir, name))
 
 
 def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
-  """The fields, other than resumable ones, in which ``config`` differs from the workdir's."""
+  """The fields, other than resumable and extendable ones, in which ``config`` differs from the
+  workdir's."""
   try:
     with open(os.path.join(workdir, CONFIG_FILE)) as f:
       previous = json.load(f)
   except (OSError, ValueError):
     previous = {}
   current = config_as_json(config)
+  may_change = {*config_lib.RESUMABLE_FIELDS, *config_lib.EXTENDABLE_FIELDS}
   return [
     f"{field}: {previous.get(field, '<unset>')!r} -> {current.get(field, '<unset>')!r}"
     for field in sorted(set(previous) | set(current))
-    if field not in config_lib.RESUMABLE_FIELDS and previous.get(field) != current.get(field)
+    if field not in may_change and previous.get(field) != current.get(field)
   ]
 
 
@@ -95,9 +106,11 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) ->
 
   A workdir that holds a run (checkpoints or a summary) with another config is refused, unless
   ``overwrite``, which first deletes that run's files (only those: :data:`RESULT_FILES`,
-  :data:`EXPORT_FILES` and ``checkpoints/``). A config that differs only in
-  :data:`snip_jax.train.config.RESUMABLE_FIELDS` resumes the run. Every process checks; only
-  process 0 deletes, and the others wait for it.
+  :data:`EXPORT_FILES`, ``checkpoints/`` and ``tensorboard/``). A config that differs only in
+  :data:`snip_jax.train.config.RESUMABLE_FIELDS` and
+  :data:`snip_jax.train.config.EXTENDABLE_FIELDS` resumes the run; whether the checkpoint allows
+  the extendable ones (a ``num_epochs`` not below the epochs trained) is checked once it is
+  restored. Every process checks; only process 0 deletes, and the others wait for it.
   """
   try:
     os.makedirs(workdir, exist_ok=True)
