@@ -106,6 +106,8 @@ def test_missing_data_fails_at_once_naming_three_ways(tmp_path, no_network):
   message = str(info.value)
   assert "1. " in message and "2. " in message and "3. " in message
   assert "--config.source_dir" in message and "tfds build mnist" in message
+  # TFDS needs TensorFlow to download and build (its MNIST builder decodes with it); we don't.
+  assert "and TensorFlow (`pip install tensorflow`: TFDS needs it" in message
   with pytest.raises(data.DataNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
     data.ensure_prepared("fashion_mnist", str(tmp_path / "tfds"), str(tmp_path))
 

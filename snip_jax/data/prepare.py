@@ -63,9 +63,10 @@ def is_prepared(name: str, data_dir: str) -> bool:
   if builder.info.file_format.value != "array_record":
     raise DataNotFoundError(
       f"{name} in {data_dir} was prepared as {builder.info.file_format.value}, but snip-jax "
-      "reads array_record without TensorFlow. Rebuild it with `tfds build "
-      f"{name} --file_format=array_record --data_dir={data_dir}`, or delete {builder.data_dir} "
-      "so snip-jax can prepare it from the local original files."
+      "reads array_record without TensorFlow. Rebuild it (with TensorFlow installed, which "
+      f"TFDS needs to build) with `tfds build {name} --file_format=array_record "
+      f"--data_dir={data_dir}`, or delete {builder.data_dir} so snip-jax can prepare it from the "
+      "local original files."
     )
   return True
 
@@ -251,7 +252,8 @@ def ensure_prepared(name: str, data_dir: str | None = None, source_dir: str | No
     f"in {searched}. Provide it in one of three ways:\n"
     f"  1. {spec.install_hint};\n"
     f"  2. point --config.source_dir at a directory holding {source.files};\n"
-    f"  3. on a machine with network access: `tfds build {spec.tfds_name} "
+    f"  3. on a machine with network access and TensorFlow (`pip install tensorflow`: TFDS "
+    f"needs it to download and build, snip-jax never does): `tfds build {spec.tfds_name} "
     f"--file_format=array_record --data_dir={data_dir}` (or set --config.data_dir / "
     f"TFDS_DATA_DIR to where it was built)."
   )
