@@ -2,10 +2,10 @@
 
   python experiments/default_results.py            # ~6 min on a 2-core CPU
 
-Both runs use the default config (experiments/configs/default.py) unchanged except for the
-sparsity (the dense run is --config.sparsity=0). Their results files go to results/default/<run>/, a
-summary to results/default/results.json, and the table between the markers in README.md is
-rewritten from that file (never typed by hand).
+Both runs use the default config (snip_jax/configs/default.py) unchanged except for the
+sparsity (the dense run is --config.sparsity=0), trained afresh. Their results files go to
+results/default/<run>/, a summary to results/default/results.json, and the table between the
+markers in README.md is rewritten from that file (never typed by hand).
 """
 
 import json
@@ -64,9 +64,9 @@ def main(argv):
     "runs": {},
   }
   for name, sparsity in RUNS.items():
-    config = train.load_config(Path(__file__).parent / "configs" / "default.py")
+    config = train.load_config("default")
     config.sparsity = sparsity
-    summary = train.train_and_evaluate(config, str(out / name))
+    summary = train.train_and_evaluate(config, str(out / name), overwrite=True)
     results["jax"] = summary["jax_version"]
     command = "python experiments/train.py" + ("" if sparsity else " --config.sparsity=0")
     results["runs"][name] = {"command": command, **{k: summary[k] for k in KEYS}}

@@ -13,9 +13,20 @@ import string
 from pathlib import Path
 
 
+def cpu_model() -> str:
+  """The CPU's model name (``/proc/cpuinfo``), else the architecture: float results can drift
+  between CPU types, so every committed number says which one made it."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+  except OSError:
+    names = []
+  return names[0] if names else f"{platform.machine()} CPU"
+
+
 def machine() -> str:
   """The machine the numbers were measured on, for the tables' footnotes."""
-  return f"a {os.cpu_count()}-core {platform.machine()} CPU ({platform.system()})"
+  return f"a {os.cpu_count()}-core {cpu_model()} ({platform.machine()}, {platform.system()})"
 
 
 def size_text(num_bytes: int) -> str:
