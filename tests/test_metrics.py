@@ -281,21 +281,32 @@ def test_progress_lines_when_stdout_is_not_a_terminal(logged, every_step):
   assert not any(line.startswith("step ") for line in every_step[1].splitlines())  # 0: none.
 
 
+def interrupt_at(monkeypatch, batch: int, action):
+  """Makes the run call ``action`` as it draws its ``batch``-th training batch; returns the
+  real ``data.train_batches``."""
+  batches, count = data.train_batches, [0]
+
+  def interrupted(*args, **kwargs):
+    for each in batches(*args, **kwargs):
+      count[0] += 1
+      if count[0] == batch:
+        action()
+      yield each
+
+  monkeypatch.setattr(data, "train_batches", interrupted)
+  return batches
+
+
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_its_step_records_and_tensorboard(
   tmp_path, tiny_mnist, logged, monkeypatch
 ):
   workdir = tmp_path / "run"
-  batches, count = data.train_batches, [0]
 
-  def crashing(*args, **kwargs):
-    for batch in batches(*args, **kwargs):
-      count[0] += 1
-      if count[0] == 11:  # Steps 1-10 done; the last checkpoint is step 8's.
-        raise RuntimeError("crash")
-      yield batch
+  def crash():
+    raise RuntimeError("crash")
 
-  monkeypatch.setattr(data, "train_batches", crashing)
+  batches = interrupt_at(monkeypatch, 11, crash)  # Steps 1-10 done; the last checkpoint: 8.
   with pytest.raises(RuntimeError, match="crash"):
     run_capturing_stdout(logged_config(tiny_mnist), workdir)
   # It recorded step 9 (and epoch 1) after the checkpoint it resumes from.
@@ -379,16 +390,8 @@ def test_an_unfinished_run_may_resume_with_fewer_epochs_than_it_planned(
   tmp_path, tiny_mnist, six_epochs, monkeypatch
 ):
   workdir = tmp_path / "run"
-  batches, count = data.train_batches, [0]
-
-  def stopped(*args, **kwargs):
-    for batch in batches(*args, **kwargs):
-      count[0] += 1
-      if count[0] == 12:  # SIGTERM at step 12: epoch 2 under way.
-        os.kill(os.getpid(), signal.SIGTERM)
-      yield batch
-
-  monkeypatch.setattr(data, "train_batches", stopped)
+  # SIGTERM at step 12: epoch 2 under way.
+  batches = interrupt_at(monkeypatch, 12, lambda: os.kill(os.getpid(), signal.SIGTERM))
   with pytest.raises(train.PreemptedError, match="SIGTERM at step 12"):
     run_capturing_stdout(epochs_config(tiny_mnist, 6), workdir)
   monkeypatch.setattr(data, "train_batches", batches)
