@@ -54,10 +54,11 @@ class Progress:
         "lower config.learning_rate or check the data and the initialisation. Nothing was "
         "saved after the last good checkpoint."
       )
-    accuracies = [float(m["accuracy"]) for m in fetched]
-    self.losses += losses.tolist()
+    # The same step values go to the epoch under way and to the step-record interval.
+    losses, accuracies = losses.tolist(), [float(m["accuracy"]) for m in fetched]
+    self.losses += losses
     self.accuracies += accuracies
-    self.interval_losses += losses.tolist()
+    self.interval_losses += losses
     self.interval_accuracies += accuracies
     self.interval_grad_norms += [float(m["grad_norm"]) for m in fetched]
 
