@@ -74,8 +74,34 @@ def zero_masked_moments(state: PyTree, mask: PyTree) -> PyTree:
   return jax.tree.map(zero, state, is_leaf=shaped_like_mask)
 
 
-def masked(inner: optax.GradientTransformation, mask: PyTree) -> optax.GradientTransformation:
+def _pruned_to_zero(updates: PyTree, mask: PyTree, params: PyTree | None) -> PyTree:
+  """``updates`` with each pruned coordinate's update ``-param`` (``0`` without params), so that
+  ``params + updates`` is exactly ``+0.0`` there: ``x + (-x)`` is ``+0.0`` in IEEE arithmetic."""
+  if params is None:
+    return masks.apply_mask(updates, mask)
+
+  masks.check_mask(params, mask)
+  return jax.tree.map(
+    lambda update, keep, param: jnp.where(keep, update, -jnp.asarray(param, update.dtype)),
+    updates,
+    mask,
+    params,
+  )
+
+
+def masked(
+  inner: optax.GradientTransformation, mask: PyTree
+) -> optax.GradientTransformationExtraArgs:
   """Wraps ``inner`` so that pruned coordinates get zero updates and zero optimizer state.
+
+  Sparsity is a guarantee, not a convention: when ``update`` is given the params (as
+  ``optax`` losses and Flax's ``TrainState`` do), a pruned coordinate's update is ``-param``,
+  so after the first update every pruned param is exactly ``0.0`` even if the params were
+  never ``apply_mask``-ed, and stays so. Given no params, the update there is ``0``, which keeps
+  params that were masked at zero.
+
+  Extra keyword arguments of ``update`` (``value=loss`` for ``optax.contrib.momo``,
+  ``reduce_on_plateau``, ``polyak_sgd``, ...) are passed on to ``inner``.
 
   Args:
     inner: any Optax transformation, e.g. ``optax.chain(optax.add_decayed_weights(5e-4),
@@ -83,8 +109,9 @@ def masked(inner: optax.GradientTransformation, mask: PyTree) -> optax.GradientT
     mask: a ``bool`` mask pytree shaped like the params (``True`` = keep).
 
   Returns:
-    A ``GradientTransformation`` whose state is a :class:`MaskedState`.
+    A ``GradientTransformationExtraArgs`` whose state is a :class:`MaskedState`.
   """
+  inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
     masks.check_mask(params, mask)
@@ -92,9 +119,32 @@ def masked(inner: optax.GradientTransformation, mask: PyTree) -> optax.GradientT
     inner_state = zero_masked_moments(inner.init(params), bool_mask)
     return MaskedState(inner_state=inner_state, mask=bool_mask)
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
     grads = masks.apply_mask(updates, state.mask)
-    updates, inner_state = inner.update(grads, state.inner_state, params)
-    return masks.apply_mask(updates, state.mask), MaskedState(inner_state, state.mask)
+    updates, inner_state = inner.update(grads, state.inner_state, params, **extra_args)
+    return _pruned_to_zero(updates, state.mask, params), MaskedState(inner_state, state.mask)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def schedule_free_eval_params(state: PyTree, params: PyTree) -> PyTree:
+  """``optax.contrib.schedule_free_eval_params`` for a state that holds a schedule-free state
+  anywhere inside (that of :func:`masked` around ``optax.contrib.schedule_free_*``, a chain),
+  with the pruned coordinates exactly ``0.0``.
+
+  Raises:
+    ValueError: ``state`` holds no schedule-free state, or more than one.
+  """
+  kind = optax.contrib.ScheduleFreeState
+  found = [
+    s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, kind)) if isinstance(s, kind)
+  ]
+  if len(found) != 1:
+    raise ValueError(
+      f"schedule_free_eval_params needs a state holding exactly one schedule-free state; this "
+      f"one holds {len(found)}. Pass the state of optax.contrib.schedule_free_* (or of masked "
+      "around it)."
+    )
+  eval_params = optax.contrib.schedule_free_eval_params(found[0], params)
+  mask = getattr(state, "mask", None)
+  return eval_params if mask is None else masks.apply_mask(eval_params, mask)

@@ -8,7 +8,7 @@ import pytest
 from helpers import random_params
 
 from snip_jax import apply_mask, masked
-from snip_jax.optim import zero_masked_moments
+from snip_jax.optim import schedule_free_eval_params, zero_masked_moments
 
 OPTIMIZERS = {
   "sgd_momentum_weight_decay": lambda: optax.chain(
@@ -150,3 +150,66 @@ def test_masking_gradients_and_updates_only_matches_remasking_the_state(name):
   for moment in leaves_shaped_like(s_fast.inner_state, params):
     for v, m in zip(jax.tree.leaves(moment), jax.tree.leaves(mask), strict=True):
       np.testing.assert_array_equal(np.asarray(v)[~np.asarray(m)], 0.0)
+
+
+def test_params_never_masked_are_pruned_by_the_first_update():
+  """Forgetting apply_mask does not leave a dense network: the first update zeroes the pruned
+  params, and they stay exactly zero."""
+  params = random_params(jax.random.key(0))
+  mask = random_mask(params, jax.random.key(1))
+  tx = masked(optax.sgd(0.1, momentum=0.9), mask)
+  state = tx.init(params)  # Not apply_mask-ed: the pruned weights are still their init values.
+  pruned = [~m for m in jax.tree.leaves(mask)]
+  assert any(
+    np.any(p[~k]) for p, k in zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True)
+  )
+  for step in range(3):
+    grads = jax.tree.map(lambda p, s=step: jnp.full_like(p, s + 1.0), params)
+    updates, state = jax.jit(tx.update)(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    for p, off in zip(jax.tree.leaves(params), pruned, strict=True):
+      assert np.all(np.asarray(p)[np.asarray(off)] == 0.0)
+      assert not np.any(np.signbit(np.asarray(p)[np.asarray(off)]))  # +0.0, not -0.0.
+
+
+def test_extra_args_reach_the_inner_optimizer():
+  """optax.contrib's loss-aware optimizers take value=loss; masked passes it on."""
+  params = random_params(jax.random.key(0))
+  mask = random_mask(params, jax.random.key(1))
+  params = apply_mask(params, mask)
+  grads = jax.tree.map(jnp.ones_like, params)
+  for inner in (
+    optax.contrib.momo(0.1),
+    optax.polyak_sgd(),
+    optax.chain(optax.adam(1e-2), optax.contrib.reduce_on_plateau()),
+  ):
+    tx = masked(inner, mask)
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    state = tx.init(params)
+    updates, state = tx.update(grads, state, params, value=jnp.asarray(1.5))
+    new = optax.apply_updates(params, updates)
+    for p, keep in zip(jax.tree.leaves(new), jax.tree.leaves(mask), strict=True):
+      assert np.all(np.asarray(p)[~np.asarray(keep)] == 0.0)
+    assert any(
+      not np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params), strict=True)
+    )
+
+
+def test_schedule_free_eval_params_through_the_masked_state():
+  params = random_params(jax.random.key(0))
+  mask = random_mask(params, jax.random.key(1))
+  params = apply_mask(params, mask)
+  tx = masked(optax.contrib.schedule_free_sgd(0.1), mask)
+  state = tx.init(params)
+  for _ in range(3):
+    updates, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+    params = optax.apply_updates(params, updates)
+  evaluated = schedule_free_eval_params(state, params)
+  expected = optax.contrib.schedule_free_eval_params(state.inner_state, params)
+  for got, want, keep in zip(
+    jax.tree.leaves(evaluated), jax.tree.leaves(expected), jax.tree.leaves(mask), strict=True
+  ):
+    np.testing.assert_array_equal(np.asarray(got), np.where(keep, want, 0.0))
+  with pytest.raises(ValueError, match="holds 0"):
+    schedule_free_eval_params(masked(optax.sgd(0.1), mask).init(params), params)
