@@ -4,7 +4,8 @@ A mask is a pytree with the structure and leaf shapes of the params it belongs t
 ``bool`` leaves (``True`` = keep). Non-prunable leaves (biases by default) are all ``True``.
 Every other module goes through the functions here, so each fact lives in one place:
 
-* :func:`kernels` / :func:`kernels_and_biases` decide which leaves are prunable;
+* :func:`kernels` (the default rule), :func:`kernels_and_biases` and
+  :func:`kernels_and_embeddings` decide which leaves are prunable, :func:`exclusion` says why not;
 * :func:`apply_mask` zeroes pruned coordinates;
 * :func:`sparsity` and :func:`layer_summary` measure a mask or a set of params
   (:func:`layer_sparsities` flattens it into a dict for a metrics logger);
@@ -28,36 +29,100 @@ KeyPath = tuple[Any, ...]
 FilterFn = Callable[[KeyPath, Any], bool]
 
 
+def _key_name(key: Any) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _keys(path: KeyPath) -> tuple[Any, ...]:
+  """``path`` without the ``.value`` an NNX ``State`` adds under each variable."""
+  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+    return path[:-1]
+  return tuple(path)
+
+
 def path_name(path: KeyPath) -> str:
-  """Readable name of a tree path, e.g. ``'Dense_0/kernel'``."""
-  return jax.tree_util.keystr(path, simple=True, separator="/")
+  """Readable name of a tree path, e.g. ``'Dense_0/kernel'`` (the same for a Linen params dict
+  and an NNX ``State``, whose leaves sit under a ``.value``)."""
+  return "/".join(_key_name(key) for key in _keys(path))
+
+
+def leaf_name(path: KeyPath) -> str:
+  """The last name of a tree path: ``'kernel'`` for ``Dense_0/kernel``."""
+  keys = _keys(path)
+  return _key_name(keys[-1]) if keys else ""
+
+
+def is_embedding(path: KeyPath) -> bool:
+  """Whether ``path`` names an embedding table: a leaf whose name has a part starting with
+  ``emb`` (``embedding`` of ``nn.Embed``, ``pos_embedding``, ``pos_emb``, ...)."""
+  return any(part.startswith("emb") for part in leaf_name(path).lower().split("_"))
+
+
+def _weight_dtype(leaf: Any) -> bool:
+  """Whether ``leaf`` can be a weight: floating point, or ``bool`` (the leaves of a mask, which
+  the rule is also applied to; a ``bool`` param is never named like a weight)."""
+  dtype = getattr(leaf, "dtype", None)
+  return dtype is not None and (jnp.issubdtype(dtype, jnp.floating) or dtype == np.bool_)
+
+
+def exclusion(path: KeyPath, leaf: Any) -> str | None:
+  """Why the default rule (:func:`kernels`) does not prune the leaf at ``path``, or ``None``
+  when it does."""
+  if not _weight_dtype(leaf):
+    return f"not floating point ({getattr(leaf, 'dtype', type(leaf).__name__)})"
+  if is_bias(path):
+    return "a bias"
+  if in_norm_layer(path):
+    return "in a normalisation layer"
+  if is_embedding(path):
+    return "an embedding (kernels_and_embeddings prunes it)"
+  if np.ndim(leaf) < 2:
+    return f"of rank {np.ndim(leaf)}, not a weight matrix or kernel"
+  return None
 
 
 def kernels(path: KeyPath, leaf: Any) -> bool:
-  """Default filter: weight matrices and conv kernels (leaves with ``ndim >= 2``)."""
-  del path
-  return np.ndim(leaf) >= 2
+  """The default rule of what is prunable: floating-point weight matrices and kernels, i.e.
+  leaves of rank 2 or more: those of Dense, DenseGeneral (attention's query/key/value/out, any
+  rank) and Conv layers (``kernel`` in Linen and NNX), and a hand-written model's (``w1``).
+
+  Never biases (leaves named ``bias``, whatever their rank), normalisation scales and offsets
+  (in a module whose name contains ``norm``), embeddings (a name part starting with ``emb``:
+  opt in with :func:`kernels_and_embeddings`), or integer and key leaves (lookup tables,
+  counters, RNG state). :func:`exclusion` says why a leaf is left out.
+  """
+  return exclusion(path, leaf) is None
 
 
 def kernels_and_biases(path: KeyPath, leaf: Any) -> bool:
-  """Kernels plus the bias vectors of layers, as the authors' TF code prunes them.
+  """Kernels plus the biases of layers, as the authors' TF code prunes them.
 
   The offsets and scales of normalisation layers (any module whose name contains ``norm``,
   e.g. ``BatchNorm_0`` or ``conv1_norm``) are not connections and are never prunable.
   """
   if kernels(path, leaf):
     return True
-  return is_bias(path) and not in_norm_layer(path)
+  return _weight_dtype(leaf) and is_bias(path) and not in_norm_layer(path)
+
+
+def kernels_and_embeddings(path: KeyPath, leaf: Any) -> bool:
+  """Kernels plus embedding tables (token and positional), for models whose embeddings
+  should be pruned too."""
+  embedding = _weight_dtype(leaf) and is_embedding(path) and np.ndim(leaf) >= 2
+  return kernels(path, leaf) or embedding
 
 
 def is_bias(path: KeyPath) -> bool:
-  """Whether ``path`` names a bias vector (a leaf called ``bias``, as Flax names them)."""
-  return path_name(path).rsplit("/", 1)[-1] == "bias"
+  """Whether ``path`` names a bias (a leaf called ``bias``, as Flax names them, any rank)."""
+  return leaf_name(path) == "bias"
 
 
 def in_norm_layer(path: KeyPath) -> bool:
   """Whether ``path`` lies in a normalisation layer: a module whose name contains ``norm``."""
-  return any("norm" in module.lower() for module in path_name(path).split("/")[:-1])
+  return any("norm" in _key_name(key).lower() for key in _keys(path)[:-1])
 
 
 def prunable_leaves(tree: PyTree, filter_fn: FilterFn = kernels) -> PyTree:

@@ -125,3 +125,72 @@ def test_layer_sparsities_is_a_flat_dict_for_logging():
     "sparsity/l2/kernel": 0.0,
     "sparsity/total": 0.5,
   }
+
+
+def attention_block_params():
+  """A small attention block's params: token and positional embeddings, q/k/v/out with rank-2
+  biases, a LayerNorm, an int lookup table."""
+  from flax import linen as nn
+
+  class Block(nn.Module):
+    @nn.compact
+    def __call__(self, tokens):
+      pos_emb = self.param("pos_emb", nn.initializers.normal(0.02), (5, 8))
+      h = nn.Embed(11, 8)(tokens) + pos_emb
+      h = nn.LayerNorm()(h + nn.MultiHeadDotProductAttention(4)(h, h))
+      return nn.Dense(3)(h)
+
+  params = Block().init(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))["params"]
+  return {**params, "table": jnp.arange(6, dtype=jnp.int32).reshape(2, 3)}
+
+
+def test_the_default_rule_prunes_weight_matrices_and_kernels_only():
+  from snip_jax import masks, top_k_mask
+
+  params = attention_block_params()
+  reasons = {
+    masks.path_name(path): masks.exclusion(path, leaf)
+    for path, leaf in jax.tree.leaves_with_path(params)
+  }
+  assert reasons == {
+    "Dense_0/bias": "a bias",
+    "Dense_0/kernel": None,
+    "Embed_0/embedding": "an embedding (kernels_and_embeddings prunes it)",
+    "LayerNorm_0/bias": "a bias",
+    "LayerNorm_0/scale": "in a normalisation layer",
+    "MultiHeadDotProductAttention_0/key/bias": "a bias",  # Rank 2: (heads, head_dim).
+    "MultiHeadDotProductAttention_0/key/kernel": None,  # Rank 3: DenseGeneral.
+    "MultiHeadDotProductAttention_0/out/bias": "a bias",
+    "MultiHeadDotProductAttention_0/out/kernel": None,
+    "MultiHeadDotProductAttention_0/query/bias": "a bias",
+    "MultiHeadDotProductAttention_0/query/kernel": None,
+    "MultiHeadDotProductAttention_0/value/bias": "a bias",
+    "MultiHeadDotProductAttention_0/value/kernel": None,
+    "pos_emb": "an embedding (kernels_and_embeddings prunes it)",
+    "table": "not floating point (int32)",
+  }
+  kernel_sizes = 8 * 3 + 4 * (8 * 4 * 2)
+  assert count_prunable(params) == kernel_sizes
+  assert count_prunable(params, masks.kernels_and_embeddings) == kernel_sizes + 11 * 8 + 5 * 8
+  # κ over exactly those candidates; the int table (and every other leaf) untouched. (The
+  # scores keep the params' dtypes here; scores that carry the candidate set: issue 21, item 2.)
+  scores = jax.tree.map(lambda p: jnp.abs(p) + 1, params)
+  mask = top_k_mask(scores, sparsity=0.9)
+  pruned = apply_mask(params, mask)
+  assert sum(int(m.sum()) for m in jax.tree.leaves(mask)) == round(0.1 * kernel_sizes) + (
+    sum(p.size for p in jax.tree.leaves(params)) - kernel_sizes
+  )
+  np.testing.assert_array_equal(pruned["table"], params["table"])
+  np.testing.assert_array_equal(pruned["pos_emb"], params["pos_emb"])
+
+
+def test_nnx_state_paths_read_as_linen_ones():
+  from flax import nnx
+
+  from snip_jax import masks
+
+  model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.Linear(4, 2, rngs=nnx.Rngs(1)))
+  _, state = nnx.split(model, nnx.Param)
+  names = [masks.path_name(path) for path, _ in jax.tree.leaves_with_path(state)]
+  assert names == ["layers/0/bias", "layers/0/kernel", "layers/1/bias", "layers/1/kernel"]
+  assert count_prunable(state) == 3 * 4 + 4 * 2
