@@ -275,8 +275,7 @@ def score(
   """
   criterion = get_criterion(name)
   _check_task(name, criterion, task, batches, key)
-  mask = masks.ones_like(params) if mask is None else mask
-  masks.check_mask(params, mask)
+  mask = masks.ones_like(params) if mask is None else masks.conform_mask(params, mask)
   key = jax.random.key(0) if key is None else key
   round_batches = scoring.round_batches(batches, 0) if criterion.uses_batches else None
   score_fn = criterion.make_score_fn(task, filter_fn)
@@ -360,7 +359,7 @@ def has_path(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) 
   """
   if task.forward is None or task.input_shape is None:
     raise ValueError("has_path needs Task(forward=..., input_shape=...).")
-  masks.check_mask(params, mask)
+  mask = masks.conform_mask(params, mask)
 
   def weight(path, w, m):
     if filter_fn(path, w):

@@ -135,22 +135,42 @@ def ones_like(params: PyTree) -> PyTree:
   return jax.tree.map(lambda p: jnp.ones(jnp.shape(p), dtype=bool), params)
 
 
-def check_mask(params: PyTree, mask: PyTree) -> None:
-  """Raises ``ValueError`` unless ``mask`` has the structure and leaf shapes of ``params``."""
+def conform_mask(params: PyTree, mask: PyTree) -> PyTree:
+  """``mask`` with the tree structure of ``params``, checked leaf by leaf.
+
+  A mask of the same structure is returned as it is. One of another structure whose leaves have
+  the same names (:func:`path_name`) and shapes is rebuilt in ``params``' structure: a plain
+  dict (``nnx.to_pure_dict``) for NNX ``State`` params, or the other way round.
+
+  Raises:
+    ValueError: a leaf is missing, extra or of another shape, named.
+  """
   params_def, mask_def = jax.tree.structure(params), jax.tree.structure(mask)
   if params_def != mask_def:
-    raise ValueError(
-      "Mask tree does not match the params tree.\n"
-      f"  params: {params_def}\n  mask:   {mask_def}\n"
-      "Build the mask from these params (e.g. top_k_mask(scores_of_these_params, ...)) "
-      "or load it with load_mask(path, params), which checks every leaf."
-    )
+    by_name = {path_name(path): m for path, m in jax.tree.leaves_with_path(mask)}
+    names = [path_name(path) for path, _ in jax.tree.leaves_with_path(params)]
+    missing = [n for n in names if n not in by_name]
+    extra = sorted(set(by_name) - set(names))
+    if missing or extra or len(by_name) != len(jax.tree.leaves(mask)):
+      which = f"no leaf {missing[0]!r}" if missing else f"a leaf {extra[0]!r} the params lack"
+      raise ValueError(
+        f"Mask tree does not match the params tree: the mask has {which}. Build the mask "
+        "from these params (e.g. top_k_mask(scores_of_these_params, ...)) or load it with "
+        "load_mask(path, params), which checks every leaf."
+      )
+    mask = jax.tree.unflatten(params_def, [by_name[n] for n in names])
   for (path, p), m in zip(jax.tree.leaves_with_path(params), jax.tree.leaves(mask), strict=True):
     if jnp.shape(p) != jnp.shape(m):
       raise ValueError(
         f"Mask leaf {path_name(path)!r} has shape {jnp.shape(m)} but the param has shape "
         f"{jnp.shape(p)}: the mask was made for a different model."
       )
+  return mask
+
+
+def check_mask(params: PyTree, mask: PyTree) -> None:
+  """Raises ``ValueError`` unless ``mask`` fits ``params`` (see :func:`conform_mask`)."""
+  conform_mask(params, mask)
 
 
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
@@ -158,13 +178,18 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
 
   Args:
     params: any pytree of arrays (params, gradients, updates, optimizer moments).
-    mask: a mask with the same structure and shapes, ``bool`` or {0, 1} leaves.
+    mask: a mask that fits them (:func:`conform_mask`), ``bool`` or {0, 1} leaves.
 
   Returns:
-    ``params`` with every coordinate where ``mask`` is false set to zero.
+    ``params`` with every coordinate where ``mask`` is false set to zero. Integer and key
+    leaves (counters, RNG state) are never pruned and come back as they are.
   """
-  check_mask(params, mask)
-  return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros((), jnp.result_type(p))), params, mask)
+  mask = conform_mask(params, mask)
+  return jax.tree.map(
+    lambda p, m: jnp.where(m, p, jnp.zeros((), jnp.result_type(p))) if _weight_dtype(p) else p,
+    params,
+    mask,
+  )
 
 
 def _prunable_pairs(tree: PyTree, filter_fn: FilterFn) -> list[tuple[str, Any]]:
@@ -236,7 +261,7 @@ def overlap(mask_a: PyTree, mask_b: PyTree, filter_fn: FilterFn = kernels) -> di
   Raises:
     ValueError: if the two masks differ in structure or shapes.
   """
-  check_mask(mask_a, mask_b)
+  mask_b = conform_mask(mask_a, mask_b)
   per_layer, inter_total, union_total = {}, 0, 0
   for (path, a), b in zip(jax.tree.leaves_with_path(mask_a), jax.tree.leaves(mask_b), strict=True):
     if not filter_fn(path, a):

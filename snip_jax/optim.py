@@ -80,7 +80,7 @@ def _pruned_to_zero(updates: PyTree, mask: PyTree, params: PyTree | None) -> PyT
   if params is None:
     return masks.apply_mask(updates, mask)
 
-  masks.check_mask(params, mask)
+  mask = masks.conform_mask(params, mask)
   return jax.tree.map(
     lambda update, keep, param: jnp.where(keep, update, -jnp.asarray(param, update.dtype)),
     updates,
@@ -114,8 +114,7 @@ def masked(
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
-    masks.check_mask(params, mask)
-    bool_mask = jax.tree.map(lambda m: jnp.asarray(m, bool), mask)
+    bool_mask = jax.tree.map(lambda m: jnp.asarray(m, bool), masks.conform_mask(params, mask))
     inner_state = zero_masked_moments(inner.init(params), bool_mask)
     return MaskedState(inner_state=inner_state, mask=bool_mask)
 

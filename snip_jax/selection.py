@@ -280,7 +280,7 @@ def top_k_mask(
   distribution = validate_distribution(distribution)
   min_kept = validate_min_kept(min_kept_per_layer)
   if within is not None:
-    masks.check_mask(scores, within)
+    within = masks.conform_mask(scores, within)
 
   prunable = masks.prunable_leaves(scores, filter_fn)
   leaves, treedef = jax.tree.flatten(scores)

@@ -51,13 +51,17 @@ def connection_sensitivity(
   prunable = masks.prunable_leaves(params, filter_fn)
 
   def loss_of_mask(c):
-    return loss_fn(jax.tree.map(lambda w, ci: w * ci.astype(w.dtype), params, c), *args)
+    # Only candidates are multiplied: the others (RNG keys and counters of an NNX state
+    # included) reach the loss as they are, and their scores are zero.
+    masked_params = jax.tree.map(
+      lambda w, ci, keep: w * ci.astype(w.dtype) if keep else w, params, c, prunable
+    )
+    return loss_fn(masked_params, *args)
 
   if mask is None:
     c = jax.tree.map(lambda p: jnp.ones(jnp.shape(p), jnp.float32), params)
   else:
-    masks.check_mask(params, mask)
-    c = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), mask)
+    c = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), masks.conform_mask(params, mask))
   grads = jax.grad(loss_of_mask)(c)
   scores = jax.tree.map(lambda g, keep: jnp.abs(g) if keep else jnp.zeros_like(g), grads, prunable)
   if normalize:

@@ -194,3 +194,53 @@ def test_nnx_state_paths_read_as_linen_ones():
   names = [masks.path_name(path) for path, _ in jax.tree.leaves_with_path(state)]
   assert names == ["layers/0/bias", "layers/0/kernel", "layers/1/bias", "layers/1/kernel"]
   assert count_prunable(state) == 3 * 4 + 4 * 2
+
+
+def test_nnx_full_state_and_plain_dict_masks():
+  """SNIP on an NNX model's whole state (its RNG key and counter included: never candidates,
+  passed through untouched), and a plain-dict mask (nnx.to_pure_dict) for State params."""
+  import optax
+  from flax import nnx
+
+  from snip_jax import connection_sensitivity, masked, top_k_mask
+
+  class Net(nnx.Module):
+    def __init__(self, rngs):
+      self.hidden, self.out = nnx.Linear(6, 5, rngs=rngs), nnx.Linear(5, 3, rngs=rngs)
+      self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+    def __call__(self, x):
+      return self.out(self.drop(jax.nn.relu(self.hidden(x))))
+
+  model = Net(nnx.Rngs(0))
+  model.eval()  # Scored in inference mode: dropout off.
+  graphdef, state = nnx.split(model)
+  x, y = jnp.ones((4, 6)), jnp.arange(4) % 3
+
+  def loss_fn(state, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graphdef, state)(x), y).mean()
+
+  mask = top_k_mask(connection_sensitivity(loss_fn, state, x, y), sparsity=0.5)
+  assert sorted(layer_sparsities(mask)) == [
+    "sparsity/hidden/kernel",
+    "sparsity/out/kernel",
+    "sparsity/total",
+  ]
+  assert count_prunable(state) == 6 * 5 + 5 * 3 and sparsity(mask) == pytest.approx(0.5, abs=0.02)
+  pruned = apply_mask(state, mask)
+  # The RNG key and counter come back as they were.
+  rng_before, rng_after = nnx.state(model, nnx.RngState), nnx.filter_state(pruned, nnx.RngState)
+  for before, after in zip(jax.tree.leaves(rng_before), jax.tree.leaves(rng_after), strict=True):
+    if jnp.issubdtype(before.dtype, jax.dtypes.prng_key):
+      before, after = jax.random.key_data(before), jax.random.key_data(after)
+    np.testing.assert_array_equal(after, before)
+  _, params, _ = nnx.split(model, nnx.Param, ...)
+  plain = nnx.to_pure_dict(params)
+  plain_mask = jax.tree.map(lambda p: np.abs(np.asarray(p)) > 0.1, plain)
+  masked_params = apply_mask(params, plain_mask)
+  assert jax.tree.structure(masked_params) == jax.tree.structure(params)
+  assert sparsity(masked_params) == pytest.approx(sparsity(plain_mask))
+  tx = masked(optax.adam(1e-2), plain_mask)
+  tx.init(params)  # The plain mask fits the State params.
+  with pytest.raises(ValueError, match=r"the mask has no leaf 'out/bias'"):
+    apply_mask(params, {"hidden": plain_mask["hidden"]})

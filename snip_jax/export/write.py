@@ -87,7 +87,7 @@ def export_sparse(
     ValueError: ``mask`` does not match ``params``.
   """
   if mask is not None:
-    masks.check_mask(params, mask)
+    mask = masks.conform_mask(params, mask)
   num_leaves = len(jax.tree.leaves(params))
   mask_leaves = jax.tree.leaves(mask) if mask is not None else [None] * num_leaves
   arrays: dict[str, np.ndarray] = {}
