@@ -69,11 +69,32 @@ class Task:
     forward: ``forward(params, inputs) -> outputs``, the model in inference mode; needed by
       ``synflow`` and by :func:`has_path`.
     input_shape: the shape of one input example (no batch dimension), for ``forward``.
+    input_dtype: the dtype of the inputs ``forward`` takes, for the data-free criteria, which
+      feed it an all-ones input: ``None`` for real-valued inputs (images, features), an integer
+      dtype (``jnp.int32``) for token ids, which then are token 1 at every position.
   """
 
   loss_fn: Callable[..., jax.Array] | None = None
   forward: Callable[[PyTree, jax.Array], jax.Array] | None = None
   input_shape: tuple[int, ...] | None = None
+  input_dtype: Any = None
+
+  def ones_input(self, dtype) -> jax.Array:
+    """One all-ones input example (batch of 1): of :attr:`input_dtype` when it is set, else
+    of ``dtype`` (the float type of the computation)."""
+    return jnp.ones((1, *self.input_shape), self.input_dtype or dtype)
+
+  def run_forward(self, params: PyTree, dtype) -> jax.Array:
+    """``forward`` on :meth:`ones_input`, with the fix named when the model wants integers."""
+    try:
+      return self.forward(params, self.ones_input(dtype))
+    except (TypeError, ValueError) as e:  # An nn.Embed given floats raises a ValueError.
+      if self.input_dtype is None and "must be an integer" in str(e):
+        raise ValueError(
+          "The model's forward wants integer inputs (token ids?), but a data-free criterion "
+          "feeds it an all-ones float input; give Task(..., input_dtype=jnp.int32)."
+        ) from e
+      raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +193,7 @@ def _synflow(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
     linear = jax.tree.map(lambda w, m: jnp.abs(w).astype(dtype) * m, params, mask)
 
     def synaptic_flow(p):
-      return jnp.sum(task.forward(p, jnp.ones((1, *task.input_shape), dtype)))
+      return jnp.sum(task.run_forward(p, dtype))
 
     grads = jax.grad(synaptic_flow)(linear)
     scores = _only_prunable(jax.tree.map(jnp.multiply, linear, grads), filter_fn)
@@ -373,5 +394,5 @@ def has_path(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) 
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     weights = jax.tree.map_with_path(weight, params, mask)
     weights = jax.tree.map(lambda w: w.astype(dtype), weights)
-    outputs = jax.jit(task.forward)(weights, jnp.ones((1, *task.input_shape), dtype))
+    outputs = jax.jit(lambda w: task.run_forward(w, dtype))(weights)
     return bool(jnp.any(outputs > 0))

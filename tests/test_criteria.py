@@ -325,3 +325,26 @@ def test_bad_input_is_a_clear_error():
     criteria.prune("snip", params, 0.9, mlp_task(), batches=[mlp_batch(0)], rounds=0)
   with pytest.raises(ValueError, match="sparsity must lie in"):
     criteria.prune("magnitude", params, 1.0, criteria.Task())
+
+
+def test_data_free_criteria_on_a_token_model_take_the_input_dtype():
+  """SynFlow feeds an all-ones input: token 1 everywhere for a model of token ids, given
+  Task(input_dtype=...); without it, one line names the fix instead of JAX's raw error."""
+  from flax import linen as nn
+
+  class Tokens(nn.Module):
+    @nn.compact
+    def __call__(self, tokens):
+      h = nn.relu(nn.Dense(16)(nn.Embed(20, 8)(tokens)))
+      return nn.Dense(4)(h.mean(1))
+
+  model = Tokens()
+  params = model.init(jax.random.key(0), jnp.zeros((1, 6), jnp.int32))["params"]
+  forward = lambda p, x: model.apply({"params": p}, x)  # noqa: E731
+  with pytest.raises(ValueError, match=r"give Task\(\.\.\., input_dtype=jnp\.int32\)"):
+    criteria.prune("synflow", params, 0.9, criteria.Task(forward=forward, input_shape=(6,)))
+  task = criteria.Task(forward=forward, input_shape=(6,), input_dtype=jnp.int32)
+  mask = criteria.prune("synflow", params, 0.9, task, rounds=2)
+  kept = int(mask["Dense_0"]["kernel"].sum()) + int(mask["Dense_1"]["kernel"].sum())
+  assert kept == round(0.1 * (8 * 16 + 16 * 4))  # The embedding is no candidate.
+  assert bool(mask["Embed_0"]["embedding"].all()) and criteria.has_path(task, params, mask)
