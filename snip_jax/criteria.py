@@ -124,10 +124,12 @@ class Criterion:
 # Score functions.
 
 
-def _only_prunable(tree: PyTree, filter_fn: masks.FilterFn) -> PyTree:
-  """Zeroes the non-prunable leaves of a score tree (they are not candidates)."""
-  return jax.tree.map_with_path(
-    lambda path, s: s if filter_fn(path, s) else jnp.zeros_like(s), tree
+def _normalised(scores: PyTree, dtype=None) -> PyTree:
+  """Candidate scores divided by their sum (kept 0, not 0/0, when it is 0), as ``dtype``."""
+  total = sum(jnp.sum(s) for s in jax.tree.leaves(scores) if masks.is_candidate(s))
+  total = jnp.where(total > 0, total, 1)
+  return jax.tree.map(
+    lambda s: (s / total).astype(dtype or s.dtype) if masks.is_candidate(s) else s, scores
   )
 
 
@@ -148,13 +150,14 @@ def _random_scores(params, mask, batch, key, *, filter_fn):
   draws = [
     jax.random.uniform(jax.random.fold_in(key, i), jnp.shape(leaf)) for i, leaf in enumerate(leaves)
   ]
-  return _only_prunable(jax.tree.unflatten(treedef, draws), filter_fn)
+  return masks.candidate_scores(jax.tree.unflatten(treedef, draws), params, filter_fn)
 
 
 @functools.partial(jax.jit, static_argnames="filter_fn")
 def _magnitude_scores(params, mask, batch, key, *, filter_fn):
   del mask, batch, key
-  return _only_prunable(jax.tree.map(lambda w: jnp.abs(w).astype(jnp.float32), params), filter_fn)
+  magnitudes = jax.tree.map(lambda w: jnp.abs(w).astype(jnp.float32), params)
+  return masks.candidate_scores(magnitudes, params, filter_fn)
 
 
 # Criteria that read nothing but the params are compiled once per module, not per call.
@@ -179,8 +182,8 @@ def _grasp(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
     # g is a constant direction: Hg = d/dε ∇L(θ + ε g) at ε = 0, one forward-over-reverse pass.
     g = masks.apply_mask(jax.lax.stop_gradient(grad_fn(theta)), mask)
     _, hg = jax.jvp(grad_fn, (theta,), (g,))
-    return _only_prunable(
-      jax.tree.map(lambda t, h: (t * h).astype(jnp.float32), theta, hg), filter_fn
+    return masks.candidate_scores(
+      jax.tree.map(lambda t, h: (t * h).astype(jnp.float32), theta, hg), params, filter_fn
     )
 
   return jax.jit(score_fn)
@@ -196,11 +199,9 @@ def _synflow(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
       return jnp.sum(task.run_forward(p, dtype))
 
     grads = jax.grad(synaptic_flow)(linear)
-    scores = _only_prunable(jax.tree.map(jnp.multiply, linear, grads), filter_fn)
-    total = sum(jnp.sum(s) for s in jax.tree.leaves(scores))
-    # A network already cut in two (R = 0) scores 0 everywhere; keep it 0, not 0/0.
-    total = jnp.where(total > 0, total, 1)
-    return jax.tree.map(lambda s: (s / total).astype(jnp.float32), scores)
+    scores = masks.candidate_scores(jax.tree.map(jnp.multiply, linear, grads), params, filter_fn)
+    # A network already cut in two (R = 0) scores 0 everywhere; kept 0, not 0/0.
+    return _normalised(scores, jnp.float32)
 
   return jax.jit(score_fn)
 
@@ -261,7 +262,9 @@ def _score_round(
     total, count = scoring.sum_over_batches(score_fn, params, mask, batches, key)
   if count == 0:
     raise ValueError(f"Criterion {name!r} got no scoring batch: batches is empty.")
-  return total if count == 1 else jax.tree.map(lambda t: t / count, total)
+  if count == 1:
+    return total
+  return jax.tree.map(lambda t: t / count if masks.is_candidate(t) else t, total)
 
 
 def score(

@@ -125,6 +125,30 @@ def in_norm_layer(path: KeyPath) -> bool:
   return any("norm" in _key_name(key).lower() for key in _keys(path)[:-1])
 
 
+def not_a_candidate(leaf: Any) -> jax.Array:
+  """The scores of a leaf that is not a candidate for pruning: ``int8`` zeros of its shape.
+
+  A score tree carries its candidate set this way, from scoring to selection: every criterion
+  decides the candidates on the params (with its ``filter_fn``), scores them in floating point
+  and gives the others integer zeros, and :func:`snip_jax.selection.top_k_mask` never selects
+  over an integer leaf, whatever its own ``filter_fn``.
+  """
+  return jnp.zeros(jnp.shape(leaf), jnp.int8)
+
+
+def is_candidate(scores_leaf: Any) -> bool:
+  """Whether a leaf of a score tree can be a candidate: floating point (see
+  :func:`not_a_candidate`)."""
+  return jnp.issubdtype(getattr(scores_leaf, "dtype", np.int8), jnp.floating)
+
+
+def candidate_scores(scores: PyTree, params: PyTree, filter_fn: FilterFn = kernels) -> PyTree:
+  """``scores`` where ``filter_fn(path, param)`` holds, :func:`not_a_candidate` elsewhere."""
+  return jax.tree.map_with_path(
+    lambda path, s, p: s if filter_fn(path, p) else not_a_candidate(s), scores, params
+  )
+
+
 def prunable_leaves(tree: PyTree, filter_fn: FilterFn = kernels) -> PyTree:
   """A tree of Python bools with ``tree``'s structure: ``True`` where a leaf is prunable."""
   return jax.tree.map_with_path(filter_fn, tree)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from snip_jax import parallel
+from snip_jax import masks, parallel
 
 PyTree = Any
 #: ``score_fn(params, mask, batch, key) -> scores``: ``batch`` is a tuple of the loss's
@@ -103,7 +103,11 @@ def sum_over_devices(per_device: PyTree) -> PyTree:
   Returns:
     The sum over the devices, replicated.
   """
-  return jax.tree.map(lambda x: jnp.sum(x, axis=0), per_device)
+  # Non-candidates' zeros are made anew, not summed: nothing to communicate.
+  return jax.tree.map(
+    lambda x: jnp.sum(x, axis=0) if masks.is_candidate(x) else masks.not_a_candidate(x[0]),
+    per_device,
+  )
 
 
 @functools.lru_cache(maxsize=8)  # Compiled once per prune() call, not once per round.
@@ -197,4 +201,5 @@ def mean_over_devices(
       f"Spreading the scoring batches over {mesh.devices.size} devices needs a positive multiple "
       f"of {local} batches in each process, got {count // mesh.devices.size * local + len(group)}."
     )
-  return jax.tree.map(lambda t: t / count, sum_over_devices(sums))
+  # Non-candidates' integer zeros stay integers (masks.not_a_candidate).
+  return jax.tree.map(lambda t: t / count if masks.is_candidate(t) else t, sum_over_devices(sums))

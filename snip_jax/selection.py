@@ -282,7 +282,11 @@ def top_k_mask(
   if within is not None:
     within = masks.conform_mask(scores, within)
 
-  prunable = masks.prunable_leaves(scores, filter_fn)
+  # The candidates: what filter_fn admits among the leaves the scoring scored (integer leaves
+  # are the others: masks.not_a_candidate).
+  prunable = jax.tree.map_with_path(
+    lambda path, s: masks.is_candidate(s) and filter_fn(path, s), scores
+  )
   leaves, treedef = jax.tree.flatten(scores)
   flags = jax.tree.leaves(prunable)
   # On the CPU the selection runs in NumPy, on zero-copy views of the scores.

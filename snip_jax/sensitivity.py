@@ -45,8 +45,9 @@ def connection_sensitivity(
       the pruned network ``w ⊙ mask``.
 
   Returns:
-    A pytree shaped like ``params`` of non-negative float32 scores. Non-prunable leaves are
-    zeros (they are not candidates for pruning).
+    A pytree shaped like ``params`` of non-negative float32 scores of the candidates;
+    the other leaves are ``int8`` zeros (:func:`snip_jax.masks.not_a_candidate`), which
+    :func:`snip_jax.selection.top_k_mask` never selects over.
   """
   prunable = masks.prunable_leaves(params, filter_fn)
 
@@ -63,9 +64,11 @@ def connection_sensitivity(
   else:
     c = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), masks.conform_mask(params, mask))
   grads = jax.grad(loss_of_mask)(c)
-  scores = jax.tree.map(lambda g, keep: jnp.abs(g) if keep else jnp.zeros_like(g), grads, prunable)
+  scores = jax.tree.map(
+    lambda g, keep: jnp.abs(g) if keep else masks.not_a_candidate(g), grads, prunable
+  )
   if normalize:
-    total = sum(jnp.sum(s) for s in jax.tree.leaves(scores))
+    total = sum(jnp.sum(s) for s in jax.tree.leaves(scores) if masks.is_candidate(s))
     total = jnp.where(total > 0, total, 1.0)
-    scores = jax.tree.map(lambda s: s / total, scores)
+    scores = jax.tree.map(lambda s: s / total if masks.is_candidate(s) else s, scores)
   return scores

@@ -145,7 +145,7 @@ def attention_block_params():
 
 
 def test_the_default_rule_prunes_weight_matrices_and_kernels_only():
-  from snip_jax import masks, top_k_mask
+  from snip_jax import connection_sensitivity, masks, top_k_mask
 
   params = attention_block_params()
   reasons = {
@@ -172,9 +172,17 @@ def test_the_default_rule_prunes_weight_matrices_and_kernels_only():
   kernel_sizes = 8 * 3 + 4 * (8 * 4 * 2)
   assert count_prunable(params) == kernel_sizes
   assert count_prunable(params, masks.kernels_and_embeddings) == kernel_sizes + 11 * 8 + 5 * 8
-  # κ over exactly those candidates; the int table (and every other leaf) untouched. (The
-  # scores keep the params' dtypes here; scores that carry the candidate set: issue 21, item 2.)
-  scores = jax.tree.map(lambda p: jnp.abs(p) + 1, params)
+
+  # κ over exactly those candidates (SNIP's scores carry them); the int table untouched.
+  def loss_fn(params, tokens):
+    h = params["Embed_0"]["embedding"][tokens] + params["pos_emb"]
+    kernel = params["MultiHeadDotProductAttention_0"]["query"]["kernel"]
+    return jnp.sum(jnp.einsum("bld,dhk->blhk", h, kernel) ** 2) + jnp.sum(
+      h @ params["Dense_0"]["kernel"]
+    )
+
+  scores = connection_sensitivity(loss_fn, params, jnp.arange(5)[None] % 11)
+  assert scores["table"].dtype == jnp.int8 and not scores["table"].any()
   mask = top_k_mask(scores, sparsity=0.9)
   pruned = apply_mask(params, mask)
   assert sum(int(m.sum()) for m in jax.tree.leaves(mask)) == round(0.1 * kernel_sizes) + (
@@ -244,3 +252,23 @@ def test_nnx_full_state_and_plain_dict_masks():
   tx.init(params)  # The plain mask fits the State params.
   with pytest.raises(ValueError, match=r"the mask has no leaf 'out/bias'"):
     apply_mask(params, {"hidden": plain_mask["hidden"]})
+
+
+def test_the_set_scored_is_the_set_selected():
+  """A leaf left out of the scoring is no candidate of the selection, without the filter_fn
+  being given twice: its scores are integer zeros, which top_k_mask never selects over."""
+  from snip_jax import connection_sensitivity, top_k_mask
+
+  params = random_params(jax.random.key(0), sizes=((6, 5), (5, 4)))
+  not_first = lambda path, leaf: leaf.ndim >= 2 and "Dense_0" not in str(path)  # noqa: E731
+
+  def loss_fn(p, x):
+    return jnp.sum(jnp.tanh(x @ p["Dense_0"]["kernel"]) @ p["Dense_1"]["kernel"])
+
+  x = jax.random.normal(jax.random.key(1), (4, params["Dense_0"]["kernel"].shape[0]))
+  scores = connection_sensitivity(loss_fn, params, x, filter_fn=not_first)
+  assert scores["Dense_0"]["kernel"].dtype == jnp.int8
+  mask = top_k_mask(scores, sparsity=0.5)  # The default filter_fn: Dense_0 stays out anyway.
+  assert bool(mask["Dense_0"]["kernel"].all())
+  size = params["Dense_1"]["kernel"].size
+  assert int(mask["Dense_1"]["kernel"].sum()) == round(0.5 * size)
