@@ -245,6 +245,20 @@ def layer_summary(tree: PyTree, filter_fn: FilterFn = kernels) -> list[dict[str,
   return rows
 
 
+def excluded_leaves(tree: PyTree, filter_fn: FilterFn = kernels) -> list[dict[str, Any]]:
+  """Per leaf that ``filter_fn`` leaves out of pruning: ``{'name', 'size', 'reason'}``, the
+  reason of the default rule (:func:`exclusion`) where it has one."""
+  return [
+    {
+      "name": path_name(path),
+      "size": int(np.size(leaf)),
+      "reason": exclusion(path, leaf) or "left out by filter_fn",
+    }
+    for path, leaf in jax.tree.leaves_with_path(tree)
+    if not filter_fn(path, leaf)
+  ]
+
+
 def collapsed_layers(rows: Sequence[dict[str, Any]]) -> list[str]:
   """Names of the prunable leaves left with no connection at all (layer collapse).
 
@@ -302,8 +316,11 @@ def overlap(mask_a: PyTree, mask_b: PyTree, filter_fn: FilterFn = kernels) -> di
   }
 
 
-def format_layer_summary(rows: Sequence[dict[str, Any]]) -> str:
-  """A fixed-width table of :func:`layer_summary` rows with a total line."""
+def format_layer_summary(
+  rows: Sequence[dict[str, Any]], excluded: Sequence[dict[str, Any]] = ()
+) -> str:
+  """A fixed-width table of :func:`layer_summary` rows with a total line, then the leaves
+  left out of pruning (:func:`excluded_leaves`) with their reasons, when given."""
   width = max([len("layer"), len("total"), *(len(r["name"]) for r in rows)])
   lines = [f"{'layer':<{width}}  {'size':>10}  {'kept':>10}  {'sparsity':>8}"]
   lines += [
@@ -312,6 +329,8 @@ def format_layer_summary(rows: Sequence[dict[str, Any]]) -> str:
   size, kept = sum(r["size"] for r in rows), sum(r["kept"] for r in rows)
   total = 1.0 - kept / size if size else 0.0
   lines.append(f"{'total':<{width}}  {size:>10,}  {kept:>10,}  {total:>8.2%}")
+  if excluded:
+    lines.append("not pruned: " + "; ".join(f"{e['name']} ({e['reason']})" for e in excluded))
   return "\n".join(lines)
 
 

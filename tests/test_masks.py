@@ -272,3 +272,19 @@ def test_the_set_scored_is_the_set_selected():
   assert bool(mask["Dense_0"]["kernel"].all())
   size = params["Dense_1"]["kernel"].size
   assert int(mask["Dense_1"]["kernel"].sum()) == round(0.5 * size)
+
+
+def test_the_table_says_what_is_not_pruned_and_why():
+  from snip_jax import excluded_leaves, kernels_and_embeddings
+
+  params = attention_block_params()
+  excluded = {e["name"]: (e["size"], e["reason"]) for e in excluded_leaves(params)}
+  assert excluded["MultiHeadDotProductAttention_0/query/bias"] == (8, "a bias")
+  assert excluded["table"] == (6, "not floating point (int32)")
+  assert excluded["pos_emb"] == (40, "an embedding (kernels_and_embeddings prunes it)")
+  assert len(excluded) == 10  # Every leaf but the 4 attention kernels and the Dense kernel.
+  with_embeddings = excluded_leaves(params, kernels_and_embeddings)
+  assert "pos_emb" not in {e["name"] for e in with_embeddings}
+  table = format_layer_summary(layer_summary(params), excluded_leaves(params))
+  assert table.splitlines()[-1].startswith("not pruned: Dense_0/bias (a bias); Embed_0/embedding")
+  assert "; table (not floating point (int32))" in table

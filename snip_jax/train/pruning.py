@@ -149,11 +149,13 @@ class MaskReport:
     per_layer: :func:`snip_jax.masks.layer_summary`'s rows.
     collapsed: the layers that keep no connection at all.
     connected: whether a path from input to output survives.
+    excluded: :func:`snip_jax.masks.excluded_leaves`'s rows: the leaves not pruned, and why.
   """
 
   per_layer: list[dict[str, Any]]
   collapsed: list[str]
   connected: bool
+  excluded: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   @property
   def num_kept(self) -> int:
@@ -169,6 +171,7 @@ def mask_report(config, mask, task: criteria.Task, params) -> MaskReport:
     per_layer=per_layer,
     collapsed=masks.collapsed_layers(per_layer),
     connected=criteria.has_path(task, params, mask, filter_fn),
+    excluded=masks.excluded_leaves(params, filter_fn),
   )
 
 
@@ -176,7 +179,8 @@ def format_report(config, report: MaskReport, prune_seconds: float) -> str:
   """The per-layer table, and a warning when a layer collapsed or no path survives."""
   text = (
     f"{config.criterion} pruning ({prune_seconds:.2f} s), {config.distribution} selection, "
-    f"target sparsity {config.sparsity:.2%}:\n" + masks.format_layer_summary(report.per_layer)
+    f"target sparsity {config.sparsity:.2%}:\n"
+    + masks.format_layer_summary(report.per_layer, report.excluded)
   )
   if report.collapsed or not report.connected:
     text += (
