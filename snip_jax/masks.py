@@ -143,9 +143,13 @@ def is_candidate(scores_leaf: Any) -> bool:
 
 
 def candidate_scores(scores: PyTree, params: PyTree, filter_fn: FilterFn = kernels) -> PyTree:
-  """``scores`` where ``filter_fn(path, param)`` holds, :func:`not_a_candidate` elsewhere."""
+  """``scores`` where the param is floating point and ``filter_fn(path, param)`` holds,
+  :func:`not_a_candidate` elsewhere (a ``bool`` param is never a candidate, although the rule
+  admits ``bool`` leaves, which a mask's are)."""
   return jax.tree.map_with_path(
-    lambda path, s, p: s if filter_fn(path, p) else not_a_candidate(s), scores, params
+    lambda path, s, p: s if is_candidate(p) and filter_fn(path, p) else not_a_candidate(s),
+    scores,
+    params,
   )
 
 

@@ -49,7 +49,10 @@ def connection_sensitivity(
     the other leaves are ``int8`` zeros (:func:`snip_jax.masks.not_a_candidate`), which
     :func:`snip_jax.selection.top_k_mask` never selects over.
   """
-  prunable = masks.prunable_leaves(params, filter_fn)
+  # Candidates: floating-point params the filter admits (never a bool or integer param).
+  prunable = jax.tree.map_with_path(
+    lambda path, p: masks.is_candidate(p) and filter_fn(path, p), params
+  )
 
   def loss_of_mask(c):
     # Only candidates are multiplied: the others (RNG keys and counters of an NNX state

@@ -1,0 +1,133 @@
+"""Property tests (hypothesis) on pytrees shaped like users' models, not like our zoo.
+
+Random nested dicts (and the same leaves as an NNX ``State``) mixing float32 and bfloat16
+kernels of rank 2 to 4, biases of rank 1 and 2, embeddings, LayerNorm scales, and int32 and
+bool tables: SNIP's scores, ``top_k_mask`` and ``apply_mask`` keep exactly κ of exactly the
+documented candidates (floating-point leaves of rank >= 2 that are no bias, embedding or
+normalisation leaf), leave every other leaf bit for bit as it was, and the masked optimizer
+(momentum SGD, AdamW) keeps every pruned weight exactly 0 after every update.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from snip_jax import apply_mask, connection_sensitivity, masked, masks, top_k_mask
+
+SETTINGS = dict(deadline=None, derandomize=True, database=None, max_examples=25)
+
+#: Leaf kinds: (name, dtype, shape, candidate?).
+KINDS = (
+  ("kernel", jnp.float32, (3, 4), True),
+  ("kernel", jnp.bfloat16, (2, 3, 4), True),
+  ("kernel", jnp.float32, (2, 2, 3, 4), True),
+  ("w", jnp.float32, (4, 2), True),  # A hand-written model's weight.
+  ("bias", jnp.float32, (4,), False),
+  ("bias", jnp.float32, (2, 3), False),  # Attention's (heads, head_dim).
+  ("embedding", jnp.float32, (5, 4), False),
+  ("pos_emb", jnp.float32, (3, 4), False),
+  ("table", jnp.int32, (2, 3), False),
+  ("flags", jnp.bool_, (2, 2), False),
+)
+
+
+@st.composite
+def user_trees(draw):
+  """``(params, candidate names)``: 2 to 4 modules of 1 to 3 leaves, one of them a LayerNorm."""
+  params, candidates = {}, set()
+  key = jax.random.key(draw(st.integers(0, 2**16)))
+  for m in range(draw(st.integers(2, 4))):
+    module = f"LayerNorm_{m}" if m == 0 else f"block_{m}"
+    leaves = {}
+    for name, dtype, shape, candidate in draw(
+      st.lists(st.sampled_from(KINDS), min_size=1, max_size=3, unique_by=lambda k: k[0])
+    ):
+      key, sub = jax.random.split(key)
+      if jnp.issubdtype(dtype, jnp.floating):
+        value = jax.random.normal(sub, shape, jnp.float32).astype(dtype)
+      else:
+        value = jax.random.randint(sub, shape, 0, 3).astype(dtype)
+      leaves[name] = value
+      if candidate and m != 0:  # Nothing in a normalisation layer is a candidate.
+        candidates.add(f"{module}/{name}")
+    params[module] = leaves
+  params["block_x"] = {"kernel": jax.random.normal(key, (4, 3))}  # At least one candidate.
+  candidates.add("block_x/kernel")
+  return params, candidates
+
+
+def loss_fn(params):
+  """A loss that reads every floating-point leaf (so every candidate gets a gradient)."""
+  return sum(
+    jnp.sum(jnp.sin(p.astype(jnp.float32)))
+    for p in jax.tree.leaves(params)
+    if jnp.issubdtype(p.dtype, jnp.floating)
+  )
+
+
+def named(tree) -> dict:
+  return {masks.path_name(path): leaf for path, leaf in jax.tree.leaves_with_path(tree)}
+
+
+@settings(**SETTINGS)
+@given(case=user_trees(), sparsity=st.sampled_from([0.3, 0.5, 0.9]))
+def test_snip_keeps_exactly_kappa_of_exactly_the_candidates(case, sparsity):
+  params, candidates = case
+  scores = connection_sensitivity(loss_fn, params)
+  assert {n for n, s in named(scores).items() if masks.is_candidate(s)} == candidates
+  mask = top_k_mask(scores, sparsity)
+  size = sum(np.size(leaf) for name, leaf in named(params).items() if name in candidates)
+  kept = sum(int(np.sum(m)) for name, m in named(mask).items() if name in candidates)
+  assert kept == round((1 - sparsity) * size)
+  pruned = named(apply_mask(params, mask))
+  for name, leaf in named(params).items():
+    if name not in candidates:
+      assert bool(np.all(named(mask)[name]))
+      assert pruned[name].dtype == leaf.dtype
+      np.testing.assert_array_equal(np.asarray(pruned[name]), np.asarray(leaf))
+
+
+@settings(**SETTINGS)
+@given(case=user_trees(), inner=st.sampled_from(["sgd", "adamw"]))
+def test_pruned_weights_stay_zero_on_user_trees(case, inner):
+  params, _ = case
+  # The optimizer trains the floating-point leaves (the others are constants of the model).
+  floats = jax.tree.map(lambda p: p if jnp.issubdtype(p.dtype, jnp.floating) else None, params)
+  floats = {m: {k: v for k, v in leaves.items() if v is not None} for m, leaves in floats.items()}
+  floats = {m: leaves for m, leaves in floats.items() if leaves}
+  mask = top_k_mask(connection_sensitivity(loss_fn, floats), 0.7)
+  tx = masked(
+    optax.sgd(0.1, momentum=0.9) if inner == "sgd" else optax.adamw(0.05, weight_decay=0.1),
+    mask,
+  )
+  state = tx.init(floats)  # Not apply_mask-ed: the first update prunes.
+  step = jax.jit(lambda p, s: tx.update(jax.grad(loss_fn)(p), s, p))
+  for _ in range(3):
+    updates, state = step(floats, state)
+    floats = optax.apply_updates(floats, updates)
+    for name, m in named(mask).items():
+      assert not np.any(np.asarray(named(floats)[name], np.float32)[~np.asarray(m)])
+
+
+def test_the_same_leaves_as_an_nnx_state():
+  from flax import nnx
+
+  params = {
+    "attn": {"kernel": jnp.ones((4, 2, 3)), "bias": jnp.ones((2, 3))},
+    "embed": {"embedding": jnp.ones((5, 4))},
+    "out": {"kernel": jnp.arange(12.0).reshape(4, 3)},
+  }
+  state = nnx.State({m: {k: nnx.Param(v) for k, v in d.items()} for m, d in params.items()})
+  scores = named(connection_sensitivity(loss_fn, state))
+  assert scores.keys() == named(params).keys()  # The same names, no "/value".
+  assert {n for n, s in scores.items() if masks.is_candidate(s)} == {"attn/kernel", "out/kernel"}
+  mask = top_k_mask(connection_sensitivity(loss_fn, state), 0.5)
+  assert (
+    sum(int(np.sum(m)) for m in jax.tree.leaves(mask)) == round(0.5 * (24 + 12)) + 2 * 3 + 5 * 4
+  )  # κ, the bias, the embedding.
+  with pytest.raises(ValueError, match="no leaf"):
+    apply_mask(state, {"attn": named(mask)})
