@@ -92,3 +92,14 @@ def test_reliability_figures_are_those_of_the_test_suite():
     properties.NOTHING_KEPT_EXAMPLES,
     len(reliability.BAD_INPUTS) + len(reliability.CLI_BAD_INPUTS),
   ]
+
+
+def test_readme_nnx_example_prunes_and_trains(capsys):
+  namespace = {}
+  exec(compile(code_block("With Flax NNX"), str(README), "exec"), namespace)
+  from flax import nnx
+
+  params = nnx.state(namespace["model"], nnx.Param)
+  assert snip_jax.count_prunable(params) == 784 * 300 + 300 * 10
+  assert snip_jax.sparsity(params) == snip_jax.sparsity(namespace["mask"])  # Exact, after 3 steps.
+  assert capsys.readouterr().out.startswith("0.98 {'sparsity/hidden/kernel'")
