@@ -16,6 +16,7 @@ Every other module goes through the functions here, so each fact lives in one pl
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -333,8 +334,13 @@ def format_layer_summary(
   size, kept = sum(r["size"] for r in rows), sum(r["kept"] for r in rows)
   total = 1.0 - kept / size if size else 0.0
   lines.append(f"{'total':<{width}}  {size:>10,}  {kept:>10,}  {total:>8.2%}")
-  if excluded:
-    lines.append("not pruned: " + "; ".join(f"{e['name']} ({e['reason']})" for e in excluded))
+  reasons: dict[str, list[str]] = {}
+  for leaf in excluded:
+    reasons.setdefault(leaf["reason"], []).append(leaf["name"])
+  for reason, names in reasons.items():
+    lines += textwrap.wrap(
+      f"not pruned ({reason}): {', '.join(names)}", 100, subsequent_indent="  "
+    )
   return "\n".join(lines)
 
 

@@ -103,3 +103,20 @@ def test_readme_nnx_example_prunes_and_trains(capsys):
   assert snip_jax.count_prunable(params) == 784 * 300 + 300 * 10
   assert snip_jax.sparsity(params) == snip_jax.sparsity(namespace["mask"])  # Exact, after 3 steps.
   assert capsys.readouterr().out.startswith("0.98 {'sparsity/hidden/kernel'")
+
+
+def test_readme_transformer_example_prunes_attention(capsys):
+  namespace = {}
+  exec(compile(code_block("A Transformer"), str(README), "exec"), namespace)
+  params, mask = namespace["params"], namespace["mask"]
+  assert snip_jax.count_prunable(params) == 69_312
+  assert snip_jax.sparsity(params) == 1 - 6_931 / 69_312  # Exactly κ kept, after 3 steps.
+  out = capsys.readouterr().out
+  assert "MultiHeadDotProductAttention_0/query/kernel" in out
+  assert "MultiHeadDotProductAttention_0/query/bias" in out.split("total")[1]  # Not pruned.
+  assert bool(mask["pos_emb"].all())
+  assert 0 <= snip_jax.overlap(mask, namespace["synflow"])["total"] < 1
+  # As the README says: SNIP keeps more of the value and out kernels than of query and key.
+  for block in ("MultiHeadDotProductAttention_0", "MultiHeadDotProductAttention_1"):
+    kept = {name: int(mask[block][name]["kernel"].sum()) for name in mask[block]}
+    assert min(kept["value"], kept["out"]) > max(kept["query"], kept["key"]), kept
