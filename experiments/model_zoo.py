@@ -73,7 +73,7 @@ def measure(name: str, reps: int) -> dict:
   select = lambda: selection.top_k_mask(scores, config.sparsity, filter_fn=filter_fn)  # noqa: E731
   select_first, select_s = timed(select, reps)
   mask = select()
-  rows = masks.layer_summary(mask, filter_fn)
+  rows = masks.layer_summary(mask, filter_fn, params=params)
 
   state = train.create_train_state(
     model, params, mask, train.make_optimizer(config), step_key, batch_stats

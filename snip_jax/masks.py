@@ -148,7 +148,7 @@ def candidate_scores(scores: PyTree, params: PyTree, filter_fn: FilterFn = kerne
   :func:`not_a_candidate` elsewhere (a ``bool`` param is never a candidate, although the rule
   admits ``bool`` leaves, which a mask's are)."""
   return jax.tree.map_with_path(
-    lambda path, s, p: s if is_candidate(p) and filter_fn(path, p) else not_a_candidate(s),
+    lambda path, s, p: s if is_prunable(path, p, filter_fn) else not_a_candidate(s),
     scores,
     params,
   )
@@ -221,11 +221,34 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
   )
 
 
-def _prunable_pairs(tree: PyTree, filter_fn: FilterFn) -> list[tuple[str, Any]]:
+def is_prunable(path: KeyPath, param: Any, filter_fn: FilterFn = kernels) -> bool:
+  """Whether the param at ``path`` is a candidate for pruning: floating point and admitted by
+  ``filter_fn`` (the rules also admit ``bool`` leaves, a mask's, but a ``bool`` param is never a
+  candidate)."""
+  return is_candidate(param) and filter_fn(path, param)
+
+
+def _prunable_pairs(
+  tree: PyTree, filter_fn: FilterFn, params: PyTree | None = None
+) -> list[tuple[str, Any]]:
+  """``(name, leaf)`` per prunable leaf of ``tree``: decided on ``params``' leaves when given
+  (``tree`` is then a mask or score tree that fits them), else on ``tree``'s own: as params
+  (:func:`is_prunable`) when one of its leaves is floating point, as a mask otherwise."""
+  if params is None:
+    if not any(is_candidate(leaf) for leaf in jax.tree.leaves(tree)):
+      return [
+        (path_name(path), leaf)
+        for path, leaf in jax.tree.leaves_with_path(tree)
+        if filter_fn(path, leaf)
+      ]
+    params = tree
+  tree = conform_mask(params, tree)
   return [
     (path_name(path), leaf)
-    for path, leaf in jax.tree.leaves_with_path(tree)
-    if filter_fn(path, leaf)
+    for (path, param), leaf in zip(
+      jax.tree.leaves_with_path(params), jax.tree.leaves(tree), strict=True
+    )
+    if is_prunable(path, param, filter_fn)
   ]
 
 
@@ -234,14 +257,22 @@ def count_prunable(tree: PyTree, filter_fn: FilterFn = kernels) -> int:
   return sum(int(np.size(leaf)) for _, leaf in _prunable_pairs(tree, filter_fn))
 
 
-def layer_summary(tree: PyTree, filter_fn: FilterFn = kernels) -> list[dict[str, Any]]:
+def layer_summary(
+  tree: PyTree, filter_fn: FilterFn = kernels, *, params: PyTree | None = None
+) -> list[dict[str, Any]]:
   """Per prunable leaf: ``{'name', 'size', 'kept', 'sparsity'}``.
 
   ``tree`` is a mask or a set of (masked) params: a coordinate counts as kept when it is
   non-zero, so the same function measures a mask and the params it produced.
+
+  Which leaves are prunable is decided on ``params``' leaves when given, else on ``tree``'s
+  own (:func:`is_prunable` when ``tree`` holds a floating-point leaf, so is params). A bare
+  mask cannot tell them apart everywhere: the mask of an integer or ``bool`` table of rank 2 is
+  a ``bool`` matrix like a kernel's. So measure the masked params, or pass the params with a
+  mask (``layer_summary(mask, params=params)``) when they hold such tables.
   """
   rows = []
-  for name, leaf in _prunable_pairs(tree, filter_fn):
+  for name, leaf in _prunable_pairs(tree, filter_fn, params):
     size = int(np.size(leaf))
     kept = int(np.count_nonzero(np.asarray(leaf)))
     rows.append(
@@ -251,16 +282,19 @@ def layer_summary(tree: PyTree, filter_fn: FilterFn = kernels) -> list[dict[str,
 
 
 def excluded_leaves(tree: PyTree, filter_fn: FilterFn = kernels) -> list[dict[str, Any]]:
-  """Per leaf that ``filter_fn`` leaves out of pruning: ``{'name', 'size', 'reason'}``, the
-  reason of the default rule (:func:`exclusion`) where it has one."""
+  """Per param of ``tree`` that is not a candidate for pruning (:func:`is_prunable`):
+  ``{'name', 'size', 'reason'}``, the reason of the default rule (:func:`exclusion`) where it
+  has one."""
+
+  def reason(path, leaf):
+    if not is_candidate(leaf):
+      return f"not floating point ({getattr(leaf, 'dtype', type(leaf).__name__)})"
+    return exclusion(path, leaf) or "left out by filter_fn"
+
   return [
-    {
-      "name": path_name(path),
-      "size": int(np.size(leaf)),
-      "reason": exclusion(path, leaf) or "left out by filter_fn",
-    }
+    {"name": path_name(path), "size": int(np.size(leaf)), "reason": reason(path, leaf)}
     for path, leaf in jax.tree.leaves_with_path(tree)
-    if not filter_fn(path, leaf)
+    if not is_prunable(path, leaf, filter_fn)
   ]
 
 
@@ -273,25 +307,30 @@ def collapsed_layers(rows: Sequence[dict[str, Any]]) -> list[str]:
   return [r["name"] for r in rows if r["size"] and r["kept"] == 0]
 
 
-def sparsity(tree: PyTree, filter_fn: FilterFn = kernels) -> float:
-  """Fraction of prunable coordinates that are zero (pruned), over all prunable leaves."""
-  rows = layer_summary(tree, filter_fn)
+def sparsity(tree: PyTree, filter_fn: FilterFn = kernels, *, params: PyTree | None = None) -> float:
+  """Fraction of prunable coordinates that are zero (pruned), over all prunable leaves
+  (decided on ``params`` when given, see :func:`layer_summary`)."""
+  rows = layer_summary(tree, filter_fn, params=params)
   size = sum(r["size"] for r in rows)
   if size == 0:
     raise ValueError("The tree has no prunable leaves under this filter_fn.")
   return 1.0 - sum(r["kept"] for r in rows) / size
 
 
-def layer_sparsities(tree: PyTree, filter_fn: FilterFn = kernels) -> dict[str, float]:
+def layer_sparsities(
+  tree: PyTree, filter_fn: FilterFn = kernels, *, params: PyTree | None = None
+) -> dict[str, float]:
   """``{'sparsity/<layer>': ..., 'sparsity/total': ...}``: :func:`layer_summary` as a flat
   dict of floats, ready for a metrics logger."""
-  rows = layer_summary(tree, filter_fn)
+  rows = layer_summary(tree, filter_fn, params=params)
   result = {f"sparsity/{r['name']}": r["sparsity"] for r in rows}
-  result["sparsity/total"] = sparsity(tree, filter_fn)
+  result["sparsity/total"] = sparsity(tree, filter_fn, params=params)
   return result
 
 
-def overlap(mask_a: PyTree, mask_b: PyTree, filter_fn: FilterFn = kernels) -> dict[str, Any]:
+def overlap(
+  mask_a: PyTree, mask_b: PyTree, filter_fn: FilterFn = kernels, *, params: PyTree | None = None
+) -> dict[str, Any]:
   """How far two masks of the same params agree on the kept connections.
 
   Intersection over union of the kept sets (1.0: identical; two random masks at density ``d``
@@ -299,19 +338,25 @@ def overlap(mask_a: PyTree, mask_b: PyTree, filter_fn: FilterFn = kernels) -> di
 
   Returns:
     ``{'total': iou, 'per_layer': {name: iou}, 'intersection': int, 'union': int}``, over the
-    prunable leaves.
+    prunable leaves (decided on ``params`` when given, see :func:`layer_summary`).
 
   Raises:
     ValueError: if the two masks differ in structure or shapes.
   """
   mask_b = conform_mask(mask_a, mask_b)
+  if params is not None:
+    mask_a, mask_b = conform_mask(params, mask_a), conform_mask(params, mask_b)
+  judged = mask_a if params is None else params
   per_layer, inter_total, union_total = {}, 0, 0
-  for (path, a), b in zip(jax.tree.leaves_with_path(mask_a), jax.tree.leaves(mask_b), strict=True):
-    if not filter_fn(path, a):
+  for (path, leaf), a, b in zip(
+    jax.tree.leaves_with_path(judged), jax.tree.leaves(mask_a), jax.tree.leaves(mask_b), strict=True
+  ):
+    if not (filter_fn(path, leaf) if params is None else is_prunable(path, leaf, filter_fn)):
       continue
+    name = path_name(path)
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     inter, union = int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b))
-    per_layer[path_name(path)] = inter / union if union else 1.0
+    per_layer[name] = inter / union if union else 1.0
     inter_total, union_total = inter_total + inter, union_total + union
   return {
     "total": inter_total / union_total if union_total else 1.0,

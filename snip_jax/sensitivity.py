@@ -50,9 +50,7 @@ def connection_sensitivity(
     :func:`snip_jax.selection.top_k_mask` never selects over.
   """
   # Candidates: floating-point params the filter admits (never a bool or integer param).
-  prunable = jax.tree.map_with_path(
-    lambda path, p: masks.is_candidate(p) and filter_fn(path, p), params
-  )
+  prunable = jax.tree.map_with_path(lambda path, p: masks.is_prunable(path, p, filter_fn), params)
 
   def loss_of_mask(c):
     # Only candidates are multiplied: the others (RNG keys and counters of an NNX state

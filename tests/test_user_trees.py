@@ -5,7 +5,8 @@ kernels of rank 2 to 4, biases of rank 1 and 2, embeddings, LayerNorm scales, an
 bool tables: SNIP's scores, ``top_k_mask`` and ``apply_mask`` keep exactly κ of exactly the
 documented candidates (floating-point leaves of rank >= 2 that are no bias, embedding or
 normalisation leaf), leave every other leaf bit for bit as it was, and the masked optimizer
-(momentum SGD, AdamW) keeps every pruned weight exactly 0 after every update.
+(momentum SGD, AdamW) keeps every pruned weight exactly 0 after every update. Measured with
+its params (``params=``), a mask has exactly the sparsity asked for.
 """
 
 import jax
@@ -83,6 +84,14 @@ def test_snip_keeps_exactly_kappa_of_exactly_the_candidates(case, sparsity):
   size = sum(np.size(leaf) for name, leaf in named(params).items() if name in candidates)
   kept = sum(int(np.sum(m)) for name, m in named(mask).items() if name in candidates)
   assert kept == round((1 - sparsity) * size)
+  # Measured with its params (or on the masked params), the mask has the sparsity asked for;
+  # what is left out is named with a reason.
+  exact = 1 - round((1 - sparsity) * size) / size
+  assert masks.sparsity(mask, params=params) == pytest.approx(exact, abs=1e-12)
+  assert masks.sparsity(apply_mask(params, mask)) == pytest.approx(exact, abs=1e-12)
+  assert {r["name"] for r in masks.layer_summary(mask, params=params)} == candidates
+  assert {r["name"] for r in masks.excluded_leaves(params)} == set(named(params)) - candidates
+  assert masks.overlap(mask, mask, params=params)["union"] == kept
   pruned = named(apply_mask(params, mask))
   for name, leaf in named(params).items():
     if name not in candidates:

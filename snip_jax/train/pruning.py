@@ -166,7 +166,7 @@ def mask_report(config, mask, task: criteria.Task, params) -> MaskReport:
   """:class:`MaskReport` of ``mask`` over ``params`` (host copies: the same in every process)."""
   mask, params = jax.device_get((mask, params))
   filter_fn = filter_fn_for(config)
-  per_layer = masks.layer_summary(mask, filter_fn)
+  per_layer = masks.layer_summary(mask, filter_fn, params=params)
   return MaskReport(
     per_layer=per_layer,
     collapsed=masks.collapsed_layers(per_layer),
