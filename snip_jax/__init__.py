@@ -42,7 +42,7 @@ from snip_jax.masks import (
   save_mask,
   sparsity,
 )
-from snip_jax.optim import MaskedState, masked
+from snip_jax.optim import MaskedState, UnmaskedParamsWarning, masked
 from snip_jax.selection import (
   DISTRIBUTIONS,
   ZeroScoresWarning,
@@ -59,6 +59,7 @@ __all__ = [
   "DISTRIBUTIONS",
   "MaskedState",
   "Task",
+  "UnmaskedParamsWarning",
   "ZeroScoresWarning",
   "apply_mask",
   "check_mask",

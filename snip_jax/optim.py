@@ -28,15 +28,42 @@ step compiles once for any mask of the same shapes.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from snip_jax import masks
 
 PyTree = Any
+
+
+class UnmaskedParamsWarning(UserWarning):
+  """:func:`masked` was initialised on params that are not zero at every pruned coordinate."""
+
+
+def _warn_if_unmasked(params: PyTree, mask: PyTree) -> None:
+  """Warns when concrete ``params`` are non-zero somewhere ``mask`` prunes (traced ones, under
+  ``jit``, cannot be looked at and are not checked)."""
+  leaves = jax.tree.leaves(params)
+  if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+    return
+  for (path, param), keep in zip(
+    jax.tree.leaves_with_path(params), jax.tree.leaves(mask), strict=True
+  ):
+    if masks.is_candidate(param) and np.any(np.asarray(param)[~np.asarray(keep)] != 0):
+      warnings.warn(
+        f"masked(...).init got params that are not pruned (first at {masks.path_name(path)!r}): "
+        "they become exactly 0.0 at the first update only when update is given the params "
+        "(tx.update(grads, state, params), as TrainState and nnx.Optimizer do). Call "
+        "params = snip_jax.apply_mask(params, mask) before init to be safe either way.",
+        UnmaskedParamsWarning,
+        stacklevel=3,
+      )
+      return
 
 
 class MaskedState(NamedTuple):
@@ -98,7 +125,8 @@ def masked(
   ``optax`` losses and Flax's ``TrainState`` do), a pruned coordinate's update is ``-param``,
   so after the first update every pruned param is exactly ``0.0`` even if the params were
   never ``apply_mask``-ed, and stays so. Given no params, the update there is ``0``, which keeps
-  params that were masked at zero.
+  params that were masked at zero: so ``init`` warns (:class:`UnmaskedParamsWarning`) when the
+  params it is given are not zero at every pruned coordinate (unless traced, under ``jit``).
 
   Extra keyword arguments of ``update`` (``value=loss`` for ``optax.contrib.momo``,
   ``reduce_on_plateau``, ``polyak_sgd``, ...) are passed on to ``inner``.
@@ -115,6 +143,7 @@ def masked(
 
   def init_fn(params):
     bool_mask = jax.tree.map(lambda m: jnp.asarray(m, bool), masks.conform_mask(params, mask))
+    _warn_if_unmasked(params, bool_mask)
     inner_state = zero_masked_moments(inner.init(params), bool_mask)
     return MaskedState(inner_state=inner_state, mask=bool_mask)
 

@@ -190,9 +190,14 @@ def test_the_default_rule_prunes_weight_matrices_and_kernels_only():
   )
   np.testing.assert_array_equal(pruned["table"], params["table"])
   np.testing.assert_array_equal(pruned["pos_emb"], params["pos_emb"])
+  # Measured with its params, or on the pruned params, the mask has the sparsity asked for (a
+  # bare mask cannot tell the int table's all-True mask from a kernel's).
+  exact = 1 - round(0.1 * kernel_sizes) / kernel_sizes
+  assert masks.sparsity(mask, params=params) == masks.sparsity(pruned) == pytest.approx(exact)
+  assert masks.sparsity(mask) < exact
 
 
-def test_nnx_state_paths_read_as_linen_ones():
+def test_nnx_state_paths_read_as_linen_ones(tmp_path):
   from flax import nnx
 
   from snip_jax import masks
@@ -202,6 +207,16 @@ def test_nnx_state_paths_read_as_linen_ones():
   names = [masks.path_name(path) for path, _ in jax.tree.leaves_with_path(state)]
   assert names == ["layers/0/bias", "layers/0/kernel", "layers/1/bias", "layers/1/kernel"]
   assert count_prunable(state) == 3 * 4 + 4 * 2
+  # The same names in tables and mask files; a file saved from a Linen-style dict loads.
+  mask = jax.tree.map(lambda p: jnp.abs(p) > 0.3, state)
+  assert [r["name"] for r in layer_summary(mask)] == ["layers/0/kernel", "layers/1/kernel"]
+  path = tmp_path / "mask.npz"
+  save_mask(path, nnx.to_pure_dict(mask))
+  with np.load(path) as stored:
+    assert sorted(stored.files) == sorted(names)
+  loaded = load_mask(path, state)
+  assert jax.tree.structure(loaded) == jax.tree.structure(state)
+  assert overlap(loaded, mask)["total"] == 1.0
 
 
 def test_nnx_full_state_and_plain_dict_masks():
@@ -249,7 +264,7 @@ def test_nnx_full_state_and_plain_dict_masks():
   assert jax.tree.structure(masked_params) == jax.tree.structure(params)
   assert sparsity(masked_params) == pytest.approx(sparsity(plain_mask))
   tx = masked(optax.adam(1e-2), plain_mask)
-  tx.init(params)  # The plain mask fits the State params.
+  tx.init(masked_params)  # The plain mask fits the State params.
   with pytest.raises(ValueError, match=r"the mask has no leaf 'out/bias'"):
     apply_mask(params, {"hidden": plain_mask["hidden"]})
 

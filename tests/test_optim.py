@@ -1,5 +1,7 @@
 """The masked optimizer keeps pruned weights and their optimizer state at exactly zero."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 from helpers import random_params
 
 from snip_jax import apply_mask, masked
-from snip_jax.optim import schedule_free_eval_params, zero_masked_moments
+from snip_jax.optim import UnmaskedParamsWarning, schedule_free_eval_params, zero_masked_moments
 
 OPTIMIZERS = {
   "sgd_momentum_weight_decay": lambda: optax.chain(
@@ -158,7 +160,8 @@ def test_params_never_masked_are_pruned_by_the_first_update():
   params = random_params(jax.random.key(0))
   mask = random_mask(params, jax.random.key(1))
   tx = masked(optax.sgd(0.1, momentum=0.9), mask)
-  state = tx.init(params)  # Not apply_mask-ed: the pruned weights are still their init values.
+  with pytest.warns(UnmaskedParamsWarning, match="apply_mask"):
+    state = tx.init(params)  # Not apply_mask-ed: the pruned weights are still their init values.
   pruned = [~m for m in jax.tree.leaves(mask)]
   assert any(
     np.any(p[~k]) for p, k in zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True)
@@ -170,6 +173,20 @@ def test_params_never_masked_are_pruned_by_the_first_update():
     for p, off in zip(jax.tree.leaves(params), pruned, strict=True):
       assert np.all(np.asarray(p)[np.asarray(off)] == 0.0)
       assert not np.any(np.signbit(np.asarray(p)[np.asarray(off)]))  # +0.0, not -0.0.
+
+
+def test_init_warns_about_unmasked_params_only():
+  """Without params, update cannot prune: init says so when its params are not masked, and is
+  silent on masked params (and under jit, where it cannot look)."""
+  params = random_params(jax.random.key(0))
+  mask = random_mask(params, jax.random.key(1))
+  tx = masked(optax.sgd(0.1), mask)
+  with pytest.warns(UnmaskedParamsWarning, match="tx.update\\(grads, state, params\\)"):
+    tx.init(params)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    tx.init(apply_mask(params, mask))
+    jax.jit(tx.init)(params)
 
 
 def test_extra_args_reach_the_inner_optimizer():

@@ -5,8 +5,9 @@ kernels of rank 2 to 4, biases of rank 1 and 2, embeddings, LayerNorm scales, an
 bool tables: SNIP's scores, ``top_k_mask`` and ``apply_mask`` keep exactly κ of exactly the
 documented candidates (floating-point leaves of rank >= 2 that are no bias, embedding or
 normalisation leaf), leave every other leaf bit for bit as it was, and the masked optimizer
-(momentum SGD, AdamW) keeps every pruned weight exactly 0 after every update. Measured with
-its params (``params=``), a mask has exactly the sparsity asked for.
+(the reliability tests' optimizers, and those that take the loss as an extra argument) keeps
+every pruned weight exactly 0 after every update. Measured with its params (``params=``), a
+mask has exactly the sparsity asked for.
 """
 
 import jax
@@ -14,10 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import test_properties as properties
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snip_jax import apply_mask, connection_sensitivity, masked, masks, top_k_mask
+from snip_jax import (
+  UnmaskedParamsWarning,
+  apply_mask,
+  connection_sensitivity,
+  masked,
+  masks,
+  top_k_mask,
+)
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, max_examples=25)
 
@@ -100,8 +109,22 @@ def test_snip_keeps_exactly_kappa_of_exactly_the_candidates(case, sparsity):
       np.testing.assert_array_equal(np.asarray(pruned[name]), np.asarray(leaf))
 
 
+#: The reliability tests' optimizers (with and without weight decay and clipping), and those
+#: that take the loss as an extra argument.
+EXTRA_ARGS = {
+  "momo": lambda: optax.contrib.momo(0.05),
+  "polyak_sgd": lambda: optax.polyak_sgd(max_learning_rate=0.05),
+  "adam-reduce_on_plateau": lambda: optax.chain(
+    optax.adam(0.05), optax.contrib.reduce_on_plateau()
+  ),
+}
+
+
 @settings(**SETTINGS)
-@given(case=user_trees(), inner=st.sampled_from(["sgd", "adamw"]))
+@given(
+  case=user_trees(),
+  inner=st.sampled_from(sorted(properties.COMBINATIONS) + sorted(EXTRA_ARGS)),
+)
 def test_pruned_weights_stay_zero_on_user_trees(case, inner):
   params, _ = case
   # The optimizer trains the floating-point leaves (the others are constants of the model).
@@ -109,12 +132,18 @@ def test_pruned_weights_stay_zero_on_user_trees(case, inner):
   floats = {m: {k: v for k, v in leaves.items() if v is not None} for m, leaves in floats.items()}
   floats = {m: leaves for m, leaves in floats.items() if leaves}
   mask = top_k_mask(connection_sensitivity(loss_fn, floats), 0.7)
-  tx = masked(
-    optax.sgd(0.1, momentum=0.9) if inner == "sgd" else optax.adamw(0.05, weight_decay=0.1),
-    mask,
-  )
-  state = tx.init(floats)  # Not apply_mask-ed: the first update prunes.
-  step = jax.jit(lambda p, s: tx.update(jax.grad(loss_fn)(p), s, p))
+  if inner in EXTRA_ARGS:
+    tx = masked(EXTRA_ARGS[inner](), mask)
+  else:
+    tx = masked(properties.make_optimizer(*properties.COMBINATIONS[inner]), mask)
+  with pytest.warns(UnmaskedParamsWarning):
+    state = tx.init(floats)  # Not apply_mask-ed: the first update prunes.
+
+  @jax.jit
+  def step(p, s):
+    value, grads = jax.value_and_grad(loss_fn)(p)
+    return tx.update(grads, s, p, value=value)
+
   for _ in range(3):
     updates, state = step(floats, state)
     floats = optax.apply_updates(floats, updates)
