@@ -61,6 +61,10 @@ def test_parameter_counts(name):
   variables = abstract_variables(name)
   num_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
   assert (num_params, count_prunable(variables["params"])) == COUNTS[name]
+  # The default rule picks exactly the leaves of rank >= 2 (the rule before NNX, attention and
+  # embeddings were considered), so no zoo model's candidates, κ or mask changed with it.
+  for path, leaf in jax.tree.leaves_with_path(variables["params"]):
+    assert masks.kernels(path, leaf) == (leaf.ndim >= 2), masks.path_name(path)
   paper = models.get_spec(name).paper_params
   if name in DOCUMENTED_COUNT_MISMATCH:
     assert num_params / paper - 1 == pytest.approx(0.096, abs=0.001)
