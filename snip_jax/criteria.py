@@ -124,15 +124,6 @@ class Criterion:
 # Score functions.
 
 
-def _normalised(scores: PyTree, dtype=None) -> PyTree:
-  """Candidate scores divided by their sum (kept 0, not 0/0, when it is 0), as ``dtype``."""
-  total = sum(jnp.sum(s) for s in jax.tree.leaves(scores) if masks.is_candidate(s))
-  total = jnp.where(total > 0, total, 1)
-  return jax.tree.map(
-    lambda s: (s / total).astype(dtype or s.dtype) if masks.is_candidate(s) else s, scores
-  )
-
-
 def _snip(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
   def score_fn(params, mask, batch, key):
     del key
@@ -201,7 +192,7 @@ def _synflow(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
     grads = jax.grad(synaptic_flow)(linear)
     scores = masks.candidate_scores(jax.tree.map(jnp.multiply, linear, grads), params, filter_fn)
     # A network already cut in two (R = 0) scores 0 everywhere; kept 0, not 0/0.
-    return _normalised(scores, jnp.float32)
+    return masks.normalised_scores(scores, jnp.float32)
 
   return jax.jit(score_fn)
 

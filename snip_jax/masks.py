@@ -69,11 +69,15 @@ def _weight_dtype(leaf: Any) -> bool:
   return dtype is not None and (jnp.issubdtype(dtype, jnp.floating) or dtype == np.bool_)
 
 
+def _not_floating_point(leaf: Any) -> str:
+  return f"not floating point ({getattr(leaf, 'dtype', type(leaf).__name__)})"
+
+
 def exclusion(path: KeyPath, leaf: Any) -> str | None:
   """Why the default rule (:func:`kernels`) does not prune the leaf at ``path``, or ``None``
   when it does."""
   if not _weight_dtype(leaf):
-    return f"not floating point ({getattr(leaf, 'dtype', type(leaf).__name__)})"
+    return _not_floating_point(leaf)
   if is_bias(path):
     return "a bias"
   if in_norm_layer(path):
@@ -154,9 +158,14 @@ def candidate_scores(scores: PyTree, params: PyTree, filter_fn: FilterFn = kerne
   )
 
 
-def prunable_leaves(tree: PyTree, filter_fn: FilterFn = kernels) -> PyTree:
-  """A tree of Python bools with ``tree``'s structure: ``True`` where a leaf is prunable."""
-  return jax.tree.map_with_path(filter_fn, tree)
+def normalised_scores(scores: PyTree, dtype: Any = None) -> PyTree:
+  """The candidates' scores divided by their sum (kept 0, not 0/0, when it is 0), as ``dtype``
+  (default: their own); the other leaves as they are."""
+  total = sum(jnp.sum(s) for s in jax.tree.leaves(scores) if is_candidate(s))
+  total = jnp.where(total > 0, total, 1)
+  return jax.tree.map(
+    lambda s: (s / total).astype(dtype or s.dtype) if is_candidate(s) else s, scores
+  )
 
 
 def ones_like(params: PyTree) -> PyTree:
@@ -242,7 +251,8 @@ def _prunable_pairs(
         if filter_fn(path, leaf)
       ]
     params = tree
-  tree = conform_mask(params, tree)
+  else:
+    tree = conform_mask(params, tree)
   return [
     (path_name(path), leaf)
     for (path, param), leaf in zip(
@@ -287,8 +297,8 @@ def excluded_leaves(tree: PyTree, filter_fn: FilterFn = kernels) -> list[dict[st
   has one."""
 
   def reason(path, leaf):
-    if not is_candidate(leaf):
-      return f"not floating point ({getattr(leaf, 'dtype', type(leaf).__name__)})"
+    if not is_candidate(leaf):  # A bool param too, which the rule (applied to masks) admits.
+      return _not_floating_point(leaf)
     return exclusion(path, leaf) or "left out by filter_fn"
 
   return [
@@ -344,17 +354,10 @@ def overlap(
     ValueError: if the two masks differ in structure or shapes.
   """
   mask_b = conform_mask(mask_a, mask_b)
-  if params is not None:
-    mask_a, mask_b = conform_mask(params, mask_a), conform_mask(params, mask_b)
-  judged = mask_a if params is None else params
+  b_by_name = {path_name(path): b for path, b in jax.tree.leaves_with_path(mask_b)}
   per_layer, inter_total, union_total = {}, 0, 0
-  for (path, leaf), a, b in zip(
-    jax.tree.leaves_with_path(judged), jax.tree.leaves(mask_a), jax.tree.leaves(mask_b), strict=True
-  ):
-    if not (filter_fn(path, leaf) if params is None else is_prunable(path, leaf, filter_fn)):
-      continue
-    name = path_name(path)
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
+  for name, a in _prunable_pairs(mask_a, filter_fn, params):
+    a, b = np.asarray(a, bool), np.asarray(b_by_name[name], bool)
     inter, union = int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b))
     per_layer[name] = inter / union if union else 1.0
     inter_total, union_total = inter_total + inter, union_total + union

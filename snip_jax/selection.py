@@ -284,9 +284,7 @@ def top_k_mask(
 
   # The candidates: what filter_fn admits among the leaves the scoring scored (integer leaves
   # are the others: masks.not_a_candidate).
-  prunable = jax.tree.map_with_path(
-    lambda path, s: masks.is_candidate(s) and filter_fn(path, s), scores
-  )
+  prunable = jax.tree.map_with_path(lambda path, s: masks.is_prunable(path, s, filter_fn), scores)
   leaves, treedef = jax.tree.flatten(scores)
   flags = jax.tree.leaves(prunable)
   # On the CPU the selection runs in NumPy, on zero-copy views of the scores.

@@ -68,8 +68,4 @@ def connection_sensitivity(
   scores = jax.tree.map(
     lambda g, keep: jnp.abs(g) if keep else masks.not_a_candidate(g), grads, prunable
   )
-  if normalize:
-    total = sum(jnp.sum(s) for s in jax.tree.leaves(scores) if masks.is_candidate(s))
-    total = jnp.where(total > 0, total, 1.0)
-    scores = jax.tree.map(lambda s: s / total if masks.is_candidate(s) else s, scores)
-  return scores
+  return masks.normalised_scores(scores) if normalize else scores
