@@ -107,9 +107,10 @@ def run_flagged(experiment: str, make_runs: Callable[[int, bool], Sequence[Run]]
   return out
 
 
-def read_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
-  """The finished runs recorded in ``<out>/runs.jsonl`` (empty if there is none)."""
-  path = Path(out) / RUNS_FILE
+def read_records(out: str | os.PathLike[str], name: str = RUNS_FILE) -> list[dict[str, Any]]:
+  """The records in ``<out>/<name>`` (default: the finished runs of ``runs.jsonl``), one JSON
+  line each (empty if there is no such file)."""
+  path = Path(out) / name
   if not path.exists():
     return []
   records = []

@@ -41,8 +41,8 @@ def main(argv):
   seeds = budget.get("seeds", FLAGS.seeds)
   splits, _ = data.load_dataset("fashion_mnist")
 
-  records_path = out / "records.jsonl"
-  records = scoring_mode.read_records(records_path)
+  records_path = out / scoring_mode.RECORDS_FILE
+  records = runs.read_records(out, scoring_mode.RECORDS_FILE)
   done = {r["seed"] for r in records}
   print(f"{len(done)} of {seeds} seeds already measured in {records_path}")
   for seed in range(seeds):

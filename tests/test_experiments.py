@@ -363,7 +363,7 @@ def test_numbers_are_written_as_the_configs_write_them():
 
 def test_scoring_mode_quick_measures_every_pair_and_resumes(quick):
   out = quick / "scoring_mode"
-  (record,) = scoring_mode.read_records(out / "records.jsonl")
+  (record,) = runs.read_records(out, scoring_mode.RECORDS_FILE)
   assert record["sparsity"] == {"0.9": pytest.approx(0.9, abs=1e-5)}
   ious = record["iou"]["0.9"]
   assert set(ious) == {name for name, _, _ in scoring_mode.PAIRS}
@@ -404,7 +404,7 @@ def test_the_readme_scoring_mode_block_is_the_committed_results():
     accuracy = {m: summary["test_accuracy"][f"{m} {sparsity}"] for m in scoring_mode.MODES}
     spread = max(a["mean"] for a in accuracy.values()) - min(a["mean"] for a in accuracy.values())
     assert spread < 2 * max(a["std"] for a in accuracy.values())  # Within the seeds' spread.
-  records = scoring_mode.read_records(ROOT / "results" / "scoring_mode" / "records.jsonl")
+  records = runs.read_records(ROOT / "results" / "scoring_mode", scoring_mode.RECORDS_FILE)
   assert (
     scoring_mode.summarise(
       records, {k: summary[k] for k in ("command", "machine", "jax", "epochs")}

@@ -18,10 +18,9 @@ batches, two dropout keys on one batch). Then every mask (and the dense network)
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,6 +29,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+import runs
 import snip_jax
 
 MODES = ("inference", "batch_stats", "train")
@@ -47,6 +47,8 @@ SCORE_BATCH = 100
 #: Training: momentum SGD, batch 100, a constant learning rate.
 BATCH, LEARNING_RATE, MOMENTUM = 100, 0.05, 0.9
 EPOCHS, SEEDS = 3, 3
+#: One line per seed in the output directory (read with ``runs.read_records(out, RECORDS_FILE)``).
+RECORDS_FILE = "records.jsonl"
 QUICK = {"epochs": 1, "train_examples": 1_000, "seeds": 1, "sparsities": (0.9,)}
 
 
@@ -186,18 +188,12 @@ def measure_seed(splits, seed: int, epochs: int, train_examples: int, sparsities
   return record
 
 
-def read_records(path: Path) -> list[dict]:
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def summarise(records: Sequence[dict], info: dict) -> dict:
-  """Mean and standard deviation over seeds of every overlap and accuracy."""
+  """Mean and sample standard deviation over seeds (:class:`runs.Stat`) of every overlap and
+  accuracy."""
 
   def stat(values):
-    values = np.asarray(list(values), np.float64)
-    return {"mean": float(values.mean()), "std": float(values.std()), "n": len(values)}
+    return dataclasses.asdict(runs.Stat.of(values))
 
   first = records[0]
   return {
@@ -239,7 +235,7 @@ def table(summary: dict) -> str:
   lines += [
     f"| (dense) | {dense['mean']:.2%} ± {dense['std']:.2%} |" + " |" * (len(sparsities) - 1),
     "",
-    f"Means over {len(summary['seeds'])} seeds (± their standard deviation), each trained "
+    f"Means over {len(summary['seeds'])} seeds (± their sample standard deviation), each trained "
     f"{summary['epochs']} epochs; produced by `{summary['command']}` on {summary['machine']} "
     f"(JAX {summary['jax']}); raw files in `results/scoring_mode/`.",
   ]
