@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from snip_jax import files
+
 PyTree = Any
 KeyPath = tuple[Any, ...]
 #: Decides whether the leaf at ``path`` is prunable: ``filter_fn(path, leaf) -> bool``.
@@ -397,7 +399,9 @@ def save_mask(path: str | os.PathLike[str], mask: PyTree) -> None:
   arrays = {
     path_name(p): np.asarray(leaf, dtype=bool) for p, leaf in jax.tree.leaves_with_path(mask)
   }
-  with open(path, "wb") as f:  # A file object keeps numpy from appending '.npz'.
+  # Atomic: a crash leaves the old mask or the new one. A file object keeps numpy from
+  # appending '.npz'.
+  with files.atomic_writer(path, "wb") as f:
     np.savez_compressed(f, **arrays)
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from jax.experimental import multihost_utils
 
+from snip_jax import files
 from snip_jax.data.prepare import ensure_prepared, quiet_absl, tfds_builder
 from snip_jax.data.specs import SPLITS, check_split, get_spec
 from snip_jax.parallel import process_range
@@ -106,9 +105,8 @@ def load_split(
       return arrays["images"], arrays["labels"]
   images, labels = read_prepared_split(name, split, data_dir, shard)
   cache.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=cache.parent, suffix=".tmp", delete=False) as f:
+  with files.atomic_writer(cache, "wb") as f:
     np.savez(f, images=images, labels=labels)
-  os.replace(f.name, cache)
   return images, labels
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
@@ -12,7 +11,7 @@ import ml_collections
 import numpy as np
 
 import snip_jax
-from snip_jax import masks
+from snip_jax import files, masks
 from snip_jax.export.format import FORMAT, MANIFEST, VERSION, matrix_shape
 
 PyTree = Any
@@ -119,15 +118,8 @@ def export_sparse(
   }
   arrays[MANIFEST] = np.asarray(json.dumps(manifest))
   path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as f:
-    try:
-      np.savez_compressed(f, **arrays)
-    except BaseException:
-      f.close()
-      os.remove(f.name)
-      raise
-  os.replace(f.name, path)
+  with files.atomic_writer(path, "wb") as f:
+    np.savez_compressed(f, **arrays)
   return {
     "file_bytes": os.path.getsize(path),
     "kept": int(kept_total),

@@ -88,15 +88,18 @@ def _check_examples(config: ml_collections.ConfigDict, train_split: data.Split) 
     )
 
 
-def _set_up(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> _Run:
-  """Checks everything that can be checked before reading data, then reads it and inits."""
+def _set_up(
+  config: ml_collections.ConfigDict, workdir: str, overwrite: bool, owner: contextlib.ExitStack
+) -> _Run:
+  """Checks everything that can be checked before touching the workdir, takes the workdir (its
+  lock joins ``owner``), then reads the data and inits."""
   config_lib.validate_config(config)
   if config.distributed:
     parallel.initialize_distributed()
   mesh = parallel.make_mesh(config.num_devices)
   model = build.make_model(config)
   _check_sizes(config, mesh, model)
-  workdir_lib.prepare(workdir, config, overwrite)
+  owner.enter_context(workdir_lib.prepare(workdir, config, overwrite))
   splits, _ = data.load_dataset(
     config.dataset,
     config.data_dir,
@@ -424,9 +427,10 @@ def train_and_evaluate(
     FloatingPointError: the training loss or the params became NaN or infinite.
     PreemptedError: SIGTERM arrived; a checkpoint was saved.
   """
-  run = _set_up(config, workdir, overwrite)
-  with RunMetrics(config, workdir, main_process=run.main_process) as metrics:
-    with checkpoint.Checkpointer(workdir, keep=config.checkpoint_keep) as checkpoints:
-      state, progress, report = _restore_or_prune(run, checkpoints)
-      state, progress = _train(run, state, progress, checkpoints, metrics)
-    return _summarise(run, state, progress, report, metrics)
+  with contextlib.ExitStack() as owner:  # The workdir's lock, held to the end.
+    run = _set_up(config, workdir, overwrite, owner)
+    with RunMetrics(config, workdir, main_process=run.main_process) as metrics:
+      with checkpoint.Checkpointer(workdir, keep=config.checkpoint_keep) as checkpoints:
+        state, progress, report = _restore_or_prune(run, checkpoints)
+        state, progress = _train(run, state, progress, checkpoints, metrics)
+      return _summarise(run, state, progress, report, metrics)

@@ -40,6 +40,7 @@ from typing import Any, TextIO
 import ml_collections
 from tqdm import tqdm
 
+from snip_jax import files
 from snip_jax.train import build
 from snip_jax.train import workdir as workdir_lib
 from snip_jax.train.progress import Progress
@@ -119,10 +120,8 @@ class EventFile:
 def _rewrite_lines(path: str, records: list[dict[str, Any]]) -> None:
   """Replaces ``path`` by ``records``, one JSON line each, atomically (a crash leaves the old or
   the new file, never half of one)."""
-  temporary = path + ".tmp"
-  with open(temporary, "w") as f:
+  with files.atomic_writer(path) as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
-  os.replace(temporary, path)
 
 
 def _append_line(path: str, record: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ import jax
 import ml_collections
 from flax import linen as nn
 
-from snip_jax import checkpoint, data, masks, parallel, trees
+from snip_jax import checkpoint, data, files, masks, parallel, trees
 from snip_jax.train import build
 from snip_jax.train import config as config_lib
 
@@ -66,9 +66,8 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
 
 
 def write_json(path: str, obj: Any) -> None:
-  with open(path, "w") as f:
-    json.dump(obj, f, indent=2)
-    f.write("\n")
+  """Replaces ``path`` by ``obj`` as JSON atomically (:func:`snip_jax.files.write_json`)."""
+  files.write_json(path, obj)
 
 
 def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -76,12 +75,64 @@ def config_as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(json.dumps(config.to_dict()))
 
 
-def _delete_run(workdir: str) -> None:
-  for directory in (checkpoint.CHECKPOINT_DIR, TENSORBOARD_DIR):
-    shutil.rmtree(os.path.join(workdir, directory), ignore_errors=True)
-  for name in (*RESULT_FILES, *EXPORT_FILES):
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(os.path.join(workdir, name))
+#: Every name a run (or its export) gives an entry of its workdir, besides the lock file; the
+#: checkpoints first, so that an ``--overwrite`` that cannot delete them deletes nothing.
+RUN_ENTRIES = (checkpoint.CHECKPOINT_DIR, TENSORBOARD_DIR, *RESULT_FILES, *EXPORT_FILES)
+#: The end of the error a second process gets for a workdir in use.
+LOCK_ADVICE = "Wait for it to finish, or use another --workdir."
+
+
+def lock(workdir: str) -> files.DirectoryLock:
+  """The lock of ``workdir`` (not yet acquired): a run holds it from start to end, an export
+  while it reads and writes (see :class:`snip_jax.files.DirectoryLock`)."""
+  return files.DirectoryLock(workdir, "Workdir", LOCK_ADVICE)
+
+
+def run_entries(workdir: str) -> list[str]:
+  """The entries of :data:`RUN_ENTRIES` present in ``workdir`` (links included)."""
+  return [n for n in RUN_ENTRIES if os.path.lexists(os.path.join(workdir, n))]
+
+
+def is_ours(workdir: str) -> bool:
+  """Whether snip-jax wrote the run files in ``workdir``: it holds the lock file every run
+  creates, or (a run from before the lock file) a ``config.json`` of a run."""
+  if os.path.lexists(os.path.join(workdir, files.LOCK_FILE)):
+    return True
+  try:
+    with open(os.path.join(workdir, CONFIG_FILE)) as f:
+      previous = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return isinstance(previous, dict) and {"model", "dataset", "sparsity", "seed"} <= set(previous)
+
+
+def _delete_run(workdir: str, entries: list[str]) -> None:
+  """Deletes ``entries`` of ``workdir``; a link is removed, never followed. Raises ``ValueError``
+  naming the entry that cannot be deleted."""
+  for name in entries:
+    path = os.path.join(workdir, name)
+    try:
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)  # Links inside are removed, not followed.
+      else:
+        os.remove(path)
+    except OSError as e:
+      raise ValueError(
+        f"--overwrite cannot delete {path} ({e.strerror or e}); nothing was started. Delete "
+        "it by hand, or use another --workdir."
+      ) from None
+
+
+def _check_links(workdir: str, entries: list[str]) -> None:
+  """Refuses a run entry that is a symbolic link: a run writes only inside its workdir."""
+  for name in entries:
+    path = os.path.join(workdir, name)
+    if os.path.islink(path):
+      raise ValueError(
+        f"{path} is a symbolic link (to {os.readlink(path)!r}); a run writes only inside its "
+        "workdir. Point --workdir where the files should go, or pass --overwrite to delete "
+        "the link (not what it points to) and start afresh."
+      )
 
 
 def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
@@ -101,16 +152,24 @@ def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str
   ]
 
 
-def prepare(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) -> None:
-  """Makes ``workdir`` and checks that this run may use it.
+def prepare(
+  workdir: str, config: ml_collections.ConfigDict, overwrite: bool
+) -> contextlib.AbstractContextManager:
+  """Makes ``workdir``, takes its lock and checks that this run may use it.
 
-  A workdir that holds a run (checkpoints or a summary) with another config is refused, unless
-  ``overwrite``, which first deletes that run's files (only those: :data:`RESULT_FILES`,
-  :data:`EXPORT_FILES`, ``checkpoints/`` and ``tensorboard/``). A config that differs only in
+  Returns the lock, acquired (process 0; a no-op context on the others): the caller holds it
+  for the whole run, e.g. ``with prepare(...):``. A second run in the same workdir is refused
+  with one line naming the holder; a lock left by a killed run is free again.
+
+  Refused, with nothing changed: a workdir whose run files (:data:`RUN_ENTRIES`) snip-jax did not
+  write (:func:`is_ours`), whatever ``overwrite``; a run entry that is a symbolic link (unless
+  ``overwrite``); a workdir that holds a run (checkpoints or a summary) with another config,
+  unless ``overwrite``, which first deletes that run's entries (only those; links are removed,
+  not followed) and fails loudly if it cannot. A config that differs only in
   :data:`snip_jax.train.config.RESUMABLE_FIELDS` and
   :data:`snip_jax.train.config.EXTENDABLE_FIELDS` resumes the run; whether the checkpoint allows
   the extendable ones (a ``num_epochs`` not below the epochs trained) is checked once it is
-  restored. Every process checks; only process 0 deletes, and the others wait for it.
+  restored. Every process checks; only process 0 locks and deletes, and the others wait for it.
   """
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -120,11 +179,32 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, overwrite: bool) ->
     raise ValueError(
       f"Cannot write to workdir {workdir!r} ({e.strerror or e}); choose another --workdir."
     ) from e
+  entries = run_entries(workdir)
+  if entries and not is_ours(workdir):
+    raise ValueError(
+      f"Workdir {workdir!r} holds {entries[0]!r}, which snip-jax did not write (no "
+      f"{files.LOCK_FILE} and no config.json of a run); nothing was changed. Use another "
+      "--workdir."
+    )
+  held = lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  if jax.process_index() == 0:
+    held.acquire()
+  try:
+    _check_use(workdir, config, overwrite, run_entries(workdir))
+  except BaseException:
+    if jax.process_index() == 0:
+      held.release()
+    raise
+  return held
+
+
+def _check_use(workdir: str, config, overwrite: bool, entries: list[str]) -> None:
   if overwrite:
     if jax.process_index() == 0:
-      _delete_run(workdir)
+      _delete_run(workdir, entries)
     parallel.sync("snip_jax:overwrite")
     return
+  _check_links(workdir, entries)
   has_run = checkpoint.has_checkpoints(workdir) or os.path.exists(
     os.path.join(workdir, SUMMARY_FILE)
   )
