@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import textwrap
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -409,11 +411,17 @@ def load_mask(path: str | os.PathLike[str], params: PyTree) -> PyTree:
   """Loads a mask saved by :func:`save_mask` into the structure of ``params``.
 
   Raises:
-    ValueError: if a leaf of ``params`` is missing from the file, the file has extra keys, or a
-      shape differs.
+    ValueError: if the file is not a complete ``.npz``, a leaf of ``params`` is missing from
+      it, it has extra keys, an entry is not ``bool`` or a shape differs.
   """
-  with np.load(path) as data:
-    stored = {k: data[k] for k in data.files}
+  try:
+    with np.load(path) as data:  # No pickles: allow_pickle is off.
+      stored = {k: data[k] for k in data.files}
+  except (zipfile.BadZipFile, EOFError, ValueError, zlib.error) as e:
+    raise ValueError(
+      f"Mask file {os.fspath(path)!r} cannot be read ({e}): it is not a complete .npz written "
+      "by save_mask."
+    ) from None
   leaves = []
   for p, _leaf in jax.tree.leaves_with_path(params):
     name = path_name(p)
@@ -422,7 +430,13 @@ def load_mask(path: str | os.PathLike[str], params: PyTree) -> PyTree:
         f"Mask file {os.fspath(path)!r} has no entry {name!r}; it was saved for a "
         f"different model (entries: {sorted(stored)})."
       )
-    leaves.append(jnp.asarray(stored.pop(name), dtype=bool))
+    array = stored.pop(name)
+    if array.dtype != np.bool_:
+      raise ValueError(
+        f"Mask file {os.fspath(path)!r}: entry {name!r} is {array.dtype}, not bool; it is not "
+        "a mask saved by save_mask."
+      )
+    leaves.append(jnp.asarray(array))
   if stored:
     raise ValueError(
       f"Mask file {os.fspath(path)!r} has entries the params lack: {sorted(stored)}."

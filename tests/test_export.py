@@ -1,6 +1,7 @@
 """The compact sparse export (snip_jax/export.py, experiments/export.py) and sparse inference."""
 
 import json
+import os
 import zipfile
 
 import flax.serialization
@@ -391,3 +392,38 @@ def test_export_workdir_overwrite_and_cli_errors(tmp_path, tiny_mnist):
     f"error: No trained run in {str(tmp_path / 'none')!r}: it needs config.json, mask.npz and "
     f"checkpoints/. Train one with python experiments/train.py --workdir {tmp_path / 'none'}."
   ]
+
+
+def test_the_export_trusts_the_checkpoint_and_holds_the_workdir(tmp_path, tiny_mnist):
+  """Another run's (or a cut-off) mask.npz is refused, not exported; the training command
+  writes it afresh. The CLI waits for no one: a workdir in use is one line, and so is an
+  --output the report would collide with."""
+  workdir = tmp_path / "run"
+  cfg = tiny_config(tiny_mnist, checkpoint_every_steps=0)
+  train.train_and_evaluate(cfg, str(workdir))
+  good = (workdir / "mask.npz").read_bytes()
+  masks.save_mask(workdir / "mask.npz", jax.tree.map(np.logical_not, train.read_run(workdir).mask))
+  with pytest.raises(ValueError, match=r"mask\.npz is not the mask of the checkpoint of step 18"):
+    export.export_workdir(workdir)
+  (workdir / "mask.npz").write_bytes(good[: len(good) // 2])
+  with pytest.raises(ValueError, match=r"mask\.npz cannot be read as this run's mask"):
+    export.export_workdir(workdir)
+  assert not (workdir / "sparse_model.npz").exists()
+  train.train_and_evaluate(cfg, str(workdir))  # As the message says: the file comes back.
+  assert (workdir / "mask.npz").read_bytes() == good
+
+  script = ROOT / "experiments" / "export.py"
+  result = run_script(script, f"--workdir={workdir}", f"--output={tmp_path / 'model.json'}")
+  assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+    f"error: The export's path must end in .npz (its report is the .json beside it): "
+    f"{str(tmp_path / 'model.json')!r}."
+  ]
+  with train.lock_workdir(workdir):
+    result = run_script(script, f"--workdir={workdir}", "--nocheck")
+  assert result.returncode == 1
+  (line,) = result.stderr.strip().splitlines()
+  assert line.startswith(f"error: Workdir {str(workdir)!r} is in use by pid {os.getpid()} on ")
+  assert not (workdir / "sparse_model.npz").exists()
+  result = run_script(script, f"--workdir={workdir}", "--nocheck")
+  assert result.returncode == 0, result.stderr
+  assert json.loads((workdir / "sparse_model.json").read_text())["test"] is None

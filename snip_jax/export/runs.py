@@ -3,6 +3,7 @@ exports checked against them on a data split (these need snip_jax.train and snip
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -21,13 +22,18 @@ from snip_jax.train.workdir import TrainedRun, read_run
 
 
 def export_workdir(
-  workdir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None
+  workdir: str | os.PathLike[str],
+  path: str | os.PathLike[str] | None = None,
+  *,
+  lock: bool = True,
 ) -> tuple[TrainedRun, str, dict[str, int]]:
   """Exports the newest checkpoint of the run in ``workdir`` (see :func:`export_sparse`).
 
-  The file (default ``<workdir>/sparse_model.npz``) holds the masked params, the batch-norm
-  statistics, the run's config and the step. It is read back before this returns: the dense
-  params it gives must equal the checkpoint's masked params bit for bit.
+  The file (default ``<workdir>/sparse_model.npz``; a path must end in ``.npz``) holds the
+  masked params, the batch-norm statistics, the run's config and the step. It is read back
+  before this returns: the dense params it gives must equal the checkpoint's masked params bit
+  for bit. The workdir's lock is held throughout (``lock=False``: the caller holds it), so a run
+  still writing there is never read half-way: it is refused with one line naming it.
 
   Returns:
     ``(run, path, info)``: the run read from ``workdir`` (:func:`read_run`), the file written
@@ -36,8 +42,18 @@ def export_workdir(
   Raises:
     as :func:`read_run`.
   """
-  run = read_run(workdir)
   path = os.fspath(path or os.path.join(workdir, train.EXPORT_FILES[0]))
+  if not path.endswith(".npz"):
+    raise ValueError(
+      f"The export's path must end in .npz (its report is the .json beside it): {path!r}."
+    )
+  train.check_is_run(workdir)  # Before the lock, which would create a file in any directory.
+  with train.lock_workdir(workdir) if lock else contextlib.nullcontext():
+    return _export(workdir, path)
+
+
+def _export(workdir: str | os.PathLike[str], path: str) -> tuple[TrainedRun, str, dict[str, int]]:
+  run = read_run(workdir)
   info = export_sparse(
     path,
     run.params,

@@ -76,7 +76,9 @@ from snip_jax.train.workdir import (
   STEP_METRICS_FILE,
   TENSORBOARD_DIR,
   TrainedRun,
+  check_is_run,
   default_workdir,
+  lock_workdir,
   read_run,
 )
 
@@ -98,6 +100,7 @@ __all__ = [
   "TrainState",
   "TrainedRun",
   "abstract_variables",
+  "check_is_run",
   "config_file",
   "config_names",
   "create_train_state",
@@ -109,6 +112,7 @@ __all__ = [
   "filter_fn_for",
   "forward",
   "load_config",
+  "lock_workdir",
   "make_model",
   "make_optimizer",
   "make_schedule",

@@ -26,10 +26,12 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from flax import linen as nn
 
 from snip_jax import checkpoint, data, files, masks, parallel, trees
@@ -82,7 +84,7 @@ RUN_ENTRIES = (checkpoint.CHECKPOINT_DIR, TENSORBOARD_DIR, *RESULT_FILES, *EXPOR
 LOCK_ADVICE = "Wait for it to finish, or use another --workdir."
 
 
-def lock(workdir: str) -> files.DirectoryLock:
+def lock_workdir(workdir: str | os.PathLike[str]) -> files.DirectoryLock:
   """The lock of ``workdir`` (not yet acquired): a run holds it from start to end, an export
   while it reads and writes (see :class:`snip_jax.files.DirectoryLock`)."""
   return files.DirectoryLock(workdir, "Workdir", LOCK_ADVICE)
@@ -186,7 +188,7 @@ def prepare(
       f"{files.LOCK_FILE} and no config.json of a run); nothing was changed. Use another "
       "--workdir."
     )
-  held = lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  held = lock_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   if jax.process_index() == 0:
     held.acquire()
   try:
@@ -228,7 +230,8 @@ class TrainedRun:
     model: the Flax module the config builds.
     params: the params of the newest checkpoint, masked (pruned entries exactly ``0.0``).
     batch_stats: the model's ``batch_stats`` collection (``{}`` without batch norm).
-    mask: the run's mask (its ``mask.npz``).
+    mask: the run's mask: the checkpoint's (its optimizer state's), which ``mask.npz`` must
+      equal.
     step: the training step of the checkpoint.
     finished: whether the checkpoint is the end of the run (its ``summary.json`` says so).
   """
@@ -253,6 +256,55 @@ class TrainedRun:
     return tuple(data.get_spec(self.config.dataset).image_shape)
 
 
+def check_is_run(workdir: str | os.PathLike[str]) -> None:
+  """Raises ``FileNotFoundError`` (naming the command that makes one) unless ``workdir`` holds
+  a run: its ``config.json``, ``mask.npz`` and checkpoints."""
+  workdir = os.fspath(workdir)
+  names = (CONFIG_FILE, MASK_FILE)
+  if not checkpoint.has_checkpoints(workdir) or not all(
+    os.path.isfile(os.path.join(workdir, n)) for n in names
+  ):
+    raise FileNotFoundError(
+      f"No trained run in {workdir!r}: it needs config.json, mask.npz and checkpoints/. Train "
+      f"one with python experiments/train.py --workdir {workdir}."
+    )
+
+
+def _checkpoint_mask(workdir: str, step: int, state: dict[str, Any], params: PyTree) -> PyTree:
+  """The mask of the checkpoint (the one its optimizer applied), checked against ``mask.npz``.
+
+  The checkpoint is the source of truth: a ``mask.npz`` that cannot be read or differs from it
+  (another run's, say) is refused, naming the file and the fix.
+  """
+  found = state.get("opt_state")
+  found = found.get("mask") if isinstance(found, dict) else None
+  try:
+    if found is None:
+      raise trees.MismatchError("its optimizer state holds no mask")
+    like = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, bool), params)
+    mask = jax.tree.map(np.asarray, trees.conform(found, like, "opt_state/mask"))
+  except trees.MismatchError as e:
+    raise checkpoint.CheckpointError(
+      f"The checkpoint of step {step} in {workdir!r} holds no mask that fits the params ({e}); "
+      "it was not written by a masked run of this config. Start afresh with --overwrite."
+    ) from None
+  path = os.path.join(workdir, MASK_FILE)
+  rerun = (
+    "The checkpoint holds the run's mask: run the run's training command again, which resumes "
+    "it and writes mask.npz afresh."
+  )
+  try:
+    saved = masks.load_mask(path, params)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path} cannot be read as this run's mask ({e}). {rerun}") from None
+  if not all(
+    np.array_equal(a, np.asarray(b))
+    for a, b in zip(jax.tree.leaves(mask), jax.tree.leaves(saved), strict=True)
+  ):
+    raise ValueError(f"{path} is not the mask of the checkpoint of step {step}. {rerun}")
+  return mask
+
+
 def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
   """The newest checkpoint of the run in ``workdir``, with its model, config and mask.
 
@@ -262,13 +314,8 @@ def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
       workdir's config.
   """
   workdir = os.fspath(workdir)
+  check_is_run(workdir)
   steps = checkpoint.saved_steps(workdir)
-  names = (CONFIG_FILE, MASK_FILE)
-  if not steps or not all(os.path.exists(os.path.join(workdir, n)) for n in names):
-    raise FileNotFoundError(
-      f"No trained run in {workdir!r}: it needs config.json, mask.npz and checkpoints/. Train "
-      f"one with python experiments/train.py --workdir {workdir}."
-    )
   with open(os.path.join(workdir, CONFIG_FILE)) as f:
     config = ml_collections.ConfigDict(json.load(f))
   model = build.make_model(config)
@@ -282,7 +329,7 @@ def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
       f"The checkpoint of step {steps[-1]} in {workdir!r} does not fit the model of its "
       f"config.json: {e}. Run the config that made it, or start afresh with --overwrite."
     ) from None
-  mask = masks.load_mask(os.path.join(workdir, MASK_FILE), variables["params"])
+  mask = _checkpoint_mask(workdir, steps[-1], state, variables["params"])
   finished = False
   if os.path.exists(os.path.join(workdir, SUMMARY_FILE)):
     with open(os.path.join(workdir, SUMMARY_FILE)) as f:
