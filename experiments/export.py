@@ -1,6 +1,6 @@
 """Exports a trained run as a compact sparse model, and checks it on the test set.
 
-  python experiments/export.py --workdir runs/lenet300_fashion_mnist_sp0.98_seed0
+  python experiments/export.py --workdir runs/lenet300_fashion_mnist_sp0.98_seed0_f54c18c2
 
 writes ``<workdir>/sparse_model.npz``: only the kept weights and their indices, plus the biases,
 batch-norm statistics and the run's config (format: ``snip_jax/export.py``). It reads the file

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from absl import flags
 from ml_collections import config_flags
 
-from snip_jax import parallel
+from snip_jax import files, parallel
 
 _PROGRAM = "snip-jax-train"
 _USAGE = f"""\
@@ -70,7 +70,8 @@ def _define_flags(values: flags.FlagValues, config, argv: Sequence[str]):
   workdir = flags.DEFINE_string(
     "workdir",
     None,
-    "Directory for the results files (default: runs/<model>_<dataset>_sp<s>_seed<n>).",
+    "Directory for the results files (default: runs/<model>_<dataset>_sp<s>_seed<n>_<id>, "
+    "the id a hash of every field a resumed run cannot change).",
     **define,
   )
   overwrite = flags.DEFINE_bool(
@@ -187,9 +188,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
   except train.PreemptedError as e:
     print(e, file=sys.stderr)
     return 143  # 128 + SIGTERM: stopped, not finished.
-  # Bad input, missing data, a diverging run: the message says what to fix; a traceback would
-  # only bury it.
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+  # Bad input, missing data, a diverging run, a workdir in use: the message says what to fix; a
+  # traceback would only bury it.
+  except (ValueError, FileNotFoundError, FloatingPointError, files.LockedError) as e:
     raise SystemExit(f"error: {e}") from e
   return 0
 

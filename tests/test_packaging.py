@@ -259,7 +259,7 @@ def test_a_runs_outputs_change_nothing_lint_sees(tmp_path):
       ROOT / name, tmp_path / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
     )
   shutil.copy(ROOT / "pyproject.toml", tmp_path)
-  run = tmp_path / "runs" / "lenet300_fashion_mnist_sp0.98_seed0"
+  run = tmp_path / "runs" / "lenet300_fashion_mnist_sp0.98_seed0_f54c18c2"
   run.mkdir(parents=True)
   (run / "config.json").write_text("{}\n")
   (tmp_path / "runs" / "notes.py").write_text("import os\nimport sys\n")

@@ -218,7 +218,15 @@ def test_cli_on_real_fashion_mnist(tmp_path, real_fashion_mnist):
     assert int(sum(f[k].sum() for k in f.files if f[k].ndim >= 2)) == 5_324
 
 
-def test_default_workdir_names_non_default_criteria():
-  assert train.default_workdir(config()) == "runs/lenet300_fashion_mnist_sp0.98_seed0"
+def test_default_workdir_names_non_default_criteria_and_identifies_the_whole_config():
+  default = train.default_workdir(config())
+  assert default == "runs/lenet300_fashion_mnist_sp0.98_seed0_f54c18c2"
+  assert f"`{default}/`" in (ROOT / "README.md").read_text().replace("\n", " ")
   baseline = config(criterion="synflow", distribution="erk", sparsity=0.9, seed=2)
-  assert train.default_workdir(baseline) == "runs/lenet300_fashion_mnist_synflow_erk_sp0.9_seed2"
+  assert train.default_workdir(baseline).startswith(
+    "runs/lenet300_fashion_mnist_synflow_erk_sp0.9_seed2_"
+  )
+  # Any field a resumed run cannot change gives another workdir; those it can, the same one.
+  assert train.default_workdir(config(learning_rate=0.05)) != default
+  assert train.default_workdir(config(score_bn_mode="train")) != default
+  assert train.default_workdir(config(num_epochs=1, log_every_steps=7)) == default

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -55,16 +56,28 @@ TENSORBOARD_DIR = "tensorboard"
 EXPORT_FILES = ("sparse_model.npz", "sparse_model.json")
 
 
-def default_workdir(config: ml_collections.ConfigDict) -> str:
-  """``runs/<model>_<dataset>[_<criterion>][_<distribution>]_sp<sparsity>_seed<seed>``.
+def config_id(config: ml_collections.ConfigDict) -> str:
+  """8 hex digits that identify the run ``config`` makes: a hash of every field a resumed run
+  cannot change (all but :data:`~snip_jax.train.config.RESUMABLE_FIELDS` and
+  :data:`~snip_jax.train.config.EXTENDABLE_FIELDS`)."""
+  may_change = {*config_lib.RESUMABLE_FIELDS, *config_lib.EXTENDABLE_FIELDS}
+  fields = {k: v for k, v in config_as_json(config).items() if k not in may_change}
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
-  The criterion and distribution appear when they are not the defaults (SNIP, global), so
-  baselines never overwrite the SNIP run they are compared with.
+
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+  """``runs/<model>_<dataset>[_<criterion>][_<distribution>]_sp<sparsity>_seed<seed>_<id>``.
+
+  The criterion and distribution appear when they are not the defaults (SNIP, global); the id
+  (:func:`config_id`) tells apart configs that differ anywhere else (a learning rate, say), so
+  two different runs never share a default workdir, and a run given more epochs resumes in its
+  own.
   """
   parts = [config.model, config.dataset]
   parts += [config.criterion] if config.criterion != "snip" else []
   parts += [config.distribution] if config.distribution != "global" else []
-  return os.path.join("runs", "_".join([*parts, f"sp{config.sparsity:g}", f"seed{config.seed}"]))
+  name = [*parts, f"sp{config.sparsity:g}", f"seed{config.seed}", config_id(config)]
+  return os.path.join("runs", "_".join(name))
 
 
 def write_json(path: str, obj: Any) -> None:
