@@ -195,6 +195,14 @@ def _allocate(
   return budgets
 
 
+def check_min_kept(sizes: Sequence[int], sparsity: float, min_kept_per_layer: int) -> None:
+  """Raises ``ValueError`` (naming the fix) when leaves of ``sizes`` cannot each keep
+  ``min(min_kept_per_layer, size)`` within the κ of ``sparsity``: checkable before any score."""
+  min_kept = validate_min_kept(min_kept_per_layer)
+  kappa = num_kept(sum(int(n) for n in sizes), sparsity)
+  _check_floor(sum(min(min_kept, int(n)) for n in sizes), kappa, min_kept)
+
+
 def layer_budgets(
   shapes: Sequence[tuple[int, ...]],
   sparsity: float,

@@ -365,6 +365,11 @@ BAD_INPUTS = {
     ValueError,
     r"batch_size=500 exceeds the 180 training examples; lower it",
   ),
+  "min_kept_per_layer above what the sparsity keeps": (
+    _run(min_kept_per_layer=1_000_000),
+    ValueError,
+    r"min_kept_per_layer=1000000 asks for 266200 connections .* keeps only κ=26620; lower",
+  ),
   "more scoring examples than the dataset": (
     _run(score_batch_size=100, score_batches=2),
     ValueError,

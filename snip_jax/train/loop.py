@@ -64,13 +64,20 @@ class _Run:
 
 
 def _check_sizes(config: ml_collections.ConfigDict, mesh: Mesh, model: nn.Module) -> None:
-  """Batch sizes the devices cannot split, and a sparsity that keeps nothing, fail here."""
+  """Batch sizes the devices cannot split, a sparsity that keeps nothing and a
+  ``min_kept_per_layer`` that asks for more than it keeps fail here, before the workdir."""
   for field in ("batch_size", "eval_batch_size", "score_batch_size"):
     if field != "score_batch_size" or not pruning.spreads_scoring(config, mesh):
       parallel.check_divisible(config[field], mesh, field)
   shapes = build.abstract_variables(config, model)["params"]
-  num_prunable = masks.count_prunable(shapes, build.filter_fn_for(config))
-  selection.num_kept(num_prunable, config.sparsity)  # κ >= 1.
+  filter_fn = build.filter_fn_for(config)
+  sizes = [
+    int(np.prod(leaf.shape))
+    for path, leaf in jax.tree.leaves_with_path(shapes)
+    if masks.is_prunable(path, leaf, filter_fn)
+  ]
+  selection.num_kept(sum(sizes), config.sparsity)  # κ >= 1.
+  selection.check_min_kept(sizes, config.sparsity, config.min_kept_per_layer)
 
 
 def _check_examples(config: ml_collections.ConfigDict, train_split: data.Split) -> None:
@@ -91,15 +98,14 @@ def _check_examples(config: ml_collections.ConfigDict, train_split: data.Split) 
 def _set_up(
   config: ml_collections.ConfigDict, workdir: str, overwrite: bool, owner: contextlib.ExitStack
 ) -> _Run:
-  """Checks everything that can be checked before touching the workdir, takes the workdir (its
-  lock joins ``owner``), then reads the data and inits."""
+  """Checks everything that can be checked (the data included) before touching the workdir,
+  then takes the workdir (its lock joins ``owner``) and inits."""
   config_lib.validate_config(config)
   if config.distributed:
     parallel.initialize_distributed()
   mesh = parallel.make_mesh(config.num_devices)
   model = build.make_model(config)
   _check_sizes(config, mesh, model)
-  owner.enter_context(workdir_lib.prepare(workdir, config, overwrite))
   splits, _ = data.load_dataset(
     config.dataset,
     config.data_dir,
@@ -110,6 +116,7 @@ def _set_up(
   # The epochs fold 1, 2, ... into data_key; 0 is the labels' stream.
   train_split = pruning.training_split(config, splits["train"], jax.random.fold_in(data_key, 0))
   _check_examples(config, train_split)
+  owner.enter_context(workdir_lib.prepare(workdir, config, overwrite))
   if jax.process_index() == 0:
     print(f"Config:\n{config}\nData-parallel over {mesh.devices.size} device(s).", flush=True)
   # One example is enough to fix the shapes, and much faster to run than a batch.
