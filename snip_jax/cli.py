@@ -118,7 +118,7 @@ def _load(name: str):
   """The config ``--config`` names, or the exit that lists the packaged ones."""
   try:
     return _train().load_config(name)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}") from None
 
 

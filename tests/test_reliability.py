@@ -9,6 +9,7 @@ timings aside.
 
 import gc
 import json
+import re
 import shutil
 import time
 import warnings
@@ -403,6 +404,17 @@ CLI_BAD_INPUTS = {
     "--config.sparsity=abc",
     "flag --config.sparsity=abc: could not convert string to float",
   ),
+  # Without 64-bit mode a JAX key keeps 32 bits of the seed: 2**32 would silently be seed 0.
+  "seed of 23 digits": (
+    "--config.seed=12345678901234567890123",
+    "error: config.seed must be an integer in [0, 2**32), got 12345678901234567890123.",
+  ),
+  "seed 2**32": ("--config.seed=4294967296", "error: config.seed must be an integer in [0, 2**32)"),
+  "negative seed": ("--config.seed=-1", "error: config.seed must be an integer in [0, 2**32)"),
+  "a config file that does not exist": (
+    "--config=/nonexistent/config.py",
+    "error: No config file '/nonexistent/config.py' and no packaged config of that name",
+  ),
 }
 
 
@@ -413,6 +425,27 @@ def test_cli_bad_input_is_a_clear_error_without_a_traceback(tmp_path, name):
   result = run_script(ROOT / "experiments" / "train.py", f"--workdir={workdir}", flag)
   assert result.returncode == 1
   assert message in result.stderr and "Traceback" not in result.stderr
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+  ("text", "message"),
+  [
+    ("this is not python (\n", r"line 1: SyntaxError: '\(' was never closed"),
+    ("import no_such_module\n", r"ModuleNotFoundError: No module named 'no_such_module'"),
+    ("x = 1\n", r"AttributeError: module 'config' has no attribute 'get_config'"),
+    ("def get_config():\n  return {'seed': 0}\n", r"returns a 'dict', not a ConfigDict"),
+  ],
+)
+def test_a_config_file_that_is_not_one_is_one_line_naming_it(tmp_path, text, message):
+  path = tmp_path / "config.py"
+  path.write_text(text)
+  workdir = tmp_path / "run"
+  result = run_script(ROOT / "experiments" / "train.py", f"--config={path}", f"--workdir={workdir}")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  (line,) = result.stderr.strip().splitlines()
+  assert line.startswith("error: ") and f"{str(path)!r}" in line
+  assert re.search(message, line) and line.endswith("ml_collections.ConfigDict).")
   assert not workdir.exists()
 
 

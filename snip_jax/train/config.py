@@ -263,8 +263,9 @@ FIELDS: tuple[Field, ...] = (
   Field(
     "seed",
     0,
-    "Seed of the run: init, scoring batch, data order.",
-    _rule(_is_int, "an integer"),
+    "Seed of the run: init, scoring batch, data order; in [0, 2**32), the seeds a JAX key "
+    "tells apart (without 64-bit mode seeds 2**32 apart give the same key).",
+    _rule(lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)"),
     summary="seed",
   ),
   Field(
@@ -420,8 +421,22 @@ def load_config(name_or_path: str | os.PathLike[str]) -> ml_collections.ConfigDi
   if spec is None or spec.loader is None:
     raise FileNotFoundError(f"Cannot load the config file {path!r} as Python.")
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  fix = "a config file is Python defining get_config() -> ml_collections.ConfigDict"
+  try:
+    spec.loader.exec_module(module)
+    config = module.get_config()
+  except Exception as e:  # Whatever the file does wrong, the user gets its name and the error.
+    where = f", line {e.lineno}" if isinstance(e, SyntaxError) and e.lineno else ""
+    reason = e.msg if isinstance(e, SyntaxError) else e
+    raise ValueError(
+      f"Cannot load the config file {path!r}{where}: {type(e).__name__}: {reason} ({fix})."
+    ) from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(
+      f"get_config() of the config file {path!r} returns a {type(config).__name__!r}, not a "
+      f"ConfigDict ({fix})."
+    )
+  return config
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
