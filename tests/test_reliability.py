@@ -212,6 +212,33 @@ def test_another_config_in_the_workdir_is_refused_unless_overwrite(tmp_path, tin
   assert json.loads((workdir / "config.json").read_text())["sparsity"] == 0.5
 
 
+def test_a_damaged_config_json_leaves_the_decision_to_the_checkpoint(
+  tmp_path, tiny_mnist, reference
+):
+  """A config.json cut off (by a full disk, say) neither locks the run out nor lets another
+  config resume it: the checkpoint records which config wrote it."""
+  workdir = tmp_path / "run"
+  shutil.copytree(reference, workdir)
+  (workdir / "config.json").write_text('{"model": "lenet3')
+  before = {f: f.read_bytes() for f in workdir.rglob("*") if f.is_file()}
+  other = resumable_config(tiny_mnist, learning_rate=0.05)
+  with (
+    pytest.warns(UserWarning, match=r"config\.json cannot be read"),
+    pytest.raises(
+      ValueError,
+      match=r"checkpoint of step 18 .* was written by another config \(id [0-9a-f]{8}; this "
+      r"config's is [0-9a-f]{8}\)\. Run the config that made it",
+    ),
+  ):
+    train.train_and_evaluate(other, str(workdir))
+  assert {f: f.read_bytes() for f in workdir.rglob("*") if f.is_file()} == before
+  with pytest.warns(UserWarning, match=r"config\.json cannot be read"):
+    summary = train.train_and_evaluate(resumable_config(tiny_mnist), str(workdir))
+  assert json.loads((workdir / "config.json").read_text())["learning_rate"] == 0.1
+  expected = json.loads((reference / "summary.json").read_text())
+  assert (summary["test_accuracy"], summary["steps"]) == (expected["test_accuracy"], 18)
+
+
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(tmp_path, tiny_mnist):
   workdir = tmp_path / "run"
   cfg = resumable_config(tiny_mnist, learning_rate=1e30, log_every_steps=1)

@@ -153,7 +153,7 @@ def _prune(run: _Run, checkpoints: checkpoint.Checkpointer):
   mask, prune_seconds = pruning.prune_at_init(
     config, run.task, params, run.train_split, run.keys["score"], run.mesh
   )
-  progress = Progress(prune_seconds=prune_seconds)
+  progress = Progress(prune_seconds=prune_seconds, config_id=workdir_lib.config_id(config))
   if config.reinit_after_pruning:
     # Score one initialisation, train another (as the authors' code does): the mask is kept,
     # the weights are drawn afresh with an independent key.
@@ -167,6 +167,17 @@ def _prune(run: _Run, checkpoints: checkpoint.Checkpointer):
 def _write_config(run: _Run) -> None:
   if run.main_process:
     workdir_lib.write_json(os.path.join(run.workdir, workdir_lib.CONFIG_FILE), run.config.to_dict())
+
+
+def _check_config_id(run: _Run, progress: Progress, step: int) -> None:
+  """Refuses a checkpoint that another config wrote (whatever the workdir's config.json says)."""
+  this = workdir_lib.config_id(run.config)
+  if progress.config_id and progress.config_id != this:
+    raise ValueError(
+      f"The checkpoint of step {step} in {run.workdir!r} was written by another config (id "
+      f"{progress.config_id}; this config's is {this}). Run the config that made it to resume, "
+      "use another --workdir, or pass --overwrite to delete it and start this one."
+    )
 
 
 def _check_num_epochs(run: _Run, progress: Progress, step: int) -> None:
@@ -201,6 +212,7 @@ def _restore_or_prune(run: _Run, checkpoints: checkpoint.Checkpointer):
     state, progress = _prune(run, checkpoints)
   else:
     state, progress = restored[0], Progress(**restored[1])
+    _check_config_id(run, progress, int(state.step))
     _check_num_epochs(run, progress, int(state.step))
     _write_config(run)
     if run.main_process:

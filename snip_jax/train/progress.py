@@ -34,6 +34,9 @@ class Progress:
   interval_losses: list[float] = dataclasses.field(default_factory=list)
   interval_accuracies: list[float] = dataclasses.field(default_factory=list)
   interval_grad_norms: list[float] = dataclasses.field(default_factory=list)
+  # The run's config_id (snip_jax.train.workdir.config_id): the checkpoint, not config.json,
+  # decides which config may resume it ("" in checkpoints from before it was kept).
+  config_id: str = ""
 
   @property
   def epochs_begun(self) -> int:

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 import zipfile
 from typing import Any
 
@@ -150,14 +151,22 @@ def _check_links(workdir: str, entries: list[str]) -> None:
       )
 
 
-def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str] | None:
   """The fields, other than resumable and extendable ones, in which ``config`` differs from the
-  workdir's."""
+  workdir's, or ``None`` (with a warning) when its ``config.json`` cannot be read."""
+  path = os.path.join(workdir, CONFIG_FILE)
   try:
-    with open(os.path.join(workdir, CONFIG_FILE)) as f:
+    with open(path) as f:
       previous = json.load(f)
-  except (OSError, ValueError):
-    previous = {}
+    if not isinstance(previous, dict):
+      raise ValueError(f"it holds a {type(previous).__name__}, not a config")
+  except (OSError, ValueError) as e:
+    warnings.warn(
+      f"{path} cannot be read ({e}); the checkpoint decides whether this config resumes the run "
+      "(it records its config's id), and the file is written afresh if it does.",
+      stacklevel=3,
+    )
+    return None
   current = config_as_json(config)
   may_change = {*config_lib.RESUMABLE_FIELDS, *config_lib.EXTENDABLE_FIELDS}
   return [
