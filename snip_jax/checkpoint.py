@@ -25,6 +25,7 @@ cannot (truncated, corrupt) is skipped, falling back to the one before, and then
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Any
@@ -110,8 +111,25 @@ class Checkpointer:
 
   def __init__(self, workdir: str | os.PathLike[str], keep: int = 3):
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep,
+      create=True,
+      # A step's directory is made before save returns, so a directory that cannot be made
+      # fails at once, rather than after Orbax's background threads wait 300 s for it.
+      async_options=ocp.options.AsyncOptions(create_directories_asynchronously=False),
+    )
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
+    except Exception as e:  # Orbax and TensorStore raise many kinds.
+      raise self._error("open the checkpoints", e) from None
+
+  def _error(self, what: str, e: BaseException) -> CheckpointError:
+    """One line: what could not be done, where, why, and what to do."""
+    reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+    return CheckpointError(
+      f"Cannot {what} in {self.directory} ({reason}). Free disk space or fix the directory "
+      "there, then run the same command again: it resumes from the last complete checkpoint."
+    )
 
   def steps(self) -> list[int]:
     """The steps of the complete checkpoints, oldest first."""
@@ -126,16 +144,26 @@ class Checkpointer:
     step = int(state.step)
     if step in self._manager.all_steps():
       return
-    self._manager.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress or {})
-      ),
-    )
+    try:  # Also raises the error of a save still running in the background, if it failed.
+      self._manager.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(progress or {})
+        ),
+      )
+    except Exception as e:  # Orbax and TensorStore raise many kinds.
+      raise self._error(f"save the checkpoint of step {step}", e) from None
 
   def wait(self) -> None:
-    """Blocks until every save started so far is complete on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until every save started so far is complete on disk.
+
+    Raises:
+      CheckpointError: a save failed (a full disk, a directory gone), in one line.
+    """
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # Orbax and TensorStore raise many kinds.
+      raise self._error("finish saving a checkpoint", e) from None
 
   def restore(self, step: int, template):
     """``(state, progress)`` of the checkpoint of ``step``.
@@ -188,12 +216,20 @@ class Checkpointer:
     return None
 
   def close(self) -> None:
-    """Waits for pending saves, then releases the manager."""
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for pending saves, then releases the manager (see :meth:`wait`)."""
+    try:
+      self.wait()
+    finally:
+      with contextlib.suppress(Exception):  # Its error, if any, is the one wait raised.
+        self._manager.close()
 
   def __enter__(self) -> Checkpointer:
     return self
 
-  def __exit__(self, *exc_info) -> None:
-    self.close()
+  def __exit__(self, exc_type, *exc_info) -> None:
+    if exc_type is None:
+      self.close()
+      return
+    # Leaving on an error: that error is the one to report, not a save's that it caused.
+    with contextlib.suppress(Exception):
+      self.close()

@@ -8,6 +8,7 @@ module defines no global flag and the function can run more than once in a proce
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import textwrap
@@ -151,6 +152,12 @@ def help_text(argv: Sequence[str] = ()) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _not_from_orbax(record: logging.LogRecord) -> bool:
+  """Drops the log records of Orbax's background threads (a failed save logs its traceback
+  from each of them); the run reports that failure in one line (a ``CheckpointError``)."""
+  return f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
   """Runs ``snip-jax-train`` on ``argv`` (default ``sys.argv``); returns the exit status.
 
@@ -174,6 +181,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
   if len(unparsed) > 1:
     raise SystemExit(f"error: unexpected arguments {unparsed[1:]}; see {_PROGRAM} --help.")
   logging.getLogger().setLevel(logging.WARNING)
+  logging.getLogger("absl").addFilter(_not_from_orbax)
   config = config_flag.value
   cluster = tuple(flag.value for flag in cluster_flags)
   if any(value is not None for value in cluster):
@@ -190,7 +198,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 143  # 128 + SIGTERM: stopped, not finished.
   # Bad input, missing data, a diverging run, a workdir in use: the message says what to fix; a
   # traceback would only bury it.
-  except (ValueError, FileNotFoundError, FloatingPointError, files.LockedError) as e:
+  except (ValueError, OSError, FloatingPointError, files.LockedError) as e:
     raise SystemExit(f"error: {e}") from e
   return 0
 

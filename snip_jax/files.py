@@ -28,6 +28,10 @@ except ImportError:  # Windows: no flock; directories are not locked there.
 
 #: The lock file :class:`DirectoryLock` creates in the directory it locks.
 LOCK_FILE = ".snip-jax.lock"
+# The process's umask, read once (reading it means setting it): a replaced file gets the mode
+# a plain open() would have given it, not mkstemp's 0600.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -44,6 +48,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[
     dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
   )
   try:
+    os.chmod(temporary, 0o666 & ~_UMASK)
     with os.fdopen(descriptor, mode) as f:
       yield f
       f.flush()

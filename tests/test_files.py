@@ -19,6 +19,9 @@ def test_atomic_write_replaces_the_whole_file(tmp_path):
   files.write_json(path, {"seed": 1})
   assert json.loads(path.read_text()) == {"seed": 1}
   assert os.listdir(tmp_path) == ["config.json"]  # No temporary file left behind.
+  plain = tmp_path / "plain.json"
+  plain.write_text("{}")
+  assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # Not mkstemp's 0600.
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import gc
 import json
 import re
 import shutil
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -34,7 +35,7 @@ from helpers import (
   write_mnist_like,
 )
 
-from snip_jax import checkpoint, masks, optim, selection, train
+from snip_jax import checkpoint, files, masks, optim, selection, train
 
 pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
 
@@ -237,6 +238,47 @@ def test_a_damaged_config_json_leaves_the_decision_to_the_checkpoint(
   assert json.loads((workdir / "config.json").read_text())["learning_rate"] == 0.1
   expected = json.loads((reference / "summary.json").read_text())
   assert (summary["test_accuracy"], summary["steps"]) == (expected["test_accuracy"], 18)
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_at_once_in_one_line(
+  tmp_path, tiny_mnist
+):
+  """``checkpoints`` a regular file (Orbax's background threads used to wait 300 s for a step
+  directory that could not be made, then print ~280 lines of tracebacks)."""
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / files.LOCK_FILE).write_text("")  # A workdir of ours...
+  (workdir / "checkpoints").write_text("not a directory\n")  # ...whose checkpoints are a file.
+  t0 = time.perf_counter()
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=r"Cannot save the checkpoint of step 0 in .*checkpoints \(\[Errno 20\] Not a directory",
+  ):
+    train.train_and_evaluate(resumable_config(tiny_mnist), str(workdir))
+  assert time.perf_counter() - t0 < 60  # An upper bound: the hang it replaces took 300 s.
+  result = run_script(ROOT / "experiments" / "train.py", *cli_flags(workdir, tiny_mnist))
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert [line for line in result.stderr.splitlines() if line.strip()] == [
+    line for line in result.stderr.splitlines() if line.startswith("error: Cannot save")
+  ]
+
+
+# Orbax's background event loop, stopped by the failed save, reports itself closed on the way out.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_full_disk_stops_the_run_at_once_in_one_line(tmp_path, tiny_mnist):
+  small = tmp_path / "small"
+  small.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(small)])
+  if mounted.returncode != 0:
+    pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
+  try:
+    t0 = time.perf_counter()
+    with pytest.raises(checkpoint.CheckpointError, match=r"No space left on device|RESOURCE_EXH"):
+      train.train_and_evaluate(resumable_config(tiny_mnist), str(small / "run"))
+    assert time.perf_counter() - t0 < 60
+    assert json.loads((small / "run" / "config.json").read_text())["seed"] == 0  # Intact.
+  finally:
+    subprocess.run(["umount", str(small)], check=True)
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(tmp_path, tiny_mnist):
