@@ -93,6 +93,29 @@ def read_state(workdir: str | os.PathLike[str], step: int) -> dict[str, Any]:
     ) from None
 
 
+def read_progress(workdir: str | os.PathLike[str], step: int) -> dict[str, Any]:
+  """The ``progress`` item of a checkpoint (JSON), ``{}`` when it has none.
+
+  Raises:
+    CheckpointError: the checkpoint cannot be read.
+  """
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  handlers = {"state": ocp.StandardCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()}
+  options = ocp.CheckpointManagerOptions(create=False)
+  try:
+    with ocp.CheckpointManager(directory, options=options, item_handlers=handlers) as manager:
+      if "progress" not in (manager.item_metadata(step) or {}):
+        return {}
+      progress = manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+      return dict(progress.progress or {})
+  except Exception as e:  # Orbax and TensorStore raise many kinds.
+    raise CheckpointError(
+      f"Checkpoint {os.path.join(directory, str(step))} cannot be read "
+      f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}). Re-run the training "
+      "command to finish or redo the run."
+    ) from None
+
+
 class Checkpointer:
   """Saves and restores ``(train state, progress)`` pairs under ``<workdir>/checkpoints``.
 

@@ -411,6 +411,20 @@ def test_the_export_trusts_the_checkpoint_and_holds_the_workdir(tmp_path, tiny_m
   assert not (workdir / "sparse_model.npz").exists()
   train.train_and_evaluate(cfg, str(workdir))  # As the message says: the file comes back.
   assert (workdir / "mask.npz").read_bytes() == good
+  # config.json cut off, or another run's; summary.json empty: each named.
+  config_text = (workdir / "config.json").read_text()
+  (workdir / "config.json").write_text(config_text[:40])
+  with pytest.raises(ValueError, match=r"config\.json cannot be read as a run's config .* again"):
+    export.export_workdir(workdir)
+  (workdir / "config.json").write_text(json.dumps({**json.loads(config_text), "seed": 1}))
+  with pytest.raises(ValueError, match=r"config\.json is not the config of the checkpoint of step"):
+    export.export_workdir(workdir)
+  (workdir / "config.json").write_text(config_text)
+  summary_text = (workdir / "summary.json").read_text()
+  (workdir / "summary.json").write_text("")
+  with pytest.warns(UserWarning, match=r"summary\.json cannot be read .* counts as unfinished"):
+    assert not train.read_run(workdir).finished
+  (workdir / "summary.json").write_text(summary_text)
 
   script = ROOT / "experiments" / "export.py"
   result = run_script(script, f"--workdir={workdir}", f"--output={tmp_path / 'model.json'}")

@@ -338,8 +338,23 @@ def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
   workdir = os.fspath(workdir)
   check_is_run(workdir)
   steps = checkpoint.saved_steps(workdir)
-  with open(os.path.join(workdir, CONFIG_FILE)) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  rerun = "run the run's training command again, which writes it afresh"
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path) as f:
+      config = json.load(f)
+    if not isinstance(config, dict):
+      raise ValueError(f"it holds a {type(config).__name__}, not a config")
+    config = ml_collections.ConfigDict(config)
+    config_lib.validate_config(config)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path} cannot be read as a run's config ({e}); {rerun}.") from None
+  recorded = checkpoint.read_progress(workdir, steps[-1]).get("config_id")
+  if recorded and recorded != config_id(config):
+    raise ValueError(
+      f"{path} is not the config of the checkpoint of step {steps[-1]} (id {config_id(config)}, "
+      f"the checkpoint's {recorded}); {rerun} (with the config that made the run)."
+    )
   model = build.make_model(config)
   shapes = build.abstract_variables(config, model)
   state = checkpoint.read_state(workdir, steps[-1])
@@ -353,9 +368,15 @@ def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
     ) from None
   mask = _checkpoint_mask(workdir, steps[-1], state, variables["params"])
   finished = False
-  if os.path.exists(os.path.join(workdir, SUMMARY_FILE)):
-    with open(os.path.join(workdir, SUMMARY_FILE)) as f:
-      finished = json.load(f).get("steps") == steps[-1]
+  path = os.path.join(workdir, SUMMARY_FILE)
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        finished = json.load(f).get("steps") == steps[-1]
+    except (OSError, ValueError, AttributeError) as e:
+      warnings.warn(
+        f"{path} cannot be read ({e}), so the run counts as unfinished; {rerun}.", stacklevel=2
+      )
   return TrainedRun(
     config=config,
     model=model,
