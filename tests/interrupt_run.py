@@ -8,7 +8,9 @@ POINT:
   save:S      SIGKILL right after the checkpoint of step S starts saving (mid-save);
   sigterm:N   SIGTERM when this process asks for its N-th training batch; the batches after it
               come 0.5 s apart, as slow steps would (in a multi-process run the processes take
-              a moment to agree on the step to stop at, and tiny steps would end the run first).
+              a moment to agree on the step to stop at, and tiny steps would end the run first);
+  stop:N      SIGSTOP when this process asks for its N-th training batch: the run pauses mid-
+              epoch, holding its workdir, until SIGCONT.
 
 The run is the real CLI in this process; only the function at the kill point is wrapped.
 """
@@ -40,9 +42,9 @@ def _install(point: str) -> None:
       _kill()
 
     pruning.prune_at_init = pruned_then_killed
-  elif kind in ("batch", "sigterm"):
+  elif kind in ("batch", "sigterm", "stop"):
     batches, count = data.train_batches, [0]
-    sig = signal.SIGKILL if kind == "batch" else signal.SIGTERM
+    sig = {"batch": signal.SIGKILL, "sigterm": signal.SIGTERM, "stop": signal.SIGSTOP}[kind]
 
     def counted(*args, **kwargs):
       for batch in batches(*args, **kwargs):

@@ -11,7 +11,9 @@ import gc
 import json
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -211,6 +213,46 @@ def test_another_config_in_the_workdir_is_refused_unless_overwrite(tmp_path, tin
   summary = train.train_and_evaluate(other, str(workdir), overwrite=True)
   assert summary["target_sparsity"] == 0.5
   assert json.loads((workdir / "config.json").read_text())["sparsity"] == 0.5
+
+
+def _stopped(pid: int) -> bool:
+  with open(f"/proc/{pid}/stat") as f:
+    return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_second_run_in_a_workdir_in_use_is_refused_and_changes_nothing(
+  tmp_path, tiny_mnist, reference
+):
+  """Two runs at once in one workdir (another seed, or the same command twice): the second gets
+  one line naming the first, which then finishes as if alone."""
+  workdir = tmp_path / "run"
+  first = subprocess.Popen(
+    [sys.executable, str(INTERRUPT), "stop:3", *cli_flags(workdir, tiny_mnist)],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    deadline = time.monotonic() + 300
+    while not _stopped(first.pid):  # Paused at its 3rd batch, holding the workdir.
+      assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+      time.sleep(0.2)
+    before = {f: f.read_bytes() for f in workdir.rglob("*") if f.is_file()}
+    for extra in (["--config.seed=1"], []):
+      result = run_script(
+        ROOT / "experiments" / "train.py", *cli_flags(workdir, tiny_mnist), *extra
+      )
+      assert result.returncode == 1 and "Traceback" not in result.stderr
+      (line,) = result.stderr.strip().splitlines()
+      assert line.startswith(f"error: Workdir {str(workdir)!r} is in use by pid {first.pid} on ")
+      assert line.endswith(" UTC. Wait for it to finish, or use another --workdir.")
+    assert {f: f.read_bytes() for f in workdir.rglob("*") if f.is_file()} == before
+  finally:
+    first.send_signal(signal.SIGCONT)
+  _, err = first.communicate(timeout=600)
+  assert first.returncode == 0, err[-3000:]
+  assert json.loads((workdir / "config.json").read_text())["seed"] == 0
+  assert_same_outcome(outcome(workdir), outcome(reference))
 
 
 def test_a_damaged_config_json_leaves_the_decision_to_the_checkpoint(
