@@ -58,13 +58,14 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[
     with contextlib.suppress(FileNotFoundError):
       os.remove(temporary)
     raise
-  _fsync_directory(directory)
+  fsync(directory)  # The rename itself.
 
 
-def _fsync_directory(directory: str) -> None:
-  """Makes a rename in ``directory`` durable (where the platform allows opening a directory)."""
+def fsync(path: str | os.PathLike[str]) -> None:
+  """Flushes ``path`` to disk: a file's contents, or a directory's entries (a rename in it),
+  where the platform allows (Windows cannot open a directory)."""
   try:
-    descriptor = os.open(directory, os.O_RDONLY)
+    descriptor = os.open(path, os.O_RDONLY)
   except OSError:
     return
   try:

@@ -2,7 +2,9 @@
 
 A split is read through ``tfds.data_source(..., builder_kwargs={'file_format': 'array_record'})``:
 random access without TensorFlow, and no download. The decoded uint8 arrays are cached beside
-the TFDS data, keyed by the dataset's metadata. :func:`load_dataset` normalises every split per
+the TFDS data, keyed by the dataset's metadata; a cache file that cannot be read back whole (cut
+off, bit-flipped: its CRC fails) or holds arrays of the wrong shape is named in a warning, moved
+aside and rebuilt from the prepared data. :func:`load_dataset` normalises every split per
 channel by the training split's statistics.
 
 With several processes (a multi-host run, see :mod:`snip_jax.parallel`) each process reads only
@@ -12,8 +14,11 @@ training statistics are combined across processes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +26,7 @@ from jax.experimental import multihost_utils
 
 from snip_jax import files
 from snip_jax.data.prepare import ensure_prepared, quiet_absl, tfds_builder
-from snip_jax.data.specs import SPLITS, check_split, get_spec
+from snip_jax.data.specs import SPLITS, DatasetSpec, check_split, get_spec
 from snip_jax.parallel import process_range
 
 #: ``(process index, process count)``: which share of a split a process reads.
@@ -69,14 +74,20 @@ def read_prepared_split(
   import tensorflow_datasets as tfds
 
   check_split(split)
+  spec = get_spec(name)
   with quiet_absl():
-    source = tfds.data_source(
-      get_spec(name).tfds_name,
-      split=SPLITS[split],
-      data_dir=data_dir,
-      download=False,
-      builder_kwargs={"file_format": "array_record"},
-    )
+    try:
+      source = tfds.data_source(
+        spec.tfds_name,
+        split=SPLITS[split],
+        data_dir=data_dir,
+        download=False,
+        builder_kwargs={"file_format": "array_record"},
+      )
+    except ValueError as e:  # E.g. 'Paths sequence can not be of 0 length': an empty split.
+      raise ValueError(_unreadable(name, split, data_dir, str(e))) from None
+    if len(source) == 0:
+      raise ValueError(_unreadable(name, split, data_dir, "it holds no examples"))
     keys = list(process_range(len(source), *shard))
     try:
       examples = source.__getitems__(keys)  # One call for all the records: faster.
@@ -86,7 +97,61 @@ def read_prepared_split(
       examples = [source[i] for i in keys]
   images = np.stack([e["image"] for e in examples]).astype(np.uint8)
   labels = np.array([e["label"] for e in examples], np.int32)
+  problem = _check_decoded(spec, images, labels)
+  if problem:
+    raise ValueError(_unreadable(name, split, data_dir, problem))
   return images, labels
+
+
+def _unreadable(name: str, split: str, data_dir: str, problem: str) -> str:
+  """The one-line error for a prepared split that cannot be used, naming the folder to delete."""
+  folder = tfds_builder(get_spec(name).tfds_name, data_dir).data_dir
+  first_line = problem.strip().splitlines()[0] if problem.strip() else "unknown error"
+  return (
+    f"The {split} split of {name} prepared in {folder} cannot be used ({first_line}). Delete "
+    f"{folder} and run again: snip-jax prepares it again from the original files."
+  )
+
+
+def _check_decoded(spec: DatasetSpec, images: np.ndarray, labels: np.ndarray) -> str | None:
+  """What is wrong with decoded arrays of a split of ``spec``'s dataset, or ``None``."""
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != spec.image_shape:
+    shape = "x".join(str(d) for d in images.shape[1:])
+    expected = "x".join(str(d) for d in spec.image_shape)
+    return f"images of shape {shape} and type {images.dtype}, not {expected} uint8"
+  if labels.dtype != np.int32 or labels.shape != images.shape[:1]:
+    return f"{labels.shape} labels of type {labels.dtype} for {len(images)} images"
+  if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
+    return f"labels outside 0..{spec.num_classes - 1}"
+  return None
+
+
+def _read_cache(cache: Path, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray] | None:
+  """The arrays in the decode cache ``cache``, or ``None`` if there is none.
+
+  A cache that cannot be read back whole or holds the wrong arrays is named in a warning and
+  moved aside (to ``<name>.corrupt``, replacing an older one), so that it is rebuilt.
+  """
+  try:
+    # Opened here, so that it is closed even when np.load fails on it.
+    with open(cache, "rb") as f, np.load(f) as arrays:
+      images, labels = arrays["images"], arrays["labels"]
+    problem = _check_decoded(spec, images, labels)
+  except FileNotFoundError:
+    return None
+  except Exception as e:  # A cut-off or bit-flipped zip raises whatever its parsers raise.
+    problem = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+  if problem is None:
+    return images, labels
+  aside = cache.with_name(cache.name + ".corrupt")
+  with contextlib.suppress(OSError):  # Another process may have moved it already.
+    os.replace(cache, aside)
+  warnings.warn(
+    f"Decode cache {cache} cannot be used ({problem}): moved it to {aside.name} and rebuilding "
+    "it from the prepared data.",
+    stacklevel=3,
+  )
+  return None
 
 
 def load_split(
@@ -96,13 +161,19 @@ def load_split(
 
   ``split`` is ``'train'`` (first 90% of TFDS train), ``'validation'`` (last 10%) or ``'test'``;
   ``shard`` picks a process's range of it (see :func:`read_prepared_split`). The decoded arrays
-  are cached next to the TFDS data, so that a split's PNGs are decoded once, not every run.
+  are cached next to the TFDS data, so that a split's PNGs are decoded once, not every run; a
+  cache file that cannot be read back (cut off, bit-flipped) or holds the wrong arrays is named
+  in a warning, moved aside to ``<name>.corrupt`` and rebuilt.
+
+  Raises:
+    ValueError: the prepared split itself cannot be used (one line naming the folder to
+      delete).
   """
   check_split(split)
   cache = _cache_path(name, split, data_dir, shard)
-  if cache.exists():
-    with np.load(cache) as arrays:
-      return arrays["images"], arrays["labels"]
+  cached = _read_cache(cache, get_spec(name))
+  if cached is not None:
+    return cached
   images, labels = read_prepared_split(name, split, data_dir, shard)
   cache.parent.mkdir(parents=True, exist_ok=True)
   with files.atomic_writer(cache, "wb") as f:

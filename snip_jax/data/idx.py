@@ -1,9 +1,18 @@
-"""The original files of MNIST and Fashion-MNIST: IDX arrays of unsigned bytes, checked."""
+"""The original files of MNIST and Fashion-MNIST: IDX arrays of unsigned bytes, checked.
+
+A file is read as a stream (``.gz`` or plain) and trusted only as far as its header allows:
+the declared size is checked against :data:`MAX_IDX_BYTES` before anything else is read, and
+reading stops at the first byte past the declared size. A corrupt header or a gzip bomb (a
+small ``.gz`` that inflates to gigabytes) is refused after at most that many bytes, never read
+whole into memory.
+"""
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 
 import numpy as np
 
@@ -17,38 +26,86 @@ IDX_FILES = (
   "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
   "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"
 )
+#: The most bytes of data one IDX file may declare: 100,000 examples of 28x28x3 bytes (224 MiB).
+#: The largest original file, MNIST's or Fashion-MNIST's training images, is 60,000 x 28 x 28
+#: bytes (45 MiB); a header declaring more is corrupt, and is refused before anything is read.
+MAX_IDX_BYTES = 100_000 * 28 * 28 * 3
+_CHUNK_BYTES = 1 << 20
+_FIX = "Re-download or reinstall it."
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+def _read_exactly(f, size: int) -> bytearray:
+  """Up to ``size`` bytes of ``f``, fewer only at its end; memory grows with what arrives."""
+  data = bytearray()
+  while len(data) < size:
+    chunk = f.read(min(_CHUNK_BYTES, size - len(data)))
+    if not chunk:
+      break
+    data += chunk
+  return data
+
+
+def _skip(f, size: int) -> None:
+  """Reads and drops up to ``size`` bytes of ``f`` in chunks: surfaces a gzip stream's error."""
+  while size > 0 and (chunk := f.read(min(_CHUNK_BYTES, size))):
+    size -= len(chunk)
+
+
+def read_idx(path: str | os.PathLike[str], max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
   """Reads an IDX file (``.gz`` or plain) of unsigned bytes into an array.
 
+  The file is read as a stream: its header's declared size must be at most ``max_bytes``, and
+  the data must end exactly where the header says. Neither a corrupt header nor a file that
+  inflates past its header is ever read (or decompressed) whole.
+
+  Args:
+    path: the file; gzip-compressed if its name ends in ``.gz``.
+    max_bytes: the most data bytes the header may declare (default :data:`MAX_IDX_BYTES`).
+
+  Returns:
+    The array, of the shape the header declares.
+
   Raises:
-    ValueError: on a wrong magic number, an unsupported element type or a truncated file.
+    ValueError: on a wrong magic number, an unsupported element type, a header declaring more
+      than ``max_bytes``, or data shorter or longer than the header declares.
   """
   path = os.fspath(path)
   opener = gzip.open if path.endswith(".gz") else open
   try:
     with opener(path, "rb") as f:
-      data = f.read()
-  except (OSError, EOFError) as e:  # gzip raises these on truncated or non-gzip input.
-    raise ValueError(f"Cannot read IDX file {path!r}: {e}. Re-download or reinstall it.") from e
-  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-    raise ValueError(
-      f"{path!r} is not an IDX file of unsigned bytes (magic number "
-      f"{data[:4].hex() or 'missing'}; expected 0000080N). Re-download or reinstall it."
-    )
-  ndim = data[3]
-  header = 4 + 4 * ndim
-  if len(data) < header:
-    raise ValueError(f"IDX file {path!r} is truncated inside its header.")
-  shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-  expected = header + int(np.prod(shape))
-  if len(data) != expected:
-    raise ValueError(
-      f"IDX file {path!r} holds {len(data)} bytes but its header {shape} needs {expected}: "
-      "the file is truncated or corrupt. Re-download or reinstall it."
-    )
-  return np.frombuffer(data, _IDX_DTYPES[data[2]], offset=header).reshape(shape)
+      magic = bytes(_read_exactly(f, 4))
+      if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        if opener is gzip.open:  # A cut-off .gz is reported as such (its start may be anything).
+          _skip(f, max_bytes)
+        raise ValueError(
+          f"{path!r} is not an IDX file of unsigned bytes (magic number "
+          f"{magic.hex() or 'missing'}; expected 0000080N). {_FIX}"
+        )
+      ndim = magic[3]
+      dims = bytes(_read_exactly(f, 4 * ndim))
+      if len(dims) < 4 * ndim:
+        raise ValueError(f"IDX file {path!r} is truncated inside its header. {_FIX}")
+      shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+      declared = math.prod(shape)  # Python integers: no overflow, however large the dims.
+      if declared > max_bytes:
+        raise ValueError(
+          f"IDX file {path!r} declares shape {shape} ({declared} bytes), more than the "
+          f"{max_bytes} bytes an IDX file may hold: its header is corrupt. {_FIX}"
+        )
+      payload = _read_exactly(f, declared)
+      if len(payload) < declared:
+        raise ValueError(
+          f"IDX file {path!r} holds {len(payload)} data bytes but its header {shape} needs "
+          f"{declared}: the file is truncated or corrupt. {_FIX}"
+        )
+      if f.read(1):  # One byte more than declared is enough to refuse: the rest is not read.
+        raise ValueError(
+          f"IDX file {path!r} holds more than the {declared} data bytes its header {shape} "
+          f"declares: the file is corrupt. {_FIX}"
+        )
+  except (OSError, EOFError, zlib.error) as e:  # gzip: truncated or non-gzip input.
+    raise ValueError(f"Cannot read IDX file {path!r}: {e}. {_FIX}") from e
+  return np.frombuffer(payload, _IDX_DTYPES[magic[2]]).reshape(shape)
 
 
 def _find_idx(directory: str, stem: str) -> str | None:
@@ -73,15 +130,35 @@ def find_idx_files(directory: str) -> dict[str, tuple[str, str]] | None:
 def read_idx_split(
   images_path: str, labels_path: str, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Images ``[N, H, W]`` uint8 and labels ``[N]``, checked against each other."""
-  images, labels = read_idx(images_path), read_idx(labels_path)
-  if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+  """Images ``[N, H, W]`` uint8 and labels ``[N]``, checked against each other.
+
+  Raises:
+    ValueError: a file cannot be read (see :func:`read_idx`), the images are not ``[N, H, W]``
+      or the labels not ``[N]``, there are no examples, the counts differ, or a label is
+      outside ``[0, num_classes)``. The message names the file.
+  """
+  images = read_idx(images_path)
+  if images.ndim != 3:
     raise ValueError(
-      f"IDX files {images_path!r} ({images.shape}) and {labels_path!r} "
-      f"({labels.shape}) do not form a dataset of images and labels."
+      f"IDX file {images_path!r} holds an array of shape {images.shape}, not images "
+      f"[N, height, width]. {_FIX}"
     )
-  if labels.size and labels.max() >= num_classes:
-    raise ValueError(f"{labels_path!r} has label {labels.max()} >= {num_classes} classes.")
+  if len(images) == 0:
+    raise ValueError(f"IDX file {images_path!r} holds 0 examples. {_FIX}")
+  labels = read_idx(labels_path)
+  if labels.ndim != 1:
+    raise ValueError(
+      f"IDX file {labels_path!r} holds an array of shape {labels.shape}, not labels [N]. {_FIX}"
+    )
+  if len(images) != len(labels):
+    raise ValueError(
+      f"IDX file {labels_path!r} holds {len(labels)} labels but {images_path!r} holds "
+      f"{len(images)} images: they are not one dataset. {_FIX}"
+    )
+  if labels.max() >= num_classes:
+    raise ValueError(
+      f"IDX file {labels_path!r} has label {labels.max()}, outside 0..{num_classes - 1}. {_FIX}"
+    )
   return images, labels
 
 
