@@ -25,6 +25,8 @@ from snip_jax import data
 from snip_jax.data import idx, specs
 from snip_jax.data.prepare import check_source_arrays
 
+pytestmark = pytest.mark.attack  # README, Reliability: the attack cases.
+
 
 def write_idx_dataset(directory, images_hw=(28, 28), num_images=12, labels=None):
   """The four IDX files of an MNIST-format dataset: ``num_images`` random images of

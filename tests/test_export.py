@@ -394,6 +394,7 @@ def test_export_workdir_overwrite_and_cli_errors(tmp_path, tiny_mnist):
   ]
 
 
+@pytest.mark.attack
 def test_the_export_trusts_the_checkpoint_and_holds_the_workdir(tmp_path, tiny_mnist):
   """Another run's (or a cut-off) mask.npz is refused, not exported; the training command
   writes it afresh. The CLI waits for no one: a workdir in use is one line, and so is an

@@ -29,6 +29,8 @@ from helpers import ROOT
 from snip_jax import export, models
 from snip_jax.export import read
 
+pytestmark = pytest.mark.attack  # README, Reliability: the attack cases.
+
 MAX_SECONDS = 10
 MAX_GROWTH_BYTES = 200 * 1000**2
 GIB = 2**30

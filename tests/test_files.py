@@ -12,6 +12,8 @@ import pytest
 
 from snip_jax import files
 
+pytestmark = pytest.mark.attack  # README, Reliability: the attack cases.
+
 
 def test_atomic_write_replaces_the_whole_file(tmp_path):
   path = tmp_path / "config.json"

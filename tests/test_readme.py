@@ -91,7 +91,25 @@ def test_reliability_figures_are_those_of_the_test_suite():
     properties.SELECTION_EXAMPLES,
     properties.NOTHING_KEPT_EXAMPLES,
     len(reliability.BAD_INPUTS) + len(reliability.CLI_BAD_INPUTS),
+    attack_cases(),
   ]
+
+
+def attack_cases() -> int:
+  """How many tests ``pytest -m attack`` runs (parametrized cases counted one by one)."""
+  import subprocess
+  import sys
+
+  result = subprocess.run(
+    [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "attack", "-p", "no:xdist"],
+    cwd=README.parent,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  found = re.search(r"^(\d+)/\d+ tests collected", result.stdout, re.M)
+  assert found, result.stdout[-2000:] + result.stderr[-2000:]
+  return int(found.group(1))
 
 
 def test_readme_nnx_example_prunes_and_trains(capsys):

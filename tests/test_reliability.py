@@ -220,6 +220,7 @@ def _stopped(pid: int) -> bool:
     return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
+@pytest.mark.attack
 def test_a_second_run_in_a_workdir_in_use_is_refused_and_changes_nothing(
   tmp_path, tiny_mnist, reference
 ):
@@ -255,6 +256,7 @@ def test_a_second_run_in_a_workdir_in_use_is_refused_and_changes_nothing(
   assert_same_outcome(outcome(workdir), outcome(reference))
 
 
+@pytest.mark.attack
 def test_a_damaged_config_json_leaves_the_decision_to_the_checkpoint(
   tmp_path, tiny_mnist, reference
 ):
@@ -282,6 +284,7 @@ def test_a_damaged_config_json_leaves_the_decision_to_the_checkpoint(
   assert (summary["test_accuracy"], summary["steps"]) == (expected["test_accuracy"], 18)
 
 
+@pytest.mark.attack
 def test_a_checkpoint_that_cannot_be_written_stops_the_run_at_once_in_one_line(
   tmp_path, tiny_mnist
 ):
@@ -306,6 +309,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_at_once_in_one_line(
 
 
 # Orbax's background event loop, stopped by the failed save, reports itself closed on the way out.
+@pytest.mark.attack
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_full_disk_stops_the_run_at_once_in_one_line(tmp_path, tiny_mnist):
   small = tmp_path / "small"
@@ -548,6 +552,7 @@ def test_cli_bad_input_is_a_clear_error_without_a_traceback(tmp_path, name):
     ("def get_config():\n  return {'seed': 0}\n", r"returns a 'dict', not a ConfigDict"),
   ],
 )
+@pytest.mark.attack
 def test_a_config_file_that_is_not_one_is_one_line_naming_it(tmp_path, text, message):
   path = tmp_path / "config.py"
   path.write_text(text)

@@ -14,6 +14,8 @@ from helpers import config
 from snip_jax import files
 from snip_jax.train import workdir as workdir_lib
 
+pytestmark = pytest.mark.attack  # README, Reliability: the attack cases.
+
 
 def snapshot(directory) -> dict:
   """Every entry under ``directory``: a file's bytes, a link's target, a directory's name."""
