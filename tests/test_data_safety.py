@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -390,3 +391,23 @@ def test_a_decode_cache_of_the_wrong_arrays_is_rebuilt(prepared):
   with pytest.warns(UserWarning, match="images of shape 27x27x1 and type uint8, not 28x28x1"):
     again_images, _ = data.load_split("mnist", "test", data_dir)
   np.testing.assert_array_equal(again_images, images)
+
+
+def test_an_oversized_cifar10_batch_is_refused_before_it_is_read(tmp_path):
+  """A tar.gz whose batch member declares 2 GiB (from its header alone), and an extracted
+  folder holding a 2 GiB (sparse) batch file: both named, nothing read."""
+  from snip_jax.data import cifar10
+
+  header = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+  header.size = 2**31
+  archive = tmp_path / "cifar-10-python.tar.gz"
+  archive.write_bytes(gzip.compress(header.tobuf() + bytes(1024)))
+  with pytest.raises(ValueError, match=r"data_batch_1 in .* holds 2,147,483,648 bytes, more than"):
+    cifar10.read_cifar10(archive)
+  folder = tmp_path / "cifar-10-batches-py"
+  folder.mkdir()
+  for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    (folder / name).write_bytes(b"")
+  os.truncate(folder / "data_batch_1", 2**31)  # Sparse: no disk used.
+  with pytest.raises(ValueError, match=r"data_batch_1' holds 2,147,483,648 bytes, more than"):
+    cifar10.read_cifar10(folder)

@@ -38,6 +38,9 @@ _CIFAR10_ARCHIVES = (
 _CIFAR10_FOLDERS = ("cifar-10-batches-py", "cifar-10-batches-bin")
 _CIFAR10_HWC = (32, 32, 3)
 _CIFAR10_PIXELS = 32 * 32 * 3
+#: The most bytes a batch file may hold: a batch of 10,000 images is 30.7 MB in either version
+#: (the python one adds its labels and file names); a larger one is refused before it is read.
+MAX_BATCH_BYTES = 40_000_000
 _CIFAR10_FIX = (
   "Download cifar-10-python.tar.gz or cifar-10-binary.tar.gz again from "
   "https://www.cs.toronto.edu/~kriz/cifar.html."
@@ -198,6 +201,14 @@ def _cifar10_format(present: Collection[str], origin: str) -> bool:
   raise DataNotFoundError(f"{origin} holds no CIFAR-10 batches; expected {CIFAR10_FILES}.")
 
 
+def _check_size(size: int, origin: str) -> None:
+  if size > MAX_BATCH_BYTES:
+    raise ValueError(
+      f"{origin} holds {size:,} bytes, more than the {MAX_BATCH_BYTES:,} a CIFAR-10 batch may: "
+      f"it is not a CIFAR-10 batch file. {_CIFAR10_FIX}"
+    )
+
+
 def _read_cifar10_archive(archive: str) -> dict[str, bytes]:
   """The batch files of a CIFAR-10 tar archive, read in memory: ``{file name: contents}``."""
   wanted = set(_cifar10_batch_names(False) + _cifar10_batch_names(True))
@@ -207,6 +218,7 @@ def _read_cifar10_archive(archive: str) -> dict[str, bytes]:
       for member in tar:
         name = posixpath.basename(member.name)
         if member.isfile() and name in wanted and name not in members:
+          _check_size(member.size, f"{name} in {archive!r}")
           members[name] = tar.extractfile(member).read()
   # Truncated or non-tar input fails in tarfile, gzip or zlib, depending on where it breaks.
   except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
@@ -265,7 +277,9 @@ def read_cifar10(path: str | os.PathLike[str]) -> dict[str, tuple[np.ndarray, np
     )
 
     def load(name: str) -> tuple[bytes, str]:
-      return Path(path, name).read_bytes(), repr(os.path.join(path, name))
+      file = os.path.join(path, name)
+      _check_size(os.path.getsize(file), repr(file))
+      return Path(file).read_bytes(), repr(file)
 
   else:
     members = _read_cifar10_archive(path)
