@@ -223,6 +223,7 @@ def prepare(
 
 
 def _check_use(workdir: str, config, overwrite: bool, entries: list[str]) -> None:
+  """The checks of :func:`prepare` made under the lock (and ``overwrite``'s deletion)."""
   if overwrite:
     if jax.process_index() == 0:
       _delete_run(workdir, entries)
