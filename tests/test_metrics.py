@@ -32,7 +32,13 @@ from helpers import (
 )
 
 from snip_jax import data, train
-from snip_jax.train.metrics import STEP_TAGS, EventFile, format_duration, read_step_records
+from snip_jax.train.metrics import (
+  STEP_TAGS,
+  EventFile,
+  RunMetrics,
+  format_duration,
+  read_step_records,
+)
 
 STEPS = 18  # 2 epochs of 9 steps.
 
@@ -176,6 +182,32 @@ def test_a_later_event_file_purges_the_earlier_events_from_its_step_on(tmp_path)
   purged = [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0), (6, 60.0)]
   assert tensorboard_scalars(tmp_path) == {"a": purged}
   assert len(tensorboard_scalars(tmp_path, purge=False)["a"]) == 8 + 2
+
+
+def test_a_failing_run_keeps_its_error_when_its_tensorboard_file_cannot_be_closed(
+  tmp_path, tiny_mnist
+):
+  class FullDisk:
+    closed = 0
+
+    def close(self):
+      FullDisk.closed += 1
+      raise OSError(28, "No space left on device")
+
+  metrics = RunMetrics(tiny_config(tiny_mnist), str(tmp_path), main_process=True)
+  metrics._tensorboard = FullDisk()
+  with (
+    pytest.warns(UserWarning, match="TensorBoard file could not be closed: .*No space"),
+    pytest.raises(KeyError, match="the run's own error"),
+    metrics,
+  ):
+    raise KeyError("the run's own error")
+  metrics.close()  # Closed once: a second close does not try again.
+  assert FullDisk.closed == 1
+  # A run that did not fail has no error of its own: the file's is raised.
+  metrics._tensorboard = FullDisk()
+  with pytest.raises(OSError, match="No space"), metrics:
+    pass
 
 
 # --------------------------------------------------------------------------------------------

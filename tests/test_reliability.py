@@ -319,12 +319,17 @@ def test_a_full_disk_stops_the_run_at_once_in_one_line(tmp_path, tiny_mnist):
     pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
   try:
     t0 = time.perf_counter()
-    with pytest.raises(checkpoint.CheckpointError, match=r"No space left on device|RESOURCE_EXH"):
+    # Whichever write meets the full disk first (a checkpoint, a metrics file) stops the run,
+    # and its error is the one raised.
+    with pytest.raises(
+      (checkpoint.CheckpointError, OSError), match=r"No space left on device|RESOURCE_EXH"
+    ):
       train.train_and_evaluate(resumable_config(tiny_mnist), str(small / "run"))
     assert time.perf_counter() - t0 < 60
     assert json.loads((small / "run" / "config.json").read_text())["seed"] == 0  # Intact.
   finally:
-    subprocess.run(["umount", str(small)], check=True)
+    # Lazily: a writer thread of Orbax's may still hold a file there for a moment.
+    subprocess.run(["umount", "--lazy", str(small)], check=True)
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(tmp_path, tiny_mnist):

@@ -35,6 +35,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from typing import Any, TextIO
 
 import ml_collections
@@ -183,8 +184,16 @@ class RunMetrics:
   def __enter__(self) -> RunMetrics:
     return self
 
-  def __exit__(self, *exc_info) -> None:
-    self.close()
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is None:
+      self.close()
+      return
+    # The run is failing already, and its error is the one to report: a full disk, say, fails
+    # the checkpoint and then this file's last flush too.
+    try:
+      self.close()
+    except OSError as e:
+      warnings.warn(f"The TensorBoard file could not be closed: {e}", stacklevel=2)
 
   def start(self, step: int, progress: Progress, total_steps: int) -> None:
     """Cuts the files back to ``(step, progress)``, where training starts or resumes, and
@@ -301,6 +310,6 @@ class RunMetrics:
   def close(self) -> None:
     """Closes the bar and the TensorBoard file (flushing it); safe to call twice."""
     self.end_training()
-    if self._tensorboard is not None:
-      self._tensorboard.close()
-      self._tensorboard = None
+    tensorboard, self._tensorboard = self._tensorboard, None  # Closed once, even if it fails.
+    if tensorboard is not None:
+      tensorboard.close()
