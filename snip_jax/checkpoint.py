@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -75,22 +76,12 @@ def read_state(workdir: str | os.PathLike[str], step: int) -> dict[str, Any]:
   Raises:
     CheckpointError: the checkpoint cannot be read.
   """
-  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
   here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  handlers = {"state": ocp.StandardCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()}
-  options = ocp.CheckpointManagerOptions(create=False)
-  try:
-    with ocp.CheckpointManager(directory, options=options, item_handlers=handlers) as manager:
-      stored = manager.item_metadata(step)["state"]
-      target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=here), stored)
-      args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
-      return manager.restore(step, args=args).state
-  except Exception as e:  # Orbax and TensorStore raise many kinds.
-    raise CheckpointError(
-      f"Checkpoint {os.path.join(directory, str(step))} cannot be read "
-      f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}). Re-run the training "
-      "command to finish or redo the run."
-    ) from None
+  with _reading(workdir, step) as manager:
+    stored = manager.item_metadata(step)["state"]
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=here), stored)
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+    return manager.restore(step, args=args).state
 
 
 def read_progress(workdir: str | os.PathLike[str], step: int) -> dict[str, Any]:
@@ -99,16 +90,24 @@ def read_progress(workdir: str | os.PathLike[str], step: int) -> dict[str, Any]:
   Raises:
     CheckpointError: the checkpoint cannot be read.
   """
+  with _reading(workdir, step) as manager:
+    if "progress" not in (manager.item_metadata(step) or {}):
+      return {}
+    progress = manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+    return dict(progress.progress or {})
+
+
+@contextlib.contextmanager
+def _reading(workdir: str | os.PathLike[str], step: int) -> Iterator[ocp.CheckpointManager]:
+  """A manager of ``workdir``'s checkpoints to read ``step`` with; whatever fails inside
+  (Orbax and TensorStore raise many kinds of error) is one :class:`CheckpointError` line."""
   directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
   handlers = {"state": ocp.StandardCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()}
   options = ocp.CheckpointManagerOptions(create=False)
   try:
     with ocp.CheckpointManager(directory, options=options, item_handlers=handlers) as manager:
-      if "progress" not in (manager.item_metadata(step) or {}):
-        return {}
-      progress = manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
-      return dict(progress.progress or {})
-  except Exception as e:  # Orbax and TensorStore raise many kinds.
+      yield manager
+  except Exception as e:
     raise CheckpointError(
       f"Checkpoint {os.path.join(directory, str(step))} cannot be read "
       f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}). Re-run the training "

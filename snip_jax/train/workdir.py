@@ -151,15 +151,26 @@ def _check_links(workdir: str, entries: list[str]) -> None:
       )
 
 
+def _read_config_json(path: str) -> dict[str, Any]:
+  """The JSON object in ``path``.
+
+  Raises:
+    OSError: it cannot be read.
+    ValueError: it is not JSON, or not an object.
+  """
+  with open(path) as f:
+    value = json.load(f)
+  if not isinstance(value, dict):
+    raise ValueError(f"it holds a {type(value).__name__}, not a config")
+  return value
+
+
 def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str] | None:
   """The fields, other than resumable and extendable ones, in which ``config`` differs from the
   workdir's, or ``None`` (with a warning) when its ``config.json`` cannot be read."""
   path = os.path.join(workdir, CONFIG_FILE)
   try:
-    with open(path) as f:
-      previous = json.load(f)
-    if not isinstance(previous, dict):
-      raise ValueError(f"it holds a {type(previous).__name__}, not a config")
+    previous = _read_config_json(path)
   except (OSError, ValueError) as e:
     warnings.warn(
       f"{path} cannot be read ({e}); the checkpoint decides whether this config resumes the run "
@@ -342,11 +353,7 @@ def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
   rerun = "run the run's training command again, which writes it afresh"
   path = os.path.join(workdir, CONFIG_FILE)
   try:
-    with open(path) as f:
-      config = json.load(f)
-    if not isinstance(config, dict):
-      raise ValueError(f"it holds a {type(config).__name__}, not a config")
-    config = ml_collections.ConfigDict(config)
+    config = ml_collections.ConfigDict(_read_config_json(path))
     config_lib.validate_config(config)
   except (OSError, ValueError) as e:
     raise ValueError(f"{path} cannot be read as a run's config ({e}); {rerun}.") from None
