@@ -91,25 +91,33 @@ def test_reliability_figures_are_those_of_the_test_suite():
     properties.SELECTION_EXAMPLES,
     properties.NOTHING_KEPT_EXAMPLES,
     len(reliability.BAD_INPUTS) + len(reliability.CLI_BAD_INPUTS),
-    attack_cases(),
+    collected("attack")[0],
   ]
 
 
-def attack_cases() -> int:
-  """How many tests ``pytest -m attack`` runs (parametrized cases counted one by one)."""
+def test_the_fast_tier_figures_are_those_of_the_test_suite():
+  found = re.search(r"the unit and property tests \((\d+) of (\d+);", README.read_text())
+  assert found, "the Development table's fast tier line"
+  assert (int(found.group(1)), int(found.group(2))) == collected("not slow")
+
+
+def collected(marker_expression: str) -> tuple[int, int]:
+  """``(selected, all)``: how many tests ``pytest -m marker_expression`` runs, of all the
+  tests (parametrized cases counted one by one)."""
   import subprocess
   import sys
 
+  command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:xdist"]
   result = subprocess.run(
-    [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "attack", "-p", "no:xdist"],
+    [*command, "-m", marker_expression],
     cwd=README.parent,
     capture_output=True,
     text=True,
     timeout=600,
   )
-  found = re.search(r"^(\d+)/\d+ tests collected", result.stdout, re.M)
+  found = re.search(r"^(\d+)/(\d+) tests collected", result.stdout, re.M)
   assert found, result.stdout[-2000:] + result.stderr[-2000:]
-  return int(found.group(1))
+  return int(found.group(1)), int(found.group(2))
 
 
 def test_readme_nnx_example_prunes_and_trains(capsys):
