@@ -61,6 +61,12 @@ def has_checkpoints(workdir: str | os.PathLike[str]) -> bool:
   return bool(saved_steps(workdir))
 
 
+def _first_line(e: BaseException) -> str:
+  """What an error says, for a one-line message: its first line (at most 300 characters), or
+  its type's name when it says nothing."""
+  return str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+
+
 class CheckpointError(ValueError):
   """The checkpoints of a workdir exist but none of them can be restored."""
 
@@ -110,7 +116,7 @@ def _reading(workdir: str | os.PathLike[str], step: int) -> Iterator[ocp.Checkpo
   except Exception as e:
     raise CheckpointError(
       f"Checkpoint {os.path.join(directory, str(step))} cannot be read "
-      f"({str(e).splitlines()[0][:300] if str(e) else type(e).__name__}). Re-run the training "
+      f"({_first_line(e)}). Re-run the training "
       "command to finish or redo the run."
     ) from None
 
@@ -147,9 +153,8 @@ class Checkpointer:
 
   def _error(self, what: str, e: BaseException) -> CheckpointError:
     """One line: what could not be done, where, why, and what to do."""
-    reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
     return CheckpointError(
-      f"Cannot {what} in {self.directory} ({reason}). Free disk space or fix the directory "
+      f"Cannot {what} in {self.directory} ({_first_line(e)}). Free disk space or fix the directory "
       "there, then run the same command again: it resumes from the last complete checkpoint."
     )
 
@@ -213,7 +218,7 @@ class Checkpointer:
       try:
         restored = self.restore(step, template)
       except Exception as e:  # Orbax and TensorStore raise many kinds.
-        unreadable.append((os.path.join(self.directory, str(step)), str(e).splitlines()[0]))
+        unreadable.append((os.path.join(self.directory, str(step)), _first_line(e)))
         continue
       # Set aside, not deleted, and only now that an older one restored: the run can save
       # those steps again, and a workdir with no readable checkpoint stays as it is.

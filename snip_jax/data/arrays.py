@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 
 from snip_jax import files
 from snip_jax.data.prepare import ensure_prepared, quiet_absl, tfds_builder
-from snip_jax.data.specs import SPLITS, DatasetSpec, check_split, get_spec
+from snip_jax.data.specs import SPLITS, DatasetSpec, check_split, get_spec, shape_text
 from snip_jax.parallel import process_range
 
 #: ``(process index, process count)``: which share of a split a process reads.
@@ -116,9 +116,10 @@ def _unreadable(name: str, split: str, data_dir: str, problem: str) -> str:
 def _check_decoded(spec: DatasetSpec, images: np.ndarray, labels: np.ndarray) -> str | None:
   """What is wrong with decoded arrays of a split of ``spec``'s dataset, or ``None``."""
   if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != spec.image_shape:
-    shape = "x".join(str(d) for d in images.shape[1:])
-    expected = "x".join(str(d) for d in spec.image_shape)
-    return f"images of shape {shape} and type {images.dtype}, not {expected} uint8"
+    return (
+      f"images of shape {shape_text(images.shape[1:])} and type {images.dtype}, not "
+      f"{shape_text(spec.image_shape)} uint8"
+    )
   if labels.dtype != np.int32 or labels.shape != images.shape[:1]:
     return f"{labels.shape} labels of type {labels.dtype} for {len(images)} images"
   if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):

@@ -32,7 +32,13 @@ import numpy as np
 
 from snip_jax import files
 from snip_jax.data.sources import SOURCE_FORMATS
-from snip_jax.data.specs import DataNotFoundError, DatasetSpec, default_data_dir, get_spec
+from snip_jax.data.specs import (
+  DataNotFoundError,
+  DatasetSpec,
+  default_data_dir,
+  get_spec,
+  shape_text,
+)
 
 try:
   import fcntl
@@ -110,10 +116,6 @@ def is_prepared(name: str, data_dir: str) -> bool:
   return True
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
-  return "x".join(str(d) for d in shape)
-
-
 def _image_shape(image: Any) -> tuple[int, ...] | None:
   """``(height, width, channels)`` of a PIL image or an array; ``None`` for anything else (an
   encoded image or a path, which TFDS decodes itself)."""
@@ -129,8 +131,8 @@ def _check_example(spec: DatasetSpec, name: str, split: str, index: int, example
   shape = _image_shape(example.get("image"))
   if shape is not None and tuple(shape) != spec.image_shape:
     raise ValueError(
-      f"{name} {split} example {index} is a {_shape_text(shape)} image, but {name} images are "
-      f"{_shape_text(spec.image_shape)}: nothing was prepared. Use the original {name} files."
+      f"{name} {split} example {index} is a {shape_text(shape)} image, but {name} images are "
+      f"{shape_text(spec.image_shape)}: nothing was prepared. Use the original {name} files."
     )
   label = example.get("label")
   if isinstance(label, int | np.integer) and not 0 <= label < spec.num_classes:
@@ -431,8 +433,8 @@ def check_source_arrays(
     shape = (*images.shape[1:], 1) if images.ndim == 3 else images.shape[1:]
     if tuple(shape) != spec.image_shape:
       raise ValueError(
-        f"{images_file!r} holds images of shape {_shape_text(shape)}, but {name} images are "
-        f"{_shape_text(spec.image_shape)}: these are not the original {name} files. Point "
+        f"{images_file!r} holds images of shape {shape_text(shape)}, but {name} images are "
+        f"{shape_text(spec.image_shape)}: these are not the original {name} files. Point "
         f"--config.source_dir at them (nothing was prepared)."
       )
     if len(images) == 0:

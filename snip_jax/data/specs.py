@@ -90,6 +90,11 @@ def check_split(split: str) -> None:
     raise ValueError(f"Unknown split {split!r}; choose one of {sorted(SPLITS)}.")
 
 
+def shape_text(shape: tuple[int, ...]) -> str:
+  """A shape for messages: ``28x28x1``."""
+  return "x".join(str(d) for d in shape)
+
+
 def default_data_dir() -> str:
   """TFDS's data directory: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``."""
   return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")

@@ -28,7 +28,6 @@ import os
 import shutil
 import tempfile
 import warnings
-import zipfile
 from typing import Any
 
 import jax
@@ -61,9 +60,16 @@ def config_id(config: ml_collections.ConfigDict) -> str:
   """8 hex digits that identify the run ``config`` makes: a hash of every field a resumed run
   cannot change (all but :data:`~snip_jax.train.config.RESUMABLE_FIELDS` and
   :data:`~snip_jax.train.config.EXTENDABLE_FIELDS`)."""
-  may_change = {*config_lib.RESUMABLE_FIELDS, *config_lib.EXTENDABLE_FIELDS}
-  fields = {k: v for k, v in config_as_json(config).items() if k not in may_change}
+  fields = _fixed_fields(config_as_json(config))
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _fixed_fields(fields: dict[str, Any]) -> dict[str, Any]:
+  """The entries of a config's ``fields`` that a resumed run cannot change (all but
+  :data:`~snip_jax.train.config.RESUMABLE_FIELDS` and
+  :data:`~snip_jax.train.config.EXTENDABLE_FIELDS`)."""
+  may_change = {*config_lib.RESUMABLE_FIELDS, *config_lib.EXTENDABLE_FIELDS}
+  return {k: v for k, v in fields.items() if k not in may_change}
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> str:
@@ -178,12 +184,11 @@ def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str
       stacklevel=3,
     )
     return None
-  current = config_as_json(config)
-  may_change = {*config_lib.RESUMABLE_FIELDS, *config_lib.EXTENDABLE_FIELDS}
+  previous, current = _fixed_fields(previous), _fixed_fields(config_as_json(config))
   return [
     f"{field}: {previous.get(field, '<unset>')!r} -> {current.get(field, '<unset>')!r}"
     for field in sorted(set(previous) | set(current))
-    if field not in may_change and previous.get(field) != current.get(field)
+    if previous.get(field) != current.get(field)
   ]
 
 
@@ -329,7 +334,7 @@ def _checkpoint_mask(workdir: str, step: int, state: dict[str, Any], params: PyT
   )
   try:
     saved = masks.load_mask(path, params)
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+  except (OSError, ValueError) as e:  # load_mask names a cut-off file in a ValueError.
     raise ValueError(f"{path} cannot be read as this run's mask ({e}). {rerun}") from None
   if not all(
     np.array_equal(a, np.asarray(b))
