@@ -18,10 +18,11 @@ from benchmarks import common
 from snip_jax import selection, train
 
 TITLE = "Pruning cost: scoring and selection, in dense train steps"
-#: model -> (batch size, timed rounds).
+#: profile (common.PROFILES) -> model -> (batch size, timed rounds).
 SETTINGS = {
-  False: {"lenet300": (100, 30), "lenet5": (100, 20), "vgg_d": (128, 5)},
-  True: {"lenet300": (16, 3)},
+  "full": {"lenet300": (100, 30), "lenet5": (100, 20), "vgg_d": (128, 5)},
+  "quick": {"lenet300": (16, 3)},
+  "gpu": {"lenet300": (100, 30), "lenet5": (100, 20), "vgg_d": (128, 10)},
 }
 GOALS = {"vgg_d": 1.5}
 
@@ -59,8 +60,9 @@ def _measure(model: str, batch_size: int, rounds: int) -> list[dict]:
   return rows
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, gpu: bool = False) -> dict:
+  """The section's result: its rows at the sizes of profile ``common.profile(quick, gpu)``."""
   rows = []
-  for model, (batch_size, rounds) in SETTINGS[quick].items():
+  for model, (batch_size, rounds) in SETTINGS[common.profile(quick, gpu)].items():
     rows += _measure(model, batch_size, rounds)
   return {"title": TITLE, "description": __doc__, "rows": rows}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -112,8 +113,70 @@ def row(
   }
 
 
+def value_row(name: str, value: str, **details: Any) -> dict[str, Any]:
+  """One line of a results table that reports a measurement, not a ratio: no goal, no verdict.
+
+  Args:
+    name: what was measured.
+    value: the measurement as the report shows it (``"41.2 steps/s"``).
+    **details: anything else to record (the raw numbers behind ``value``, sizes, ...).
+  """
+  return {"name": name, "value": value, "goal": None, "goal_op": None, "met": None, **details}
+
+
+#: The benchmark profiles: the CPU suite, its plumbing check, and the sizes for an accelerator.
+PROFILES = ("full", "quick", "gpu")
+
+
+def profile(quick: bool, gpu: bool = False) -> str:
+  """The profile of a section's ``run(quick, gpu)``: ``quick`` wins (plumbing only, anywhere)."""
+  if quick:
+    return "quick"
+  return "gpu" if gpu else "full"
+
+
+# Words of a CPU's model name that do not tell CPU types apart: trademarks, "CPU", the clock.
+_CPU_NAME_NOISE = re.compile(
+  r"\((r|tm)\)|\b(cpu|processor)\b|@.*$|\b\d+-core\b|\bw(ith|/)\s*radeon.*$", re.IGNORECASE
+)
+
+
+def slug(text: str) -> str:
+  """``text`` lower-cased, every run of characters other than ``a-z0-9`` one ``-``."""
+  return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def machine_id(record: Mapping[str, Any]) -> str:
+  """A short, filesystem-safe name of the kind of machine that :func:`machine` describes.
+
+  Numbers from different kinds of machines must never be read as each other's: XLA emits
+  different code for each CPU type and device. On the CPU backend the id is the CPU model and
+  the cores (``cpu-amd-epyc-2-cores``, ``cpu-intel-xeon-2-cores``); on an accelerator it is the
+  backend and the device kind (``gpu-nvidia-h200``), with the device count when there are
+  several (``gpu-nvidia-h200-8-devices``).
+
+  Args:
+    record: a :func:`machine` record; one without ``device_kind`` (written before it was
+      recorded) falls back to its first device's name.
+
+  Returns:
+    The id, e.g. ``cpu-amd-epyc-2-cores``.
+  """
+  backend = slug(record["backend"]) or "unknown"
+  if backend == "cpu":
+    model = slug(_CPU_NAME_NOISE.sub(" ", record["cpu"])) or "unknown"
+    return f"cpu-{model}-{record['cores']}-cores"
+  devices = record.get("devices") or []
+  kind = slug(record.get("device_kind") or (devices[0] if devices else "")) or "unknown"
+  if kind != backend and kind.startswith(f"{backend}-"):  # "tpu-v5-lite", not "tpu-tpu-v5-lite".
+    kind = kind[len(backend) + 1 :]
+  several = f"-{len(devices)}-devices" if len(devices) > 1 else ""
+  return f"{backend}-{kind}{several}"
+
+
 def machine() -> dict[str, Any]:
-  """The machine and the versions the numbers were measured with."""
+  """The machine and the versions the numbers were measured with; ``id`` is its
+  :func:`machine_id`, the name of its results folder."""
   versions = {}
   for package in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
     try:
@@ -127,15 +190,17 @@ def machine() -> dict[str, Any]:
     cpu = names[0] if names else cpu
   except OSError:
     pass
-  return {
+  record = {
     "cpu": cpu,
     "cores": os.cpu_count(),
     "system": f"{platform.system()} {platform.release()}",
     "python": platform.python_version(),
     "backend": jax.default_backend(),
     "devices": [str(d) for d in jax.devices()],
+    "device_kind": jax.devices()[0].device_kind,
     "versions": versions,
   }
+  return {"id": machine_id(record), **record}
 
 
 def random_batch(input_shape: Sequence[int], batch_size: int, seed: int = 0):
@@ -186,7 +251,7 @@ class Workload:
     self.config = get_config(model)
     self.batch_size = batch_size or MODELS[model][1]
     self.module = models.get_model(model, num_classes=10)
-    input_shape = input_shape or models.get_spec(model).input_shape
+    self.input_shape = input_shape = input_shape or models.get_spec(model).input_shape
     # Initialise with one example: eager VGG init with a full batch takes ~14 s on this CPU.
     variables = jax.jit(self.module.init)(jax.random.key(seed), jnp.zeros((1, *input_shape)))
     self.params = variables["params"]

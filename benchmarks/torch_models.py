@@ -295,31 +295,45 @@ class TrainStep:
     return loss.item()
 
 
-def make_step(name: str, batch_size: int, *, threads: int, seed: int = 0) -> TrainStep:
+def make_step(
+  name: str, batch_size: int, *, threads: int, seed: int = 0, device: str = "cpu"
+) -> TrainStep:
   """A zero-argument callable that runs one masked SGD training step of model ``name``.
 
   Builds the model with :func:`build` (default density), SGD (learning rate 0.1, momentum 0.9,
   weight decay 5e-4) and one fixed random batch (standard normal float32 inputs, int64 labels in
-  ``[0, 10)``), and sets ``torch.set_num_threads(threads)``, which holds process-wide.
+  ``[0, 10)``), and sets ``torch.set_num_threads(threads)``, which holds process-wide. The model,
+  its masks and the batch are made on the CPU (the same numbers on every device), then moved to
+  ``device``.
 
   Args:
     name: One of :data:`MODELS`.
     batch_size: Examples per step.
     threads: Intra-op threads PyTorch may use.
     seed: Seeds the model, its mask and the batch.
+    device: Where the step runs: ``"cpu"``, or ``"cuda"`` to compare with JAX on a GPU.
 
   Returns:
     ``step``, a :class:`TrainStep`: ``step()`` zeroes the gradients, computes the mean
     cross-entropy of the batch, back-propagates, updates the weights, re-applies the masks to
     them, and returns the loss (before the update) as a Python float. ``step.model`` is the
     model it trains.
+
+  Raises:
+    ValueError: If ``device`` is a CUDA device and this PyTorch has none.
   """
+  if device.startswith("cuda") and not torch.cuda.is_available():
+    raise ValueError(
+      f"device={device!r} but this PyTorch has no CUDA device: install PyTorch's CUDA build, "
+      "or pass device='cpu'."
+    )
   torch.set_num_threads(threads)
-  model = build(name, seed=seed)
+  # Moved before the optimizer is made, so that it holds the parameters on the device.
+  model = build(name, seed=seed).to(device)
   optimizer = torch.optim.SGD(
     model.parameters(), lr=_LR, momentum=_MOMENTUM, weight_decay=_WEIGHT_DECAY
   )
   generator = torch.Generator().manual_seed(seed + 1)
   inputs = torch.randn((batch_size, *input_shape(name)), generator=generator)
   labels = torch.randint(0, _NUM_CLASSES, (batch_size,), generator=generator)
-  return TrainStep(model, optimizer, inputs, labels)
+  return TrainStep(model, optimizer, inputs.to(device), labels.to(device))

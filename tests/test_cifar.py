@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from helpers import cifar10_batch_bytes, python2_pickle, refuse_network, write_cifar10
+from helpers import refuse_network
 
+from benchmarks.mock_data import cifar10_batch_bytes, python2_pickle, write_cifar10
 from snip_jax import data
 
 

@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, write_cifar10, write_mnist_like
+from helpers import run_cli, write_mnist_like
 from test_models import COUNTS
 
+from benchmarks.mock_data import write_cifar10
 from snip_jax import data, models, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -70,6 +70,12 @@ def test_unknown_model_and_bad_density():
     tm.build("lenet300", density=1.5)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this PyTorch has a CUDA device")
+def test_a_cuda_step_without_cuda_names_the_fix():
+  with pytest.raises(ValueError, match="no CUDA device: install PyTorch's CUDA build"):
+    tm.make_step("lenet300", 4, threads=1, device="cuda")
+
+
 @pytest.mark.parametrize(("name", "batch_size"), [("lenet300", 16), ("lenet5", 16), ("vgg_d", 2)])
 def test_steps_keep_pruned_weights_zero_and_train_kept_ones(name, batch_size):
   step = tm.make_step(name, batch_size, threads=1)
