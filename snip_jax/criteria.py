@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from snip_jax import masks, scoring, selection, sensitivity
+from snip_jax import masks, scoring, selection, sensitivity, xla
 from snip_jax.scoring import Batches, ScoreFn
 
 PyTree = Any
@@ -237,20 +237,26 @@ def _check_task(name: str, criterion: Criterion, task: Task, batches, key) -> No
 def _score_round(
   name: str,
   score_fn: ScoreFn,
+  top_level: ScoreFn,
   params: PyTree,
   mask: PyTree,
   batches: Iterable[Any] | None,
   key: jax.Array,
   mesh: Mesh | None = None,
 ) -> PyTree:
-  """One round: ``score_fn`` (jitted) on each batch, accumulated one batch at a time."""
+  """One round: ``score_fn`` (jitted) on each batch, accumulated one batch at a time.
+
+  ``top_level`` is ``xla.jit(score_fn)``, what runs when the round is called directly: compiler
+  options (:func:`snip_jax.xla.compiler_options`) go only on a top-level ``jit``, and over a
+  mesh ``score_fn`` runs nested in each device's program.
+  """
   criterion = CRITERIA[name]
   with scoring.precision(criterion.float64):
     if not criterion.uses_batches:
-      return score_fn(params, mask, (), key)
+      return top_level(params, mask, (), key)
     if mesh is not None:
       return scoring.mean_over_devices(score_fn, params, mask, batches, key, mesh)
-    total, count = scoring.sum_over_batches(score_fn, params, mask, batches, key)
+    total, count = scoring.sum_over_batches(top_level, params, mask, batches, key)
   if count == 0:
     raise ValueError(f"Criterion {name!r} got no scoring batch: batches is empty.")
   if count == 1:
@@ -294,7 +300,9 @@ def score(
   key = jax.random.key(0) if key is None else key
   round_batches = scoring.round_batches(batches, 0) if criterion.uses_batches else None
   score_fn = criterion.make_score_fn(task, filter_fn)
-  return _score_round(name, score_fn, params, mask, round_batches, jax.random.fold_in(key, 0), mesh)
+  return _score_round(
+    name, score_fn, xla.jit(score_fn), params, mask, round_batches, jax.random.fold_in(key, 0), mesh
+  )
 
 
 def schedule(sparsity: float, rounds: int) -> list[float]:
@@ -345,11 +353,12 @@ def prune(
   targets = schedule(sparsity, criterion.rounds if rounds is None else rounds)
   key = jax.random.key(0) if key is None else key
   score_fn = criterion.make_score_fn(task, filter_fn)  # Compiled once for all rounds.
+  top_level = xla.jit(score_fn)
   mask = masks.ones_like(params)
   for k, target in enumerate(targets):
     round_batches = scoring.round_batches(batches, k) if criterion.uses_batches else None
     scores = _score_round(
-      name, score_fn, params, mask, round_batches, jax.random.fold_in(key, k), mesh
+      name, score_fn, top_level, params, mask, round_batches, jax.random.fold_in(key, k), mesh
     )
     mask = selection.top_k_mask(
       scores,

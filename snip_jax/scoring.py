@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from snip_jax import masks, parallel
+from snip_jax import masks, parallel, xla
 
 PyTree = Any
 #: ``score_fn(params, mask, batch, key) -> scores``: ``batch`` is a tuple of the loss's
@@ -127,7 +127,7 @@ def per_device_score_fn(score_fn: ScoreFn, mesh: Mesh, key_impl: Any) -> Callabl
   """
   spec = PartitionSpec(parallel.BATCH_AXIS)
 
-  @jax.jit
+  @functools.partial(xla.jit, mesh=mesh)
   @functools.partial(
     jax.shard_map,
     mesh=mesh,

@@ -218,7 +218,8 @@ def record_rounds(monkeypatch, name: str) -> list[int]:
     score_fn = criterion.make_score_fn(task, filter_fn)
 
     def recording_score_fn(params, mask, batch, key):
-      kept_at_call.append(kept(mask))
+      # Runs jitted (prune compiles each criterion's score function): recorded at run time.
+      jax.debug.callback(lambda mask: kept_at_call.append(kept(mask)), mask)
       return score_fn(params, mask, batch, key)
 
     return recording_score_fn

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from snip_jax import criteria, data, masks, parallel
+from snip_jax import criteria, data, masks, parallel, xla
 from snip_jax.train.build import filter_fn_for
 from snip_jax.train.steps import cross_entropy, forward
 
@@ -66,7 +66,7 @@ def make_score_fn(config, apply_fn):
       params, masks.ones_like(params), (images, labels), None
     )
 
-  return jax.jit(score)
+  return xla.jit(score)
 
 
 def spreads_scoring(config, mesh: Mesh | None) -> bool:

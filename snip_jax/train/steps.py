@@ -16,7 +16,7 @@ from flax import linen as nn
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from snip_jax import data, masks, optim, parallel, trees
+from snip_jax import data, masks, optim, parallel, trees, xla
 
 Batch = tuple[jax.Array, jax.Array]
 
@@ -127,11 +127,13 @@ def sharded_train_step(mesh: Mesh):
   """:func:`train_step` jitted for ``mesh``: the state replicated (and donated), the batch split.
 
   XLA partitions the step: each device computes on its slice of the batch, and the mean loss's
-  gradients (and batch norm's batch statistics) are all-reduced across the devices.
+  gradients (and batch norm's batch statistics) are all-reduced across the devices. Compiled
+  with :func:`snip_jax.xla.compiler_options` (XLA's own convolutions on one CPU device).
   """
   state_sharding = parallel.replicated(mesh)
-  return jax.jit(
+  return xla.jit(
     train_step,
+    mesh=mesh,
     in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
     out_shardings=(state_sharding, parallel.replicated(mesh)),
     donate_argnums=0,
@@ -140,8 +142,9 @@ def sharded_train_step(mesh: Mesh):
 
 def sharded_eval_step(mesh: Mesh):
   """:func:`eval_step` jitted for ``mesh``: the state replicated, the batch split."""
-  return jax.jit(
+  return xla.jit(
     eval_step,
+    mesh=mesh,
     in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
     out_shardings=parallel.replicated(mesh),
   )
