@@ -41,17 +41,3 @@ def tiny_mnist(tmp_path_factory) -> str:
   (root / "idx").mkdir()
   write_mnist_like(root / "idx", num_train=200, num_test=50)
   return data.ensure_prepared("mnist", str(root / "tfds"), str(root / "idx"))
-
-
-@pytest.fixture
-def flax_convs(monkeypatch):
-  """The CIFAR-10 nets convolve with ``nn.Conv`` instead of their im2col ``layers.Conv``.
-
-  The same params and results (test_models.py checks every conv of the zoo), and XLA compiles
-  it about three times as fast: for tests about something else than the convolution.
-  """
-  from flax import linen as nn  # Imports JAX: only after the cache is set above.
-
-  from snip_jax.models import layers
-
-  monkeypatch.setattr(layers, "Conv", nn.Conv)

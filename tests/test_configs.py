@@ -4,10 +4,6 @@ One parametrised test: each paper row (LeNets, AlexNets, VGGs, WRNs, LSTMs, GRUs
 pruned by SNIP at its sparsity (exact κ), trained for a few masked steps and evaluated, through
 the same ``train_and_evaluate`` the CLI calls; one CIFAR-10 config also goes through the CLI.
 The data are tiny random datasets in the original MNIST and CIFAR-10 file formats.
-
-In-process, the CIFAR-10 nets convolve with ``nn.Conv`` instead of their im2col ``layers.Conv``
-(the same params and results, tested in test_models.py), which XLA compiles about three times
-as fast; the CLI test runs the im2col convs as users do.
 """
 
 import json
@@ -25,7 +21,6 @@ from snip_jax import data, models, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "snip_jax" / "configs"
-pytestmark = pytest.mark.usefixtures("flax_convs")  # In-process runs only; see the docstring.
 CONFIGS = train.config_names()
 TINY = dict(num_epochs=1, batch_size=6, score_batch_size=6, eval_batch_size=8)
 

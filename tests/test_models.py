@@ -108,7 +108,6 @@ def test_unknown_model_and_init():
 
 
 @pytest.mark.parametrize("name", ["lenet300", "alexnet_s", "lstm_s"])
-@pytest.mark.usefixtures("flax_convs")
 def test_train_step_compiles_once(name):
   spec = models.get_spec(name)
   model = get_model(name)
@@ -182,11 +181,12 @@ def test_score_bn_mode():
 
 
 # ------------------------------------------------------------------------------------------
-# The im2col convolution (a default chosen for speed) computes what nn.Conv computes.
+# layers.Conv (each of its formulations, chosen for speed) computes what nn.Conv computes.
 
 CONV_CASES = [
   # (input H, W, C; features, kernel, stride, padding, bias): every conv of the model zoo.
   ((8, 8, 3), 4, 3, 1, "SAME", False),  # VGG, WRN.
+  ((2, 2, 5), 4, 3, 1, "SAME", False),  # VGG's last block: 'auto' is im2col.
   ((5, 5, 4), 3, 1, 1, "SAME", False),  # VGG-C's 1x1.
   ((7, 7, 3), 4, 3, 2, "SAME", False),  # WRN's strided 3x3, odd size.
   ((8, 8, 3), 5, 1, 2, "SAME", False),  # WRN's 1x1 shortcut.
@@ -195,11 +195,12 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[2]}x{c[2]}s{c[3]}{c[4]}")
-def test_im2col_conv_matches_flax_conv(case):
+@pytest.mark.parametrize("impl", ["auto", "xla", "im2col"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0][0]}px{c[2]}x{c[2]}s{c[3]}{c[4]}")
+def test_conv_matches_flax_conv(case, impl):
   shape, features, size, stride, padding, bias = case
   kwargs = dict(strides=stride, padding=padding, use_bias=bias)
-  ours = layers.Conv(features, (size, size), **kwargs)
+  ours = layers.Conv(features, (size, size), impl=impl, **kwargs)
   flax_conv = nn.Conv(features, (size, size), **kwargs)
   x = jax.random.normal(jax.random.key(1), (2, *shape))
   params = ours.init(jax.random.key(0), x)
@@ -217,12 +218,68 @@ def test_im2col_conv_matches_flax_conv(case):
   chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_im2col_conv_rejects_unknown_padding():
-  with pytest.raises(ValueError, match="padding must be"):
-    layers.Conv(2, (3, 3), padding="CIRCULAR").init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+@pytest.mark.parametrize(
+  "size, padding, impl",
+  [(3, "SAME", "xla"), (5, "VALID", "xla"), (2, "SAME", "im2col"), (4, "VALID", "im2col")],
+)
+def test_auto_conv_uses_im2col_only_for_outputs_of_at_most_four_pixels(size, padding, impl):
+  """XLA's convolution unless the output is 2x2 or smaller (3x3 on 4x4, VALID: 2x2)."""
+  x = jnp.zeros((1, size, size, 2))
+  conv = layers.Conv(3, (3, 3), padding=padding)
+  jaxpr = str(jax.make_jaxpr(conv.apply)(conv.init(jax.random.key(0), x), x))
+  assert ("conv_general_dilated" in jaxpr) == (impl == "xla")
+  assert ("concatenate" in jaxpr) == (impl == "im2col")
 
 
-def test_models_with_im2col_convs_give_flax_conv_results(monkeypatch):
+def test_xla_conv_is_bit_for_bit_flax_conv():
+  """LeNet-5-Caffe's convs: 'auto' runs XLA's convolution exactly as nn.Conv calls it.
+
+  Bit for bit on CPU; a GPU may autotune the two compilations to different algorithms.
+  """
+  x = jax.random.normal(jax.random.key(1), (3, 12, 12, 4))
+  ours, flax_conv = layers.Conv(5, (5, 5), padding="VALID"), nn.Conv(5, (5, 5), padding="VALID")
+  params = jax.tree.map(lambda p: p + 0.1, ours.init(jax.random.key(0), x))
+
+  def value_and_grads(module):
+    loss = lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))  # noqa: E731
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+
+  if jax.default_backend() == "cpu":
+    chex.assert_trees_all_equal(value_and_grads(ours), value_and_grads(flax_conv))
+  else:
+    chex.assert_trees_all_close(value_and_grads(ours), value_and_grads(flax_conv), rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 3)], ids=["even", "odd"])
+def test_max_pool_is_flax_max_pool_value_gradient_and_second_order(shape):
+  """Bit for bit, ties included: a tied window's gradient goes to its first maximum."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  x = jax.nn.relu(jnp.round(x * 2) / 2)  # Many ties, at zero and above.
+  out_shape = (shape[0], -(-shape[1] // 2), -(-shape[2] // 2), shape[3])
+  weights = jax.random.normal(jax.random.key(1), out_shape)
+  tangent = jax.random.normal(jax.random.key(2), shape)
+
+  def pools(pool):
+    loss = lambda x: jnp.sum(pool(x) * weights)  # noqa: E731
+    hessian_tangent = jax.jvp(jax.grad(loss), (x,), (tangent,))[1]  # As GraSP differentiates.
+    return jax.jit(pool)(x), jax.jit(jax.grad(loss))(x), hessian_tangent
+
+  ours = pools(layers.max_pool_2x2)
+  flax_pool = pools(lambda x: nn.max_pool(x, (2, 2), (2, 2), "SAME"))
+  chex.assert_trees_all_equal(ours, flax_pool)
+  # Exactly one entry per window receives its gradient: ties are not split.
+  assert int(jnp.sum(ours[1] != 0)) == weights.size
+
+
+@pytest.mark.parametrize(
+  "kwargs, match", [({"padding": "CIRCULAR"}, "padding must be"), ({"impl": "fft"}, "impl must be")]
+)
+def test_conv_rejects_unknown_padding_and_impl(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    layers.Conv(2, (3, 3), **kwargs).init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+
+
+def test_models_with_our_convs_give_flax_conv_results(monkeypatch):
   """Same init, same loss, same SNIP mask as with nn.Conv (the models' convs before).
 
   AlexNet-s has the strided 11x11, 5x5 and 3x3 convs; the test above covers every other

@@ -2,7 +2,7 @@
 
 Both fast layers compute exactly what Flax's ``nn.Conv`` / ``nn.max_pool`` compute (same
 parameters, same results up to float summation order); they only choose operations that XLA
-compiles well on CPU (see ``benchmarks/`` and ../shared/PERF-NOTES.md).
+compiles well on CPU (see ``benchmarks/``).
 """
 
 from __future__ import annotations
@@ -17,17 +17,49 @@ from flax import linen as nn
 def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
   """2x2 max pooling with stride 2 and ``'SAME'`` padding (odd sizes round up).
 
-  A reshape followed by ``max`` computes what ``nn.max_pool(x, (2, 2), (2, 2), 'SAME')`` does,
-  with a much cheaper backward pass on XLA:CPU (see ../shared/PERF-NOTES.md). An odd side is
-  padded at the end with ``-inf``, which no maximum ever picks.
+  Computes what ``nn.max_pool(x, (2, 2), (2, 2), 'SAME')`` computes, value and gradient: a
+  window's gradient goes to its first maximum in row-major order, as XLA's ``select_and_scatter``
+  routes it (and as PyTorch's ``max_pool2d`` does). Written as a reshape and a ``max`` with an
+  elementwise derivative (a ``custom_jvp``, so forward-over-reverse works too), it is much
+  cheaper on XLA:CPU than ``reduce_window``'s backward, and cheaper than the derivative of
+  ``max`` itself, which splits a tied window's gradient and needs a second reduction. An odd
+  side is padded at the end with ``-inf``, which no maximum ever picks.
   """
-  b, h, w, c = x_BxHxWxC.shape
+  h, w = x_BxHxWxC.shape[1:3]
   if h % 2 or w % 2:
     x_BxHxWxC = jnp.pad(
       x_BxHxWxC, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), constant_values=-jnp.inf
     )
-    h, w = h + h % 2, w + w % 2
-  return jnp.max(x_BxHxWxC.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+  return _max_pool_2x2_even(x_BxHxWxC)
+
+
+def _windows(x_BxHxWxC: jax.Array) -> jax.Array:
+  """``[B, H/2, 2, W/2, 2, C]``: the 2x2 windows of an even-sized input."""
+  b, h, w, c = x_BxHxWxC.shape
+  return x_BxHxWxC.reshape(b, h // 2, 2, w // 2, 2, c)
+
+
+@jax.custom_jvp
+def _max_pool_2x2_even(x_BxHxWxC: jax.Array) -> jax.Array:
+  return jnp.max(_windows(x_BxHxWxC), axis=(2, 4))
+
+
+@_max_pool_2x2_even.defjvp
+def _max_pool_2x2_even_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  windows = _windows(x)
+  y = jnp.max(windows, axis=(2, 4))
+  hit = windows == y[:, :, None, :, None, :]
+  # The first maximum of each window, in row-major order.
+  h00, h01, h10, h11 = (hit[:, :, i, :, j] for i in (0, 1) for j in (0, 1))
+  first = jnp.stack(
+    [
+      jnp.stack([h00, h01 & ~h00], axis=3),
+      jnp.stack([h10 & ~(h00 | h01), h11 & ~(h00 | h01 | h10)], axis=3),
+    ],
+    axis=2,
+  )
+  return y, jnp.sum(jnp.where(first, _windows(dx), jnp.zeros((), dx.dtype)), axis=(2, 4))
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -37,15 +69,26 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   return total // 2, total - total // 2
 
 
-class Conv(nn.Module):
-  """A 2D convolution with ``nn.Conv``'s parameters and result, computed as one matmul.
+#: Outputs of at most this many pixels (VGG's 2x2 block) are computed as im2col by ``'auto'``.
+IM2COL_MAX_PIXELS = 4
 
-  The ``kh * kw`` shifted (strided) slices of the padded input are concatenated along the
-  channels, giving the ``[B, H', W', kh * kw * C]`` patches, which one matmul with the
-  ``[kh, kw, C, F]`` kernel reshaped to ``[kh * kw * C, F]`` turns into the output. XLA:CPU runs
-  this several times faster than its own convolution, forward and backward, on the paper's
-  nets (LeNet-5-Caffe's 5x5 convs; VGG's 3x3 convs, which its convolution handles
-  particularly badly at small spatial sizes); on accelerators it is a plain large matmul.
+
+class Conv(nn.Module):
+  """A 2D convolution with ``nn.Conv``'s parameters and result, formulated for XLA:CPU.
+
+  ``impl`` picks how it is computed (same params, same outputs and gradients up to float
+  summation order):
+
+  * ``'xla'``: XLA's convolution (``lax.conv_general_dilated``, what ``nn.Conv`` calls);
+  * ``'im2col'``: the ``kh * kw`` shifted (strided) slices of the padded input concatenated
+    along the channels into ``[B, H', W', kh * kw * C]`` patches, and one matmul with the
+    kernel reshaped to ``[kh * kw * C, F]``;
+  * ``'auto'`` (default): ``'im2col'`` for outputs of at most :data:`IM2COL_MAX_PIXELS` pixels,
+    ``'xla'`` otherwise. On VGG's 2x2x512 convs XLA:CPU's convolution, forward and backward,
+    takes ~50x longer than im2col; at every larger size of the paper's nets XLA's own
+    convolution (in a step compiled with :func:`snip_jax.xla.compiler_options`) is the faster
+    one (BENCHMARKS.md, "Convolutions").
+
   Params are ``kernel`` (HWIO) and ``bias``, named, shaped and initialised as ``nn.Conv``'s, so
   checkpoints, masks and seeds carry over.
   """
@@ -57,11 +100,14 @@ class Conv(nn.Module):
   use_bias: bool = True
   kernel_init: jax.nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: jax.nn.initializers.Initializer = nn.initializers.zeros_init()
+  impl: str = "auto"  # Or "xla", "im2col".
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
     if self.padding not in ("SAME", "VALID"):
       raise ValueError(f"padding must be 'SAME' or 'VALID', got {self.padding!r}.")
+    if self.impl not in ("auto", "xla", "im2col"):
+      raise ValueError(f"impl must be 'auto', 'xla' or 'im2col', got {self.impl!r}.")
     kh, kw = self.kernel_size
     s = self.strides
     c = x_BxHxWxC.shape[-1]
@@ -69,15 +115,26 @@ class Conv(nn.Module):
     x = x_BxHxWxC
     if self.padding == "SAME":
       pads = [_same_padding(n, k, s) for n, k in zip(x.shape[1:3], (kh, kw), strict=True)]
+    else:
+      pads = [(0, 0), (0, 0)]
+    out_h = (x.shape[1] + sum(pads[0]) - kh) // s + 1
+    out_w = (x.shape[2] + sum(pads[1]) - kw) // s + 1
+    impl = self.impl
+    if impl == "auto":
+      impl = "im2col" if out_h * out_w <= IM2COL_MAX_PIXELS else "xla"
+    if impl == "xla":
+      y = jax.lax.conv_general_dilated(
+        x, kernel, (s, s), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+      )
+    else:
       x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    out_h, out_w = (x.shape[1] - kh) // s + 1, (x.shape[2] - kw) // s + 1
-    slices = [
-      x[:, i : i + (out_h - 1) * s + 1 : s, j : j + (out_w - 1) * s + 1 : s, :]
-      for i in range(kh)
-      for j in range(kw)
-    ]
-    patches = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
-    y = patches @ kernel.reshape(kh * kw * c, self.features)
+      slices = [
+        x[:, i : i + (out_h - 1) * s + 1 : s, j : j + (out_w - 1) * s + 1 : s, :]
+        for i in range(kh)
+        for j in range(kw)
+      ]
+      patches = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+      y = patches @ kernel.reshape(kh * kw * c, self.features)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y

@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax
 from flax import linen as nn
 
-from snip_jax.models.layers import max_pool_2x2
+from snip_jax.models import layers
 
 
 class LeNet300100(nn.Module):
@@ -31,16 +31,16 @@ class LeNet5Caffe(nn.Module):
 
   num_classes: int = 10
   kernel_init: jax.nn.initializers.Initializer = nn.initializers.he_normal()
-  #: The convolution: Flax's, which XLA:CPU runs faster for this net than the im2col
-  #: ``layers.Conv`` the bigger nets use (BENCHMARKS.md, "Convolutions"). Same params either way.
-  conv: type[nn.Module] = nn.Conv
+  #: The convolution: ``layers.Conv`` (XLA's convolution at these sizes, bit for bit what
+  #: ``nn.Conv`` computes); any module with ``nn.Conv``'s signature and params fits.
+  conv: type[nn.Module] = layers.Conv
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     del train
     for features in (20, 50):
       x = self.conv(features, (5, 5), padding="VALID", kernel_init=self.kernel_init)(x)
-      x = max_pool_2x2(nn.relu(x))
+      x = layers.max_pool_2x2(nn.relu(x))
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(500, kernel_init=self.kernel_init)(x))
     return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
