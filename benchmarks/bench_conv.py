@@ -1,32 +1,35 @@
-"""Convolutions on XLA:CPU: Flax's ``nn.Conv`` against our im2col ``Conv``, the measurement
-behind the models' default.
+"""Convolutions on XLA:CPU: the measurements behind ``layers.Conv``'s ``'auto'`` choice and
+``snip_jax.xla``'s compile options.
 
-``snip_jax.models.layers.Conv`` has ``nn.Conv``'s parameters and results but computes the
-convolution as one matmul over the concatenated shifted slices of the input (see its
-docstring). Timed, forward and backward (gradients w.r.t. input and kernel) of
-``sum(sin(conv(x)))``, jitted:
+``snip_jax.models.layers.Conv`` has ``nn.Conv``'s parameters and results and two formulations:
+XLA's convolution (``impl='xla'``, what ``nn.Conv`` runs) and im2col (``impl='im2col'``: one
+matmul over the concatenated shifted slices of the input). ``'auto'`` takes im2col only for
+outputs of at most 2x2 pixels. Steps are compiled with ``snip_jax.xla.compiler_options()``
+(on CPU, XLA's own convolutions rather than YNNPACK's), as runs compile them. Timed:
 
-* every distinct conv of LeNet-5-Caffe (batch 100) and VGG-D (batch 128);
-* whole masked train steps: LeNet-5-Caffe and VGG-D with each conv.
+* forward and backward (gradients w.r.t. input and kernel) of ``sum(sin(conv(x)))``, jitted,
+  for every distinct conv of LeNet-5-Caffe (batch 100) and VGG-D (batch 128): im2col / XLA's
+  convolution, both with our options; the seconds also show XLA's convolution compiled with
+  XLA's default options;
+* whole masked train steps of LeNet-5-Caffe and VGG-D: with XLA's default options / with ours;
+  and for VGG-D, im2col for every conv / ``'auto'``.
 
-No goal: these ratios are the measurement behind the default. AlexNet, VGG and WRN use im2col;
-LeNet-5-Caffe keeps ``nn.Conv`` (its ``conv`` field), because its whole step is not faster
-with im2col: its first conv needs no input gradient, and its second is cheap either way.
+No goal: these ratios are the measurements behind the defaults.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from benchmarks import common
-from snip_jax import train
+from snip_jax import train, xla
 from snip_jax.models import layers, lenet
 
-TITLE = "Convolutions: im2col vs XLA's"
+TITLE = "Convolutions: im2col vs XLA's, and the compile options"
 # (batch, H, W, C in, C out, kernel, padding) of each distinct conv.
 LENET5 = ((100, 28, 28, 1, 20, 5, "VALID"), (100, 12, 12, 20, 50, 5, "VALID"))
 VGG_D = tuple(
@@ -52,19 +55,26 @@ SETTINGS = {
 
 def _conv_rows(shapes, rounds) -> list[dict]:
   rows = []
+  variants = {  # name -> (impl, compiler options)
+    "im2col": ("im2col", xla.compiler_options()),
+    "XLA's conv": ("xla", xla.compiler_options()),
+    "XLA's conv, XLA's default options": ("xla", None),
+  }
   for batch, h, w, c_in, c_out, size, padding in shapes:
     x = jax.random.normal(jax.random.key(0), (batch, h, w, c_in))
     fns = {}
-    for name, cls in (("im2col", layers.Conv), ("nn.Conv", nn.Conv)):
-      module = cls(c_out, (size, size), padding=padding, use_bias=False)
+    for name, (impl, options) in variants.items():
+      module = layers.Conv(c_out, (size, size), padding=padding, use_bias=False, impl=impl)
       params = module.init(jax.random.key(1), x[:1])
-      grad = jax.jit(jax.grad(lambda p, x, m=module: jnp.sum(jnp.sin(m.apply(p, x))), (0, 1)))
+      loss = lambda p, x, m=module: jnp.sum(jnp.sin(m.apply(p, x)))  # noqa: E731
+      grad = jax.jit(jax.grad(loss, (0, 1)), compiler_options=options)
       fns[name] = lambda g=grad, p=params, x=x: g(p, x)
     times = common.time_interleaved(fns, rounds)
     rows.append(
       common.row(
-        f"im2col / nn.Conv, {size}x{size} {padding} conv {h}x{w}x{c_in} -> {c_out}, batch {batch}",
-        common.ratio_stats(times["im2col"], times["nn.Conv"]),
+        f"im2col / XLA's conv, {size}x{size} {padding} conv {h}x{w}x{c_in} -> {c_out}, "
+        f"batch {batch}",
+        common.ratio_stats(times["im2col"], times["XLA's conv"]),
         None,
         seconds={k: common.stats(v) for k, v in times.items()},
       )
@@ -83,29 +93,42 @@ def _layers_conv(cls):
     layers.Conv = saved
 
 
-def _step_row(model: str, batch_size: int, rounds: int) -> dict:
+def _step_rows(model: str, batch_size: int, rounds: int) -> list[dict]:
+  variants = {  # name -> (impl, compiler options)
+    "ours": ("auto", xla.compiler_options()),
+    "XLA's default options": ("auto", None),
+  }
+  if model == "vgg_d":
+    variants["im2col everywhere"] = ("im2col", xla.compiler_options())
   fns = {}
-  ours = layers.Conv
-  for name, cls in (("im2col", ours), ("nn.Conv", nn.Conv)):
-    with _layers_conv(cls):
+  for name, (impl, options) in variants.items():
+    conv = functools.partial(layers.Conv, impl=impl)
+    with _layers_conv(conv):
       work = common.Workload(model, batch_size)
       if isinstance(work.module, lenet.LeNet5Caffe):
-        work.module = work.module.clone(conv=cls)  # The same params, named alike.
+        work.module = work.module.clone(conv=conv)  # The same params, named alike.
       state = work.masked_state()
-      # Compiled here, while the model's convs are ``cls``.
-      step = jax.jit(train.train_step, donate_argnums=0).lower(state, work.batch).compile()
+      # Compiled here, while the model's convs are ``conv``.
+      step = jax.jit(train.train_step, donate_argnums=0, compiler_options=options)
+      step = step.lower(state, work.batch).compile()
     fns[name] = common.stepper(step, state, work.batch)
   times = common.time_interleaved(fns, rounds)
-  return common.row(
-    f"im2col / nn.Conv, whole masked train step, {model}, batch {work.batch_size}",
-    common.ratio_stats(times["im2col"], times["nn.Conv"]),
-    None,
-    seconds={k: common.stats(v) for k, v in times.items()},
-  )
+  seconds = {k: common.stats(v) for k, v in times.items()}
+  setting = f"whole masked train step, {model}, batch {work.batch_size}"
+  return [
+    common.row(
+      f"{other} / ours, {setting}",
+      common.ratio_stats(times[other], times["ours"]),
+      None,
+      seconds={"ours": seconds["ours"], other: seconds[other]},
+    )
+    for other in list(variants)[1:]
+  ]
 
 
 def run(quick: bool) -> dict:
   shapes, rounds, steps = SETTINGS[quick]
   rows = _conv_rows(shapes, rounds)
-  rows += [_step_row(model, *setting) for model, setting in steps.items()]
+  for model, setting in steps.items():
+    rows += _step_rows(model, *setting)
   return {"title": TITLE, "description": __doc__, "rows": rows}

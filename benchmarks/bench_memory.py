@@ -1,7 +1,8 @@
 """Compile time of each jitted step, and the peak memory of scoring vs a dense train step.
 
-* compile: ``jax.jit(f).lower(...).compile()`` of the masked train step, the eval step and
-  SNIP's score function, in this process (no persistent compilation cache);
+* compile: ``.lower(...).compile()`` of the masked train step, the eval step (both
+  ``snip_jax.xla.jit``-ed, as runs jit them) and SNIP's score function, in this process (no
+  persistent compilation cache);
 * peak RSS: each measurement is a fresh process (``python -m benchmarks.bench_memory MODEL
   MODE BATCH``) that builds the model and params the same way, then runs either one dense
   train step or one SNIP scoring (``snip_jax.train.make_score_fn``), and reports its peak
@@ -22,7 +23,7 @@ from pathlib import Path
 import jax
 
 from benchmarks import common
-from snip_jax import train
+from snip_jax import train, xla
 
 TITLE = "Compile time and peak memory"
 #: (models and batch sizes, processes per measurement).
@@ -32,9 +33,9 @@ SETTINGS = {
 }
 
 
-def _compile_seconds(fn, *args) -> float:
+def _compile_seconds(jitted, *args) -> float:
   start = time.perf_counter()
-  jax.jit(fn).lower(*args).compile()
+  jitted.lower(*args).compile()
   return time.perf_counter() - start
 
 
@@ -58,8 +59,10 @@ def run(quick: bool) -> dict:
     score = train.make_score_fn(work.config, work.module.apply)
     eval_batch = (*work.batch, jax.numpy.ones(batch_size))
     compile_s = {
-      "masked train step": _compile_seconds(train.train_step, work.masked_state(), work.batch),
-      "eval step": _compile_seconds(train.eval_step, work.masked_state(), eval_batch),
+      "masked train step": _compile_seconds(
+        xla.jit(train.train_step), work.masked_state(), work.batch
+      ),
+      "eval step": _compile_seconds(xla.jit(train.eval_step), work.masked_state(), eval_batch),
       "SNIP scoring": _compile_seconds(score, work.params, work.batch_stats, *work.batch),
     }
     rss = {"scoring": [], "dense step": []}
@@ -82,7 +85,7 @@ def _measure(model: str, mode: str, batch_size: int) -> None:
   """The child process: one dense step or one scoring, then print the peak RSS as JSON."""
   work = common.Workload(model, batch_size)
   if mode == "dense step":
-    state, _ = jax.jit(train.train_step)(work.dense_state(), work.batch)
+    state, _ = xla.jit(train.train_step)(work.dense_state(), work.batch)
   elif mode == "scoring":
     score = train.make_score_fn(work.config, work.module.apply)
     state = score(work.params, work.batch_stats, *work.batch)

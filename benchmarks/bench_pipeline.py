@@ -22,7 +22,7 @@ import tempfile
 import jax
 
 from benchmarks import common
-from snip_jax import data, train
+from snip_jax import data, train, xla
 
 TITLE = "Input pipeline: batches delivered vs consumed"
 #: (dataset, batch size, consumer model, consumer input shape or None, batches per round,
@@ -78,7 +78,7 @@ def _measure(dataset, batch_size, model, shape, batches, rounds, mock) -> dict:
     return batch
 
   work = common.Workload(model, batch_size, input_shape=shape)
-  step = jax.jit(train.train_step, donate_argnums=0)
+  step = xla.jit(train.train_step, donate_argnums=0)
   host_batch = jax.device_get(work.batch)
   fns = {
     "pipeline": lambda: [next_batch() for _ in range(batches)],

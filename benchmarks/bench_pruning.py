@@ -12,10 +12,8 @@ Goal: scoring + selection <= 1.5 dense steps for VGG-D (the other models are rep
 
 from __future__ import annotations
 
-import jax
-
 from benchmarks import common
-from snip_jax import selection, train
+from snip_jax import selection, train, xla
 
 TITLE = "Pruning cost: scoring and selection, in dense train steps"
 #: profile (common.PROFILES) -> model -> (batch size, timed rounds).
@@ -31,7 +29,7 @@ def _measure(model: str, batch_size: int, rounds: int) -> list[dict]:
   """Scoring, selection and both, each over a dense step of ``model``."""
   rows = []
   work = common.Workload(model, batch_size)
-  step = jax.jit(train.train_step, donate_argnums=0)
+  step = xla.jit(train.train_step, donate_argnums=0)
   score = train.make_score_fn(work.config, work.module.apply)
   filter_fn = train.filter_fn_for(work.config)
   scores = score(work.params, work.batch_stats, *work.batch)

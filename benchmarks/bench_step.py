@@ -1,7 +1,8 @@
 """The masked train step against a dense one (goal <= 1.03) and against PyTorch (goal <= 1.0).
 
-Both comparisons time the step every run uses, ``jax.jit(snip_jax.train.train_step)`` on the
-state :func:`snip_jax.train.create_train_state` builds (the mask lives in the optimizer state;
+Both comparisons time the step every run uses, ``snip_jax.train.train_step`` jitted with
+``snip_jax.xla.jit`` (XLA's own convolutions on CPU), on the state
+:func:`snip_jax.train.create_train_state` builds (the mask lives in the optimizer state;
 see :mod:`snip_jax.optim`), with the model's experiment config (SGD, momentum 0.9, weight
 decay 5e-4).
 
@@ -18,13 +19,13 @@ import os
 import jax
 
 from benchmarks import common
-from snip_jax import train
+from snip_jax import train, xla
 
 TITLE = "Train step: masked vs dense, and vs PyTorch"
 #: profile (common.PROFILES) -> model -> (batch size, steps per timed call, timed rounds); quick
 #: is plumbing only, gpu fits an H200's share of a ~10 minute check (compiles included).
 SETTINGS = {
-  "full": {"lenet300": (100, 20, 60), "lenet5": (100, 2, 30), "vgg_d": (128, 1, 5)},
+  "full": {"lenet300": (100, 20, 60), "lenet5": (100, 5, 80), "vgg_d": (128, 1, 5)},
   "quick": {"lenet300": (16, 2, 3)},
   "gpu": {"lenet300": (100, 20, 30), "lenet5": (100, 10, 30), "vgg_d": (128, 5, 15)},
 }
@@ -53,7 +54,7 @@ def _measure(model: str, batch_size: int, steps: int, rounds: int) -> list[dict]
   """The two rows of ``model``: masked / dense and ours / PyTorch."""
   rows = []
   work = common.Workload(model, batch_size)
-  step = jax.jit(train.train_step, donate_argnums=0)
+  step = xla.jit(train.train_step, donate_argnums=0)
   fns = {
     "dense": common.stepper(step, work.dense_state(), work.batch, steps),
     "masked": common.stepper(step, work.masked_state(), work.batch, steps),

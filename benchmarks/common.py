@@ -8,10 +8,12 @@ the median and min-max of each side's time.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
@@ -201,6 +203,26 @@ def machine() -> dict[str, Any]:
     "versions": versions,
   }
   return {"id": machine_id(record), **record}
+
+
+@functools.cache
+def code_version() -> str | None:
+  """The snip-jax commit being measured (short hash), marked when tracked files differ from it;
+  ``None`` outside a git checkout. Cached: the first call, before any result is written,
+  decides it for the whole process."""
+  root = Path(__file__).resolve().parents[1]
+
+  def git(*args: str) -> str:
+    return subprocess.run(
+      ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+
+  try:
+    head = git("rev-parse", "--short", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no")
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return f"{head} + uncommitted changes" if changed else head
 
 
 def random_batch(input_shape: Sequence[int], batch_size: int, seed: int = 0):

@@ -144,6 +144,7 @@ def summarise(junit_xml: Path, command: str, time_limit_s: float, returncode: in
     "flax": machine["versions"]["flax"],
     "device": f"{machine['device_kind']} ({machine['backend']})",
     "machine": machine,
+    "code": common.code_version(),
   }
 
 

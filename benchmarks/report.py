@@ -163,6 +163,12 @@ def _dates(results: Sequence[Mapping[str, Any]]) -> str:
   return dates[0] if len(dates) == 1 else f"{dates[0]} {DASH} {dates[-1]}"
 
 
+def _code(results: Sequence[Mapping[str, Any]]) -> str:
+  """The snip-jax commits measured (results written before they were recorded: none)."""
+  codes = sorted({result.get("code") or "not recorded" for result in results})
+  return ", ".join(f"`{code}`" if code != "not recorded" else code for code in codes)
+
+
 def _tests(summary: Mapping[str, Any] | None) -> str:
   if summary is None:
     return ""
@@ -184,8 +190,9 @@ def _machines_table(groups, core_tests) -> list[str]:
   lines = [
     "## Machines",
     "",
-    "| machine | CPU or device | cores | backend | versions | date | goals met | core tests |",
-    "|---|---|---|---|---|---|---|---|",
+    "| machine | CPU or device | cores | backend | versions | snip-jax | date | goals met "
+    "| core tests |",
+    "|---|---|---|---|---|---|---|---|---|",
   ]
   for machine, results in groups.items():
     record = (results or [core_tests[machine]])[0]["machine"]
@@ -195,7 +202,8 @@ def _machines_table(groups, core_tests) -> list[str]:
       goals += " (quick: plumbing only)"
     lines.append(
       f"| {machine} | {_device(record)} | {record['cores']} | {record['backend']} | {versions} "
-      f"| {_dates(results)} | {goals} | {_tests(core_tests.get(machine))} |"
+      f"| {_code(results or [core_tests[machine]])} | {_dates(results)} | {goals} "
+      f"| {_tests(core_tests.get(machine))} |"
     )
   return lines
 

@@ -110,6 +110,7 @@ def run_section(name: str, profile: str, out: Path) -> dict:
     seconds=round(time.perf_counter() - start, 1),
     date=datetime.datetime.now(datetime.UTC).date().isoformat(),
     machine=common.machine(),
+    code=common.code_version(),
     command=f"python -m benchmarks.run{flag} --sections={name}",
   )
   (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -190,6 +191,7 @@ def main(argv: list[str]) -> None:
     else:
       out = RESULTS / common.machine()["id"]
     results = Path(_RESULTS.value) if _RESULTS.value else out.parent
+    common.code_version()  # The code measured: decided before any result is written.
     out.mkdir(parents=True, exist_ok=True)
     for name in sections:
       print(f"benchmark {name} ({profile}) ...", flush=True)

@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags
 
 from report import machine, replace_block
-from snip_jax import data, masks, models, selection, train
+from snip_jax import data, masks, models, selection, train, xla
 
 ROOT = Path(__file__).resolve().parents[1]
 _OUT = flags.DEFINE_string("out", str(ROOT / "results" / "model_zoo"), "Output directory.")
@@ -78,7 +78,7 @@ def measure(name: str, reps: int) -> dict:
   state = train.create_train_state(
     model, params, mask, train.make_optimizer(config), step_key, batch_stats
   )
-  step = jax.jit(train.train_step, donate_argnums=0)
+  step = xla.jit(train.train_step, donate_argnums=0)
   train_batch = batch(config.batch_size)
 
   def one_step():

@@ -7,6 +7,7 @@ No timing is asserted: speed goals live in BENCHMARKS.md, measured side by side,
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,9 @@ def test_quick_run_writes_every_section(quick):
     assert result["machine"]["cores"] == os.cpu_count()
     assert result["machine"]["id"] == common.machine_id(result["machine"])
     assert result["machine"]["id"].startswith("cpu-")
+    # The commit measured, the same for every section of a run.
+    assert re.fullmatch(r"[0-9a-f]{7,}( \+ uncommitted changes)?", result["code"])
+    assert result["code"] == common.code_version()
     check_rows(result)
 
 
@@ -209,6 +213,7 @@ def test_two_machines_render_side_by_side_never_mixed():
       intel,
       [common.row("shared", ratio(1.5), 1.03), common.row("intel only", ratio(0.5), 1.0)],
       date="2026-11-30",
+      code="abc1234",
     ),
     section(amd, [common.row("shared", ratio(1.0), 1.03), common.row("no goal", ratio(2.0), None)]),
   ]
@@ -216,9 +221,10 @@ def test_two_machines_render_side_by_side_never_mixed():
   # The machines, in the order of their ids, each with its own verdicts.
   machines = text.split("## Machines\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
   assert machines[2:] == [
-    "| cpu-amd-epyc-2-cores | AMD EPYC | 2 | cpu | Python 3.11.7, jax 0.10.2 |  | 1 of 1 |  |",
+    "| cpu-amd-epyc-2-cores | AMD EPYC | 2 | cpu | Python 3.11.7, jax 0.10.2 | not recorded "
+    "|  | 1 of 1 |  |",
     "| cpu-intel-xeon-2-cores | Intel(R) Xeon(R) Processor | 2 | cpu | Python 3.11.7, jax 0.10.2 "
-    "| 2026-11-30 | 1 of 2 |  |",
+    "| `abc1234` | 2026-11-30 | 1 of 2 |  |",
   ]
   # One row per goal, one column per machine; a blank cell where a machine lacks the row.
   goals = text.split("## Goals on each machine\n\n", 1)[1].split("\n\n", 2)[1].splitlines()
