@@ -251,6 +251,8 @@ def _score_round(
   mesh ``score_fn`` runs nested in each device's program.
   """
   criterion = CRITERIA[name]
+  if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(params)):
+    top_level = score_fn  # Inside the caller's own jit, which decides the options.
   with scoring.precision(criterion.float64):
     if not criterion.uses_batches:
       return top_level(params, mask, (), key)

@@ -159,6 +159,15 @@ def test_multi_batch_score_is_the_mean_of_single_batch_scores():
     )
 
 
+def test_score_runs_inside_a_users_jit():
+  """score compiles its criterion with snip_jax.xla's options only when called directly: under
+  the caller's jit (which alone may carry compiler options) it runs as part of that program."""
+  task, params, batch = mlp_task(), random_params(jax.random.key(0), SIZES), mlp_batch(0)
+  direct = criteria.score("snip", params, task, batches=[batch])
+  jitted = jax.jit(lambda p: criteria.score("snip", p, task, batches=[batch]))(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12), direct, jitted)
+
+
 def test_batches_from_a_generator_are_consumed_one_at_a_time():
   task, params = mlp_task(), random_params(jax.random.key(0), SIZES)
   produced = []
