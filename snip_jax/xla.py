@@ -1,4 +1,4 @@
-"""How snip-jax compiles its train and eval steps: XLA options chosen by measurement.
+"""How snip-jax compiles its steps and its scoring: XLA options chosen by measurement.
 
 On CPU, XLA (jaxlib 0.10) hands dots, reductions *and convolutions* to the YNNPACK library by
 default. Its convolutions are the slow part of a conv net's step: on LeNet-5-Caffe and VGG-D
@@ -8,10 +8,10 @@ gives convolutions back to XLA; a step without convolutions compiles to exactly 
 program either way, so a dense-only net's numbers do not change (``tests/test_xla.py``).
 
 :func:`jit` is ``jax.jit`` with these options; use it (or ``compiler_options()``) for your own
-step to get the same speed. The options are only used where they can be: on the CPU backend, for a
-program on one device (see :func:`compiler_options`), when the installed XLA accepts them (an
-XLA that renamed or dropped the flag just compiles without it), and never over a choice of your
-own: if ``XLA_FLAGS`` names the flag, yours wins.
+step to get the same speed. The options are only used where they can be: on the CPU backend,
+for a program on one device (see :func:`compiler_options`), when the installed XLA accepts them
+(an XLA that renamed or dropped the flag just compiles without it), and never over a choice of
+your own: if ``XLA_FLAGS`` names the flag, yours wins.
 """
 
 from __future__ import annotations
