@@ -85,7 +85,7 @@ class Conv(nn.Module):
     kernel reshaped to ``[kh * kw * C, F]``;
   * ``'auto'`` (default): ``'im2col'`` for outputs of at most :data:`IM2COL_MAX_PIXELS` pixels,
     ``'xla'`` otherwise. On VGG's 2x2x512 convs XLA:CPU's convolution, forward and backward,
-    takes ~50x longer than im2col; otherwise the whole train steps of LeNet-5-Caffe and VGG-D
+    takes ~40x longer than im2col; otherwise the whole train steps of LeNet-5-Caffe and VGG-D
     are faster with XLA's own convolution (in a step compiled with
     :func:`snip_jax.xla.compiler_options`) than with im2col (BENCHMARKS.md, "Convolutions").
 
