@@ -109,13 +109,12 @@ def _lenet300() -> nn.Module:
 
 
 def _lenet5() -> nn.Module:
-  # 28x28 -> conv 24x24 -> pool 12x12 -> conv 8x8 -> pool 4x4, so 50 * 4 * 4 = 800 features.
+  # 28x28 -> conv 24x24 -> pool 12x12 -> conv 8x8 -> pool 4x4, so 50 * 4 * 4 = 800 features;
+  # as in Caffe's LeNet, no ReLU after the convolutions.
   return nn.Sequential(
     MaskedConv2d(1, 20, 5, padding=0, bias=True),
-    nn.ReLU(),
     nn.MaxPool2d(2),
     MaskedConv2d(20, 50, 5, padding=0, bias=True),
-    nn.ReLU(),
     nn.MaxPool2d(2),
     nn.Flatten(),
     MaskedLinear(800, 500),

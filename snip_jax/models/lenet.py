@@ -27,7 +27,11 @@ class LeNet300100(nn.Module):
 
 
 class LeNet5Caffe(nn.Module):
-  """Caffe's LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10: 431,080 params."""
+  """Caffe's LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, ReLU, fc 10: 431,080 params.
+
+  As in Caffe's ``lenet_train_test.prototxt`` and the SNIP authors' code, the only nonlinearity
+  is the ReLU after fc 500: the convolutions are followed by max pooling alone.
+  """
 
   num_classes: int = 10
   kernel_init: jax.nn.initializers.Initializer = nn.initializers.he_normal()
@@ -40,7 +44,7 @@ class LeNet5Caffe(nn.Module):
     del train
     for features in (20, 50):
       x = self.conv(features, (5, 5), padding="VALID", kernel_init=self.kernel_init)(x)
-      x = layers.max_pool_2x2(nn.relu(x))
+      x = layers.max_pool_2x2(x)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(500, kernel_init=self.kernel_init)(x))
     return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
