@@ -123,7 +123,8 @@ FIELDS: tuple[Field, ...] = (
   Field(
     "init",
     "vs_h",
-    "Kernel initialiser: 'vs_h' (He, the paper's default), 'vs_x', 'normal', 'truncated_normal'.",
+    "Kernel initialiser: 'vs_h' (He, the paper's default), 'vs_x' (Glorot), 'vs_lecun' (the "
+    "authors' code's), 'normal', 'truncated_normal'.",
     _library(get_initializer),
   ),
   Field(
