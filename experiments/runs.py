@@ -21,6 +21,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 from absl import flags
 
+import report
 from snip_jax.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,19 +137,34 @@ def _train_one(run: Run, out: str) -> dict[str, Any]:
   workdir.mkdir(parents=True, exist_ok=True)
   config = run.make_config()
   t0 = time.perf_counter()
+  diverged = None
   with open(workdir / "log.txt", "w") as log, contextlib.redirect_stdout(log):
-    summary = train.train_and_evaluate(config, str(workdir))
-  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return {
+    try:
+      summary = train.train_and_evaluate(config, str(workdir))
+    except FloatingPointError as e:  # A non-finite loss: a result (the recipe diverges).
+      summary, diverged = None, {"step": _diverged_step(str(e)), "message": str(e)}
+  metrics_file = workdir / "metrics.jsonl"
+  lines = metrics_file.read_text().splitlines() if metrics_file.exists() else []
+  record = {
     "name": run.name,
     "tags": run.tags,
     "config": run.config,
     "overrides": run.overrides,
     "command": run.command(),
     "summary": summary,
-    "metrics": metrics,
+    "metrics": [json.loads(line) for line in lines],
     "wall_seconds": time.perf_counter() - t0,
+    "cpu": report.cpu_model(),
   }
+  if diverged:
+    record["diverged"] = diverged
+  return record
+
+
+def _diverged_step(message: str) -> int | None:
+  """The step a non-finite-loss error names (``'... at step 6; ...'``)."""
+  match = re.search(r"at step (\d+)", message)
+  return int(match.group(1)) if match else None
 
 
 def run_all(
@@ -172,9 +189,12 @@ def run_all(
     def record(rec: dict[str, Any], finished: int) -> None:
       f.write(json.dumps(rec) + "\n")
       f.flush()
-      s = rec["summary"]
+      if rec.get("diverged"):
+        result = f"diverged at step {rec['diverged']['step']}"
+      else:
+        result = f"test accuracy {rec['summary']['test_accuracy']:.4f}"
       print(
-        f"[{finished}/{len(todo)}] {rec['name']}: test accuracy {s['test_accuracy']:.4f} "
+        f"[{finished}/{len(todo)}] {rec['name']}: {result} "
         f"({rec['wall_seconds']:.0f} s; {time.perf_counter() - t0:.0f} s so far)",
         flush=True,
       )
