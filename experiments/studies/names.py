@@ -1,6 +1,13 @@
 """How tables, figures and RESULTS.md name the models, datasets, criteria, optimizers and inits."""
 
-MODELS = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
+MODELS = {
+  "lenet300": "LeNet-300-100",
+  "lenet5": "LeNet-5-Caffe",
+  "lstm_s": "LSTM-s",
+  "lstm_b": "LSTM-b",
+  "gru_s": "GRU-s",
+  "gru_b": "GRU-b",
+}
 DATASETS = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
 CRITERIA = {
   "snip": "SNIP",
@@ -13,3 +20,5 @@ CRITERIA = {
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam"}
 #: The paper's names of the initialisers (config.init), in the order of its ablation table.
 INITS = {"normal": "RN", "truncated_normal": "TN", "vs_x": "VS-X", "vs_h": "VS-H"}
+#: The MNIST recipes of ``studies.paper_mnist``.
+RECIPES = {"paper_text": "the paper's text", "authors_code": "the authors' code"}

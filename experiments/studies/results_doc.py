@@ -20,7 +20,7 @@ import numpy as np
 
 import runs
 from report import Fragments, machine, replace_block, size_text
-from studies import ablations, mask_pictures, names, random_labels, sweep
+from studies import ablations, mask_pictures, names, paper_mnist, random_labels, sweep
 
 TEMPLATE = Path(__file__).with_name("results_template.md")
 
@@ -117,6 +117,186 @@ class Document:
 
   def missing(self, heading: str, script: str) -> str:
     return self.fill("missing", heading=heading, command=f"python experiments/{script}.py") + "\n"
+
+  # ------------------------------------------------------------------------------------------
+  # MNIST: the paper's own tables.
+
+  def paper_mnist(self) -> str:
+    """The MNIST section: the recipe study, Tables 2, 3 and 4 and the |D| study, each beside
+    the paper's numbers (a table not run yet says so)."""
+    out = self.results / "paper_mnist"
+    records = runs.read_records(out)
+    rows = paper_mnist.write_outputs(out, records)
+    if not rows:
+      return self.missing("MNIST: the paper's own tables", "paper_mnist")
+    index = {(r["model"], r["recipe"], r["criterion"], r["sparsity"]): r for r in rows}
+    code, text = paper_mnist.RECIPES["authors_code"], paper_mnist.RECIPES["paper_text"]
+    cpus = sorted({r.get("cpu", "an unrecorded CPU") for r in records})
+    parts = [
+      self.fill(
+        "paper_mnist",
+        cpus=and_list(cpus),
+        recipe_rows=runs.markdown_rows(self._recipe_rows(index)),
+        recipe_findings=self._recipe_findings(rows),
+        choices=and_list(
+          f"{names.MODELS[m]} {names.RECIPES[paper_mnist.REPORTED[m]]}'s"
+          for m in paper_mnist.TABLE2
+        ),
+        reason=self._recipe_reason(rows),
+        code_epochs=code["num_epochs"],
+        text_epochs=text["num_epochs"],
+        text_decay=f"{text['lr_decay_every_steps']:,}",
+        figure=rel(out / "curves.png", self.base),
+      )
+    ]
+    for body, missing in (
+      (self._table2(index), lambda: self.fill("paper_mnist_table2_missing")),
+      (self._table3(index), lambda: self.fill("paper_mnist_table3_missing")),
+      (self._table4(index), lambda: self.fill("paper_mnist_table4_missing")),
+      (self._dataset_size(index), lambda: self.fill("paper_mnist_dataset_size_missing")),
+    ):
+      parts.append(body or missing())
+    parts.append(self.fill("paper_mnist_cost", runs=len(records), hours=hours(records)))
+    return "\n\n".join(parts) + "\n"
+
+  @staticmethod
+  def _cell(row: dict | None) -> str:
+    """``'1.23 ± 0.04 (n=5)'``; a setting whose runs diverged says so; ``'-'``: not run."""
+    if row is None:
+      return "-"
+    total = row["n"] + row["diverged_runs"]
+    if row["n"] == 0:
+      return f"diverged (loss NaN by step {row['diverged_at_step_max']}; {total}/{total} runs)"
+    cell = f"{pm(row, 'test_error')} (n={row['n']})"
+    if row["diverged_runs"]:
+      cell += f", {row['diverged_runs']}/{total} diverged"
+    return cell
+
+  def _recipe_rows(self, index) -> list[list[str]]:
+    result = []
+    for model, (_, headline) in paper_mnist.TABLE2.items():
+      for criterion, sparsity in ((paper_mnist.DENSE, 0.0), ("snip", headline)):
+        paper = paper_mnist.PAPER_TABLE2[(model, sparsity)]
+        result.append(
+          [
+            names.MODELS[model],
+            "dense" if sparsity == 0 else f"SNIP {percent(sparsity)}",
+            *(self._cell(index.get((model, r, criterion, sparsity))) for r in paper_mnist.RECIPES),
+            f"{paper:.1f}",
+          ]
+        )
+    return result
+
+  def _recipe_findings(self, rows) -> str:
+    items = []
+    for r in rows:
+      if r["recipe"] in paper_mnist.RECIPES and r["diverged_runs"]:
+        items.append(
+          self.fill(
+            "paper_mnist_diverged",
+            model=names.MODELS[r["model"]],
+            setting="dense" if r["sparsity"] == 0 else f"SNIP {percent(r['sparsity'])}",
+            recipe=names.RECIPES[r["recipe"]],
+            count=r["diverged_runs"],
+            total=r["diverged_runs"] + r["n"],
+            step=r["diverged_at_step_max"],
+          )
+        )
+    return "\n".join(items)
+
+  def _recipe_reason(self, rows) -> str:
+    """Why each LeNet trains with its reported recipe, as far as the recipe study shows it:
+    LeNet-5-Caffe's other recipe diverged in every run while its own trained; LeNet-300-100's
+    own comes closer to the paper's numbers (mean absolute difference over dense and SNIP)."""
+    index = {(r["model"], r["recipe"], r["sparsity"]): r for r in rows}
+    clauses = []
+    reported = paper_mnist.REPORTED["lenet5"]
+    other = next(r for r in paper_mnist.RECIPES if r != reported)
+    ours, theirs = index.get(("lenet5", reported, 0.0)), index.get(("lenet5", other, 0.0))
+    if ours and theirs and ours["n"] and not theirs["n"] and theirs["diverged_runs"]:
+      clauses.append(self.fill("paper_mnist_reason_lenet5", recipe=names.RECIPES[reported]))
+    distance = {}
+    for recipe in paper_mnist.RECIPES:
+      settings = [0.0, paper_mnist.TABLE2["lenet300"][-1]]
+      found = [index.get(("lenet300", recipe, s)) for s in settings]
+      if all(r and r["n"] for r in found):
+        distance[recipe] = np.mean(
+          [
+            abs(100 * r["test_error_mean"] - paper_mnist.PAPER_TABLE2[("lenet300", s)])
+            for r, s in zip(found, settings, strict=True)
+          ]
+        )
+    reported = paper_mnist.REPORTED["lenet300"]
+    if len(distance) == 2 and distance[reported] == min(distance.values()):
+      clauses.append(
+        self.fill(
+          "paper_mnist_reason_lenet300",
+          recipe=names.RECIPES[reported],
+          ours=f"{distance[reported]:.2f}",
+          theirs=f"{max(distance.values()):.2f}",
+        )
+      )
+    return "".join(f"; {c}" for c in clauses)
+
+  def _versus(self, row: dict) -> list[str]:
+    """Ours, the paper's number, the difference and the verdict of a row."""
+    paper = paper_mnist.paper_number(row)
+    diff = round(100 * row["test_error_mean"] - paper, 2) + 0.0 if row["n"] else math.nan
+    return [
+      self._cell(row),
+      f"{paper:g}",
+      "-" if math.isnan(diff) else f"{diff:+.2f}",
+      paper_mnist.verdict(row),
+    ]
+
+  def _table2(self, index) -> str:
+    table = []
+    for model, sparsities in paper_mnist.TABLE2.items():
+      reported = paper_mnist.REPORTED[model]
+      for s in (0.0, *sparsities):
+        criterion = paper_mnist.DENSE if s == 0 else "snip"
+        row = index.get((model, reported, criterion, s))
+        if row is None:
+          continue
+        rand = index.get((model, reported, "random", s))
+        setting = "dense" if s == 0 else f"SNIP {percent(s)}"
+        table.append(
+          [names.MODELS[model], setting, *self._versus(row), "" if s == 0 else self._cell(rand)]
+        )
+    return self.fill("paper_mnist_table2", rows=runs.markdown_rows(table)) if table else ""
+
+  def _table3(self, index) -> str:
+    table = []
+    for model in paper_mnist.TABLE3:
+      reported = paper_mnist.REPORTED[model]
+      for s in (0.0, paper_mnist.TABLE3_SPARSITY):
+        criterion = paper_mnist.DENSE if s == 0 else "snip"
+        row = index.get((model, reported, criterion, s))
+        if row is not None:
+          setting = "dense" if s == 0 else f"SNIP {percent(s)}"
+          table.append([names.MODELS[model], setting, *self._versus(row)])
+    return self.fill("paper_mnist_table3", rows=runs.markdown_rows(table)) if table else ""
+
+  def _table4(self, index) -> str:
+    table = []
+    for model in paper_mnist.TABLE4_MODELS:
+      for init, label in names.INITS.items():
+        recipe = f"{paper_mnist.REPORTED[model]}+adam+{init}"
+        key = (model, recipe, "snip", paper_mnist.ABLATION_SPARSITY)
+        row = index.get(key)
+        if row is not None:
+          table.append([names.MODELS[model], label, *self._versus(row)])
+    return self.fill("paper_mnist_table4", rows=runs.markdown_rows(table)) if table else ""
+
+  def _dataset_size(self, index) -> str:
+    table = []
+    for size in paper_mnist.DATASET_SIZES:
+      recipe = f"{paper_mnist.REPORTED['lenet300']}+adam+D{size}"
+      key = ("lenet300", recipe, "snip", paper_mnist.ABLATION_SPARSITY)
+      row = index.get(key)
+      if row is not None:
+        table.append([f"{size:,}", *self._versus(row)])
+    return self.fill("paper_mnist_dataset_size", rows=runs.markdown_rows(table)) if table else ""
 
   # ------------------------------------------------------------------------------------------
   # 1. Sparsity sweep.
@@ -727,6 +907,7 @@ def write(results: Path, output: Path, readme: Path | None) -> None:
     doc.fill(
       "document",
       machine=machine(),
+      paper_mnist=doc.paper_mnist(),
       sweep=sweep_text,
       random_labels=random_labels_text,
       mask_pictures=mask_pictures_text,

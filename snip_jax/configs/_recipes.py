@@ -1,0 +1,43 @@
+"""The two MNIST recipes of the paper, as config fields: its text's and its authors' code's.
+
+The paper's text and the code its authors published differ for MNIST, and only one of them
+trains LeNet-5-Caffe at the learning rate both give (0.1): RESULTS.md ("MNIST: the paper's
+tables") measures both. Every field that differs between them is set in both.
+"""
+
+#: The paper's section 5, for MNIST: SGD with momentum 0.9, learning rate 0.1 decayed x0.1
+#: every 25k steps, weight decay 5e-4, batch 100, VS-H weights. It gives no total step count;
+#: this is the default config's 100 epochs (54,000 steps). LeNet-5-Caffe's loss is NaN within
+#: its first 10 steps at this recipe.
+PAPER_TEXT = {
+  "optimizer": "sgd",
+  "momentum": 0.9,
+  "learning_rate": 0.1,
+  "lr_decay_factor": 0.1,
+  "lr_decay_every_steps": 25_000,
+  "weight_decay": 5e-4,
+  "init": "vs_h",
+  "prune_biases": False,
+  "reinit_after_pruning": False,
+  "num_epochs": 100,
+}
+
+#: What the authors' code (namhoonlee/snip-public, snip/main.py) runs for MNIST by default: plain
+#: SGD (GradientDescentOptimizer) at a constant learning rate of 0.1 for 10,000 iterations of
+#: batch 100; an L2 loss of 0.00025 * sum(w^2) over the masked weights and biases (weight decay
+#: 5e-4); weights from TF1's variance_scaling_initializer() (fan-in, scale 1: 'vs_lecun');
+#: biases pruned with the weights; the mask applied to a second, independent initialisation.
+#: Here 20 epochs of the 54,000 training examples (10,800 steps): the 10,000 iterations rounded
+#: up to whole epochs.
+AUTHORS_CODE = {
+  "optimizer": "sgd",
+  "momentum": 0.0,
+  "learning_rate": 0.1,
+  "lr_decay_factor": 1.0,  # Constant.
+  "lr_decay_every_steps": 25_000,
+  "weight_decay": 5e-4,
+  "init": "vs_lecun",
+  "prune_biases": True,
+  "reinit_after_pruning": True,
+  "num_epochs": 20,
+}

