@@ -165,7 +165,7 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
   assert (
     "LeNet-5-Caffe, SNIP 99%, the paper's text: the training loss became NaN in 1 of 1 " in text
   )
-  assert "; on LeNet-5-Caffe the authors' code's is the only one of the two that trains" in text
+  assert "; on LeNet-5-Caffe the authors' code's is the only one of the two that trains the" in text
   # Table 2: SNIP 99% 1.22 ± 0.03 vs the paper's 1.1: +0.12, more than one std above.
   assert (
     "| LeNet-5-Caffe | SNIP 99% | 1.22 ± 0.03 (n=2) | 1.1 | +0.12 | miss | 90.00 ± 0.00 (n=1) |"

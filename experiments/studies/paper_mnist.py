@@ -37,8 +37,8 @@ from studies import names
 #: The recipes, as config overrides (every field that differs between them is set in both).
 RECIPES = {"paper_text": _recipes.PAPER_TEXT, "authors_code": _recipes.AUTHORS_CODE}
 #: Each network's recipe in Tables 2, 3 and 4 and the |D| study, chosen by the recipe study
-#: (RESULTS.md): LeNet-5-Caffe's loss is NaN within 10 steps at the paper's text, dense or
-#: pruned, so it trains with the authors' code; LeNet-300-100 trains at both, and the paper's
+#: (RESULTS.md): the dense LeNet-5-Caffe's loss is NaN within 10 steps at the paper's text, so
+#: it trains with the authors' code; LeNet-300-100 trains at both, and the paper's
 #: text comes closer to the paper's numbers (the authors' code's 10k constant-rate plain-SGD
 #: steps leave its 98% network underfit). The authors' code has no RNN: the RNNs take the text.
 REPORTED = {

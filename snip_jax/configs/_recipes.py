@@ -7,8 +7,8 @@ tables") measures both. Every field that differs between them is set in both.
 
 #: The paper's section 5, for MNIST: SGD with momentum 0.9, learning rate 0.1 decayed x0.1
 #: every 25k steps, weight decay 5e-4, batch 100, VS-H weights. It gives no total step count;
-#: this is the default config's 100 epochs (54,000 steps). LeNet-5-Caffe's loss is NaN within
-#: its first 10 steps at this recipe.
+#: this is the default config's 100 epochs (54,000 steps). The dense LeNet-5-Caffe's loss is NaN
+#: within its first 10 steps at this recipe.
 PAPER_TEXT = {
   "optimizer": "sgd",
   "momentum": 0.9,

@@ -8,8 +8,8 @@ Run it with:
 MNIST is fetched by the set-up (``scripts/setup.sh``; README "Data, offline"). The recipe is the
 authors' code's (plain SGD at a constant 0.1 for 20 epochs, LeCun-scaled weights, biases pruned,
 the mask applied to a fresh initialisation: ``_recipes.AUTHORS_CODE``): at the paper's text's
-(SGD with momentum 0.9 at 0.1, ``_recipes.PAPER_TEXT``) this net's loss is NaN within 10 steps:
-RESULTS.md, "MNIST".
+(SGD with momentum 0.9 at 0.1, ``_recipes.PAPER_TEXT``) the dense net's loss is NaN within 10
+steps: RESULTS.md, "MNIST".
 
 Paper (Lee et al. 2019, Table 2): 1.1% test error at 99% sparsity (reference: 0.9%).
 """
