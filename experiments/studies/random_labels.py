@@ -2,8 +2,9 @@
 
 What ``experiments/random_labels.py`` trains (:func:`make_runs`), how its runs aggregate into
 ``random_labels.csv`` (:func:`aggregate`) and its figure (training loss vs iterations).
-LeNet-300-100 on the first 10,000 Fashion-MNIST training images, dense and SNIP-pruned (98%),
-each trained on the true labels and on labels shuffled by a fixed permutation
+LeNet-300-100 on the first 10,000 training images of Fashion-MNIST and of MNIST (the paper's
+setting), dense and SNIP-pruned (98%), each trained on the true labels and on labels shuffled
+by a fixed permutation
 (``config.random_labels``), plus the dense network on shuffled labels with weight decay (the
 paper's figure has such a run too: L2 alone does not stop a dense network memorising). SGD with
 momentum 0.9 at a constant learning rate of 0.01, batch 100, 100 epochs (10,000 steps), no
@@ -13,11 +14,16 @@ training set it will fit.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import runs
+from studies import names
 
 SPARSITY = 0.98
+#: The datasets, each with its own runs (Fashion-MNIST's runs keep the names they had before
+#: MNIST joined).
+DATASETS = ("fashion_mnist", "mnist")
 RECIPE = {
   "train_examples": 10_000,
   "num_epochs": 100,
@@ -38,38 +44,48 @@ SETTINGS = (
 )
 
 
-def make_runs(seeds: int, quick: bool = False) -> list[runs.Run]:
-  """Every setting of ``SETTINGS`` per seed, on ``RECIPE``'s budget (``QUICK``'s with ``quick``)."""
+def make_runs(seeds: int, quick: bool = False, datasets=DATASETS) -> list[runs.Run]:
+  """Every setting of ``SETTINGS`` per dataset and seed, on ``RECIPE``'s budget (``QUICK``'s
+  with ``quick``)."""
   result = []
-  for seed in range(seeds):
-    for name, sparsity, random_labels, weight_decay in SETTINGS:
-      overrides = {
-        **(QUICK if quick else RECIPE),
-        "sparsity": sparsity,
-        "random_labels": random_labels,
-        "weight_decay": weight_decay,
-        "seed": seed,
-      }
-      slug = name.replace(" ", "").replace(",", "_").replace("%", "").replace("+", "_")
-      result.append(
-        runs.Run(
-          name=f"{slug}/seed{seed}",
-          config="lenet300_fashion_mnist",
-          overrides=overrides,
-          tags={"setting": name, "seed": seed},
-        )
+  for dataset, seed, (name, sparsity, random_labels, weight_decay) in itertools.product(
+    datasets, range(seeds), SETTINGS
+  ):
+    overrides = {
+      **(QUICK if quick else RECIPE),
+      "sparsity": sparsity,
+      "random_labels": random_labels,
+      "weight_decay": weight_decay,
+      "seed": seed,
+    }
+    slug = name.replace(" ", "").replace(",", "_").replace("%", "").replace("+", "_")
+    prefix = "" if dataset == "fashion_mnist" else f"{dataset}/"
+    result.append(
+      runs.Run(
+        name=f"{prefix}{slug}/seed{seed}",
+        config=f"lenet300_{dataset}",
+        overrides=overrides,
+        tags={"setting": name, "seed": seed},
       )
+    )
   return result
 
 
+def dataset_of(record) -> str:
+  return record["summary"]["dataset"]
+
+
 def aggregate(records) -> list[dict]:
-  """One row per setting: the final epoch's training loss and accuracy, mean/std over seeds."""
+  """One row per dataset and setting: the final epoch's training loss and accuracy, mean/std
+  over seeds."""
   rows = []
-  for setting, recs in runs.group(records, lambda r: r["tags"]["setting"]).items():
+  key = lambda r: (dataset_of(r), r["tags"]["setting"])  # noqa: E731
+  for (dataset, setting), recs in runs.group(records, key).items():
     loss = runs.Stat.of(r["metrics"][-1]["train_loss"] for r in recs)
     acc = runs.Stat.of(r["metrics"][-1]["train_accuracy"] for r in recs)
     rows.append(
       {
+        "dataset": dataset,
         "setting": setting,
         "n": loss.n,
         "final_train_loss_mean": loss.mean,
@@ -84,11 +100,22 @@ def aggregate(records) -> list[dict]:
 
 
 def figure(records, path: Path) -> None:
-  """Training loss (mean over seeds, band = min..max) vs iterations, one line per setting."""
+  """Training loss (mean over seeds, band = min..max) vs iterations, one line per setting and
+  one panel per dataset."""
   plt = runs.pyplot()
+
+  by_dataset = runs.group(records, dataset_of)
+  fig, axes = plt.subplots(
+    1, len(by_dataset), figsize=(6.4 * len(by_dataset), 4.2), squeeze=False, sharey=True
+  )
+  for ax, (dataset, mine) in zip(axes[0], by_dataset.items(), strict=True):
+    _panel(ax, dataset, mine)
+  runs.save_figure(fig, path)
+
+
+def _panel(ax, dataset: str, records) -> None:
   import numpy as np
 
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for setting, recs in runs.group(records, lambda r: r["tags"]["setting"]).items():
     steps_per_epoch = recs[0]["summary"]["steps"] // len(recs[0]["metrics"])
     losses = np.array([[m["train_loss"] for m in r["metrics"]] for r in recs])
@@ -100,12 +127,10 @@ def figure(records, path: Path) -> None:
   ax.set_ylabel("training loss (epoch mean)")
   ax.set_yscale("log")
   examples = records[0]["summary"]["train_examples"]
-  ax.set_title(
-    f"LeNet-300-100, Fashion-MNIST ({examples:,} examples): true vs shuffled labels", fontsize=10
-  )
+  title = f"LeNet-300-100, {names.DATASETS[dataset]} ({examples:,} examples)"
+  ax.set_title(f"{title}: true vs shuffled labels", fontsize=10)
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=8)
-  runs.save_figure(fig, path)
 
 
 def write_outputs(out: Path, records) -> list[dict]:

@@ -514,6 +514,7 @@ class Document:
     summary, config = records[0]["summary"], runs.Run.from_record(records[0]).make_config()
     table = [
       [
+        names.DATASETS.get(r["dataset"], r["dataset"]),
         r["setting"],
         f"{r['final_train_loss_mean']:.4f} ± {r['final_train_loss_std']:.4f}",
         pm(r, "final_train_accuracy", 1),
@@ -525,7 +526,9 @@ class Document:
       "random_labels",
       model=names.MODELS.get(summary["model"], summary["model"]),
       train_examples=f"{summary['train_examples']:,}",
-      dataset=names.DATASETS.get(summary["dataset"], summary["dataset"]),
+      datasets=and_list(
+        names.DATASETS.get(d, d) for d in dict.fromkeys(r["dataset"] for r in rows)
+      ),
       epochs=summary["epochs"],
       steps=f"{summary['steps']:,}",
       optimizer=names.OPTIMIZERS[config.optimizer],
@@ -564,7 +567,6 @@ class Document:
       init=names.INITS.get(info["init"], info["init"]),
       seed=info["seed"],
       batch=info["batch"],
-      npm_package=mask_pictures.NPM_PACKAGE,
       figures="\n\n".join(
         self.fill(
           "mask_pictures_figure",
@@ -840,8 +842,11 @@ class Document:
       for name, sparsity, shuffle, weight_decay in random_labels.SETTINGS
       if shuffle and not weight_decay
     }
-    by = {r["setting"]: r for r in random_labels.aggregate(rl_records)}
-    if shuffled.get(False) in by and shuffled.get(True) in by:
+    rows = random_labels.aggregate(rl_records)
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+      by = {r["setting"]: r for r in rows if r["dataset"] == dataset}
+      if shuffled.get(False) not in by or shuffled.get(True) not in by:
+        continue
       dense, pruned = by[shuffled[False]], by[shuffled[True]]
       pruned_sparsity = next(
         r["summary"]["target_sparsity"]
@@ -851,6 +856,7 @@ class Document:
       lines.append(
         self.fill(
           "readme_random_labels",
+          dataset=names.DATASETS.get(dataset, dataset),
           steps=f"{dense['steps']:,}",
           train_examples=f"{dense['train_examples']:,}",
           dense_loss=f"{dense['final_train_loss_mean']:.3f}",
