@@ -104,7 +104,9 @@ def test_quick_runs_write_raw_results_csv_and_figures(quick):
   sweep_rows = (quick / "sweep" / "sweep.csv").read_text().splitlines()
   assert sweep_rows[0].startswith("dataset,model,criterion,sparsity,n,test_error_mean")
   assert len(sweep_rows) == 1 + 6
-  assert len((quick / "random_labels" / "random_labels.csv").read_text().splitlines()) == 6
+  labels_rows = (quick / "random_labels" / "random_labels.csv").read_text().splitlines()
+  assert labels_rows[0].startswith("dataset,setting,n,")
+  assert len(labels_rows) == 1 + 2 * 5  # Both datasets, every setting.
   assert len((quick / "ablations" / "ablations.csv").read_text().splitlines()) == 1 + 4
   shuffled = [
     r

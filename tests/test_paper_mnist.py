@@ -30,9 +30,13 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   rnn = paper_mnist.make_runs(["table3"], seeds=5, rnn_seeds=3)
   assert len(rnn) == 4 * 2 * 3 and {r.tags["seed"] for r in rnn} == {0, 1, 2}
   everything = paper_mnist.make_runs(paper_mnist.STUDIES, seeds=5, rnn_seeds=3)
-  # recipe 4x5 + table2 10x5 + table3 8x3 + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3)
-  # + |D| 5x5.
-  assert len(everything) == 20 + 50 + 24 + (40 + 24) + 25
+  # recipe 4 x 3 seeds (its other 4 settings are Table 2's) + table2 10x5 + table3 8x3
+  # + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3) + |D| 5x5.
+  assert len(everything) == 12 + 50 + 24 + (40 + 24) + 25
+  names = {r.name for r in everything}
+  assert "lenet5/paper_text/snip/0.99/seed2" in names
+  assert "lenet5/paper_text/snip/0.99/seed3" not in names
+  assert "lenet5/authors_code/snip/0.99/seed4" in names  # Table 2's.
   with pytest.raises(ValueError, match="Unknown study 'table9'"):
     paper_mnist.make_runs(["table9"], 1, 1)
 
