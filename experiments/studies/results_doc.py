@@ -121,6 +121,33 @@ class Document:
   # ------------------------------------------------------------------------------------------
   # MNIST: the paper's own tables.
 
+  def _readme_mnist(self) -> list[str]:
+    """README's lines for Table 2's headline rows (each LeNet dense and at its top sparsity)
+    beside the paper's numbers, as far as they are run."""
+    rows = paper_mnist.aggregate(runs.read_records(self.results / "paper_mnist"))
+    index = {(r["model"], r["recipe"], r["criterion"], r["sparsity"]): r for r in rows}
+    lines = []
+    for model, sparsities in paper_mnist.TABLE2.items():
+      recipe, s = paper_mnist.REPORTED[model], sparsities[-1]
+      snip, dense = index.get((model, recipe, "snip", s)), index.get((model, recipe, "dense", 0.0))
+      if not (snip and dense and snip["n"] and dense["n"]):
+        continue
+      lines.append(
+        self.fill(
+          "readme_mnist",
+          model=names.MODELS[model],
+          sparsity=percent(s),
+          recipe=names.RECIPES[recipe],
+          snip=pm(snip, "test_error"),
+          dense=pm(dense, "test_error"),
+          snip_n=snip["n"],
+          dense_n=dense["n"],
+          paper_snip=f"{paper_mnist.PAPER_TABLE2[(model, s)]:g}",
+          paper_dense=f"{paper_mnist.PAPER_TABLE2[(model, 0.0)]:g}",
+        )
+      )
+    return lines
+
   def paper_mnist(self) -> str:
     """The MNIST section: the recipe study, Tables 2, 3 and 4 and the |D| study, each beside
     the paper's numbers (a table not run yet says so)."""
@@ -819,7 +846,7 @@ class Document:
     return text + "\n"
 
   def readme_paper_results(self, found: dict, rl_records: list, info: dict | None) -> str:
-    lines = []
+    lines = self._readme_mnist()
     for (dataset, model, epochs, s), f in found.items():
       if (dataset, model, s) == README_SWEEP:
         lines.append(
