@@ -85,6 +85,7 @@ def record(name, error=None, diverged_step=None, epochs=3, seconds=60.0):
       "seed": overrides["seed"],
     },
     "overrides": overrides,
+    "command": f"python experiments/train.py --config.seed={overrides['seed']} # {name}",
     "summary": None,
     "metrics": [{"epoch": e + 1, "val_accuracy": 0.9 + 0.01 * e} for e in range(epochs)],
     "wall_seconds": seconds,
@@ -180,6 +181,9 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
   assert "| 10 | 1.70 ± 0.00 (n=1) | 1.72 | -0.02 | at or below |" in text
   for missing in ("table3", "table4"):
     assert f"python experiments/paper_mnist.py --studies {missing}`" in text
+  # One command per setting, its first seed's: 6 settings.
+  assert text.count("python experiments/train.py --config.seed=0 # ") == 6
+  assert "--config.seed=1 # " not in text
   assert "Runs on Test CPU." in text and "Cost so far: 8 runs, 0.13 h" in text
   assert (out / "paper_mnist.csv").read_text().count("\n") == 1 + 6
   assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -184,6 +184,11 @@ class Document:
     ):
       parts.append(body or missing())
     parts.append(self.fill("paper_mnist_cost", runs=len(records), hours=hours(records)))
+    commands = {}
+    for r in records:  # One line per setting: its first seed's command.
+      key = (r["tags"]["model"], r["tags"]["recipe"], r["tags"]["criterion"], r["tags"]["sparsity"])
+      commands.setdefault(key, r["command"])
+    parts.append(self.fill("paper_mnist_commands", commands="\n".join(commands.values())))
     return "\n\n".join(parts) + "\n"
 
   @staticmethod
