@@ -1,8 +1,8 @@
 """The two MNIST recipes of the paper, as config fields: its text's and its authors' code's.
 
-The paper's text and the code its authors published differ for MNIST, and only one of them
-trains LeNet-5-Caffe at the learning rate both give (0.1): RESULTS.md ("MNIST: the paper's
-tables") measures both. Every field that differs between them is set in both.
+The paper's text and the code its authors published differ for MNIST, and only the code's trains
+the dense LeNet-5-Caffe at the learning rate both give (0.1): RESULTS.md ("MNIST: the paper's
+own tables") measures both. Every field that differs between them is set in both.
 """
 
 #: The paper's section 5, for MNIST: SGD with momentum 0.9, learning rate 0.1 decayed x0.1

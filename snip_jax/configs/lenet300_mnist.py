@@ -7,9 +7,8 @@ Run it with:
 
 MNIST is fetched by the set-up (``scripts/setup.sh``; README "Data, offline"). The recipe is the
 paper's text's (SGD with momentum 0.9, learning rate 0.1 decayed x0.1 every 25k steps, weight
-decay 5e-4, VS-H weights, 100 epochs: ``_recipes.PAPER_TEXT``), which comes closer to the
-paper's numbers on this network than its authors' code's (``_recipes.AUTHORS_CODE``, whose
-10,000 plain-SGD steps leave the 98% network underfit): RESULTS.md, "MNIST".
+decay 5e-4, VS-H weights, 100 epochs: ``_recipes.PAPER_TEXT``); RESULTS.md, "MNIST", compares
+it with the authors' code's (``_recipes.AUTHORS_CODE``).
 
 Paper (Lee et al. 2019, Table 2): 2.4% test error at 98% sparsity (reference: 1.7%).
 """
