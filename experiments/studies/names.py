@@ -21,4 +21,8 @@ OPTIMIZERS = {"sgd": "SGD", "adam": "Adam"}
 #: The paper's names of the initialisers (config.init), in the order of its ablation table.
 INITS = {"normal": "RN", "truncated_normal": "TN", "vs_x": "VS-X", "vs_h": "VS-H"}
 #: The MNIST recipes of ``studies.paper_mnist``.
-RECIPES = {"paper_text": "the paper's text", "authors_code": "the authors' code"}
+RECIPES = {
+  "paper_text": "the paper's text",
+  "authors_code": "the authors' code",
+  "authors_code_text_schedule": "the authors' code at the text's schedule",
+}

@@ -129,8 +129,8 @@ class Document:
     lines = []
     for model, sparsities in paper_mnist.TABLE2.items():
       s = sparsities[-1]
-      snip = index.get((model, paper_mnist.reported(model, s), "snip", s))
-      dense = index.get((model, paper_mnist.reported(model, 0.0), "dense", 0.0))
+      snip = index.get((model, paper_mnist.reported(model), "snip", s))
+      dense = index.get((model, paper_mnist.reported(model), "dense", 0.0))
       if not (snip and dense and snip["n"] and dense["n"]):
         continue
       lines.append(
@@ -167,15 +167,13 @@ class Document:
         cpus=and_list(cpus),
         recipe_rows=runs.markdown_rows(self._recipe_rows(index)),
         recipe_findings=self._recipe_findings(rows),
-        reported=names.RECIPES[paper_mnist.REPORTED],
-        fallbacks=and_list(
+        choices=and_list(
           self.fill(
-            "paper_mnist_fallback",
+            "paper_mnist_choice",
             model=names.MODELS[m],
-            setting="dense" if s == 0 else f"SNIP {percent(s)}",
-            recipe=names.RECIPES[recipe],
+            recipe=names.RECIPES[paper_mnist.reported(m)],
           )
-          for (m, s), recipe in paper_mnist.FALLBACK.items()
+          for m in paper_mnist.TABLE2
         ),
         reason=self._recipe_reason(rows),
         code_epochs=code["num_epochs"],
@@ -245,22 +243,32 @@ class Document:
     return "\n".join(items)
 
   def _recipe_reason(self, rows) -> str:
-    """Why each :data:`~studies.paper_mnist.FALLBACK` setting is reported at its recipe, as far
-    as the recipe study shows it: the paper's text diverged in every run, the fallback trained."""
-    index = {(r["model"], r["recipe"], r["criterion"], r["sparsity"]): r for r in rows}
+    """The recipe study's evidence against the paper's text, where a network is not reported
+    at it: the settings whose runs diverged there."""
     clauses = []
-    for (model, s), recipe in paper_mnist.FALLBACK.items():
-      criterion = paper_mnist.DENSE if s == 0 else "snip"
-      ours = index.get((model, recipe, criterion, s))
-      text = index.get((model, paper_mnist.REPORTED, criterion, s))
-      if ours and text and ours["n"] and not text["n"] and text["diverged_runs"]:
-        clauses.append(
+    for model in paper_mnist.TABLE2:
+      if paper_mnist.reported(model) == "paper_text":
+        continue
+      failed = [
+        r
+        for r in rows
+        if r["model"] == model and r["recipe"] == "paper_text" and r["diverged_runs"]
+      ]
+      if failed:
+        cases = [
           self.fill(
-            "paper_mnist_reason",
-            model=names.MODELS[model],
-            setting="dense" if s == 0 else f"SNIP {percent(s)}",
-            total=text["diverged_runs"],
+            "paper_mnist_reason_case",
+            setting="dense"
+            if r["sparsity"] == 0
+            else f"{names.CRITERIA[r['criterion']]} {percent(r['sparsity'])}",
+            count=r["diverged_runs"],
+            total=r["diverged_runs"] + r["n"],
+            step=r["diverged_at_step_max"],
           )
+          for r in failed
+        ]
+        clauses.append(
+          self.fill("paper_mnist_reason", model=names.MODELS[model], cases=and_list(cases))
         )
     return "".join(f" {c}" for c in clauses)
 
@@ -279,7 +287,7 @@ class Document:
     table = []
     for model, sparsities in paper_mnist.TABLE2.items():
       for s in (0.0, *sparsities):
-        reported = paper_mnist.reported(model, s)
+        reported = paper_mnist.reported(model)
         criterion = paper_mnist.DENSE if s == 0 else "snip"
         row = index.get((model, reported, criterion, s))
         if row is None:
@@ -302,7 +310,7 @@ class Document:
     for model in paper_mnist.TABLE3:
       for s in (0.0, paper_mnist.TABLE3_SPARSITY):
         criterion = paper_mnist.DENSE if s == 0 else "snip"
-        row = index.get((model, paper_mnist.reported(model, s), criterion, s))
+        row = index.get((model, paper_mnist.reported(model), criterion, s))
         if row is not None:
           setting = "dense" if s == 0 else f"SNIP {percent(s)}"
           table.append([names.MODELS[model], setting, *self._versus(row)])
@@ -312,7 +320,7 @@ class Document:
     table = []
     for model in paper_mnist.TABLE4_MODELS:
       for init, label in names.INITS.items():
-        recipe = f"{paper_mnist.REPORTED}+adam+{init}"
+        recipe = f"{paper_mnist.reported(model)}+adam+{init}"
         key = (model, recipe, "snip", paper_mnist.ABLATION_SPARSITY)
         row = index.get(key)
         if row is not None:
@@ -322,7 +330,7 @@ class Document:
   def _dataset_size(self, index) -> str:
     table = []
     for size in paper_mnist.DATASET_SIZES:
-      recipe = f"{paper_mnist.REPORTED}+adam+D{size}"
+      recipe = f"{paper_mnist.reported('lenet300')}+adam+D{size}"
       key = ("lenet300", recipe, "snip", paper_mnist.ABLATION_SPARSITY)
       row = index.get(key)
       if row is not None:
