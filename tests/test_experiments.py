@@ -160,7 +160,8 @@ def test_make_results_writes_results_md_and_the_readme_block(quick, tmp_path):
     assert (output.parent / link).read_bytes()[:8] == PNG_MAGIC
   block = readme.read_text()
   assert "\nold\n" not in block and "results/random_labels/random_labels.png" in block
-  assert "Shuffled labels, 10 iterations on 500 images" in block
+  assert "Shuffled labels, Fashion-MNIST, 10 iterations on 500 images" in block
+  assert "Shuffled labels, MNIST, 10 iterations on 500 images" in block
   assert "| LeNet-300-100 | 98% |" in block and "| LeNet-5-Caffe | 98% |" in block
   assert "python experiments/sparse_export.py --quick" in block
 
