@@ -245,8 +245,18 @@ def test_sweep_aggregates_gaps_to_dense_and_collapses():
     fake_record("snip", 0.98, 1, 0.86),
     fake_record("random", 0.98, 0, 0.70),
     fake_record("random", 0.98, 1, 0.10, collapsed=["Dense_0/kernel"]),
+    # A run whose loss became NaN: counted, not averaged; its epochs are its config's.
+    {
+      **fake_record("snip", 0.98, 2, 0.0),
+      "config": "lenet300_fashion_mnist",
+      "overrides": {"num_epochs": 3, "seed": 2},
+      "summary": None,
+      "diverged": {"step": 7, "message": "..."},
+    },
   ]
   rows = {r["criterion"]: r for r in sweep.aggregate(records)}
+  assert rows["snip"]["n"] == 2 and rows["snip"]["diverged_runs"] == 1
+  assert rows["dense"]["diverged_runs"] == 0
   assert rows["dense"]["test_error_mean"] == pytest.approx(0.09)
   assert rows["snip"]["gap_to_dense"] == pytest.approx(0.13 - 0.09)
   assert rows["snip"]["test_error_std"] == pytest.approx(np.std([0.12, 0.14], ddof=1))

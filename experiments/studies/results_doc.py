@@ -437,6 +437,8 @@ class Document:
             cell += self.fill("sweep_collapsed_cell", count=r["collapsed_runs"], n=r["n"])
           if r["chance_runs"]:
             cell += self.fill("sweep_chance_cell", count=r["chance_runs"], n=r["n"])
+          if r["diverged_runs"]:
+            cell += self.fill("sweep_diverged_cell", count=r["diverged_runs"])
           cells.append(cell)
         ns = sorted({x["n"] for x in group if x["criterion"] == criterion})
         n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"

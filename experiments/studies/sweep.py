@@ -29,7 +29,7 @@ BUDGETS = {
 FULL = {"model": "lenet300", "sparsity": 0.98, "criteria": ("snip", "random")}
 #: Appended to the model in the names of the :data:`FULL` runs.
 FULL_SUFFIX = "-full"
-#: A few steps on a slice of the data, for --quick.
+#: A few steps on a slice of the data, for --quick (at the model's learning rate).
 QUICK = {"num_epochs": 1, "lr_decay_every_steps": 1_000, "train_examples": 1_000}
 #: The paper's numbers (Lee et al. 2019, Table 1; MNIST): test error of SNIP and of the dense
 #: reference network.
@@ -69,7 +69,7 @@ def make_runs(datasets, models, criteria, sparsities, seeds, quick=False) -> lis
   result = []
   for dataset in datasets:
     for model in models:
-      budget = QUICK if quick else BUDGETS[model]
+      budget = {**BUDGETS[model], **QUICK} if quick else BUDGETS[model]
       for seed in range(seeds):
         settings = [(DENSE, 0.0)] + [(c, s) for s in sparsities for c in criteria]
         result += [run_spec(dataset, model, c, s, seed, budget) for c, s in settings]
@@ -88,15 +88,25 @@ def is_full(record) -> bool:
   return f"{record['tags']['model']}{FULL_SUFFIX}/" in record["name"]
 
 
+def epochs_of(record) -> int:
+  """The epochs ``record``'s run trains (set to, for a run that diverged before the end)."""
+  if record["summary"]:
+    return record["summary"]["epochs"]
+  return runs.Run.from_record(record).make_config().num_epochs
+
+
 def aggregate(records) -> list[dict]:
   """One row per (dataset, model, epochs, criterion, sparsity): test error mean/std, and the
   gap to the dense network of the same dataset, model and training budget."""
   rows = []
-  key = lambda r: (r["tags"]["dataset"], r["tags"]["model"], r["summary"]["epochs"])  # noqa: E731
-  for (dataset, model, _), recs in runs.group(records, key).items():
-    dense = runs.Stat.of(runs.test_error(r) for r in recs if r["tags"]["criterion"] == DENSE)
+  key = lambda r: (r["tags"]["dataset"], r["tags"]["model"], epochs_of(r))  # noqa: E731
+  for (dataset, model, epochs), recs in runs.group(records, key).items():
+    dense = runs.Stat.of(
+      runs.test_error(r) for r in recs if r["tags"]["criterion"] == DENSE and r["summary"]
+    )
     by_setting = runs.group(recs, lambda r: (r["tags"]["criterion"], r["tags"]["sparsity"]))
-    for (criterion, sparsity), group in by_setting.items():
+    for (criterion, sparsity), everything in by_setting.items():
+      group = [r for r in everything if r["summary"]]  # Less the runs that diverged.
       err = runs.Stat.of(runs.test_error(r) for r in group)
       # Runs that end at chance level with no layer collapsed (training failed).
       at_chance = [
@@ -122,9 +132,10 @@ def aggregate(records) -> list[dict]:
           "chance_first_epoch_loss_max": max(
             (r["metrics"][0]["train_loss"] for r in at_chance), default=None
           ),
-          "epochs": group[0]["summary"]["epochs"],
-          "steps": group[0]["summary"]["steps"],
-          "train_examples": group[0]["summary"].get("train_examples"),
+          "diverged_runs": len(everything) - len(group),
+          "epochs": epochs,
+          "steps": group[0]["summary"]["steps"] if group else None,
+          "train_examples": group[0]["summary"].get("train_examples") if group else None,
         }
       )
   return rows
