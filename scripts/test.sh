@@ -5,13 +5,15 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" dev
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .
-# Several test files read the real Fashion-MNIST from the default TFDS directory: prepare it once
-# here (idempotent; ~30 s the first time) rather than in several workers at once.
+# Several test files read the real Fashion-MNIST and MNIST from the default TFDS directory:
+# prepare them once here (idempotent; ~30 s each the first time) rather than in several workers
+# at once.
 .venv/bin/python -c "
 from snip_jax import data
-try:
-  data.load_dataset('fashion_mnist')
-except data.DataNotFoundError:
-  pass  # Its tests skip (and fail in CI, where it must be installed).
+for name in ('fashion_mnist', 'mnist'):
+  try:
+    data.load_dataset(name)
+  except data.DataNotFoundError:
+    pass  # Its tests skip (and fail in CI, where it must be installed).
 "
 exec .venv/bin/python -m pytest --numprocesses=auto --maxprocesses=4 --dist=loadfile "$@"
