@@ -432,13 +432,14 @@ class Document:
           if r is None:
             cells.append("-")
             continue
-          cell = pm(r, "test_error")
+          cell = pm(r, "test_error") if r["n"] else "-"
           if r["collapsed_runs"]:
             cell += self.fill("sweep_collapsed_cell", count=r["collapsed_runs"], n=r["n"])
           if r["chance_runs"]:
             cell += self.fill("sweep_chance_cell", count=r["chance_runs"], n=r["n"])
           if r["diverged_runs"]:
-            cell += self.fill("sweep_diverged_cell", count=r["diverged_runs"])
+            total = r["n"] + r["diverged_runs"]
+            cell += self.fill("sweep_diverged_cell", count=r["diverged_runs"], total=total)
           cells.append(cell)
         ns = sorted({x["n"] for x in group if x["criterion"] == criterion})
         n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
