@@ -142,7 +142,7 @@ def _train_one(run: Run, out: str) -> dict[str, Any]:
     try:
       summary = train.train_and_evaluate(config, str(workdir))
     except FloatingPointError as e:  # A non-finite loss: a result (the recipe diverges).
-      summary, diverged = None, {"step": _diverged_step(str(e)), "message": str(e)}
+      summary, diverged = None, {"step": diverged_step(str(e)), "message": str(e)}
   metrics_file = workdir / "metrics.jsonl"
   lines = metrics_file.read_text().splitlines() if metrics_file.exists() else []
   record = {
@@ -161,7 +161,7 @@ def _train_one(run: Run, out: str) -> dict[str, Any]:
   return record
 
 
-def _diverged_step(message: str) -> int | None:
+def diverged_step(message: str) -> int | None:
   """The step a non-finite-loss error names (``'... at step 6; ...'``)."""
   match = re.search(r"at step (\d+)", message)
   return int(match.group(1)) if match else None

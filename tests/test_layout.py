@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "snip_jax"
 #: The run machinery in import order: a module may import only modules of its rank or lower.
 RANKS = {
+  "snip_jax.train.recipes": 1,  # Plain data: the MNIST configs apply it.
   "snip_jax.train.config": 1,
   "snip_jax.train.build": 2,
   "snip_jax.train.steps": 3,

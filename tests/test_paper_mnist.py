@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 import runs
-from snip_jax.configs import _recipes
 from snip_jax.data import DATASETS
-from snip_jax.train import load_config
+from snip_jax.train import load_config, recipes
 from studies import paper_mnist, results_doc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +58,7 @@ def test_each_run_trains_the_recipe_it_names():
   )
   assert (config.learning_rate, config.sparsity, config.prune_biases) == (1e-3, 0.9, False)
   text = next(r for r in paper_mnist.make_runs(["recipe"], 1, 1) if "paper_text" in r.name)
-  assert {k: text.make_config()[k] for k in _recipes.PAPER_TEXT} == _recipes.PAPER_TEXT
+  assert {k: text.make_config()[k] for k in recipes.PAPER_TEXT} == recipes.PAPER_TEXT
 
 
 @pytest.mark.parametrize("name", ["lenet300_mnist", "lenet5_mnist"])
@@ -208,8 +207,8 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
 
 def test_the_diverged_step_is_read_from_the_error():
   message = "Training loss became nan at step 6; lower config.learning_rate or check the data"
-  assert runs._diverged_step(message) == 6
-  assert runs._diverged_step("something else") is None
+  assert runs.diverged_step(message) == 6
+  assert runs.diverged_step("something else") is None
 
 
 MNIST_IDX = Path(os.path.expanduser("~/.cache/snip_jax/mnist"))
@@ -228,7 +227,8 @@ def test_quick_recipe_study_runs_on_the_real_mnist(tmp_path):
   )
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   records = runs.read_records(out)
-  assert len(records) == len(paper_mnist.make_runs(["recipe"], 1, 1, quick=True)) == 8
+  # Dense and the top sparsity at 2 recipes for LeNet-300-100 and 3 for LeNet-5-Caffe.
+  assert len(records) == len(paper_mnist.make_runs(["recipe"], 1, 1, quick=True)) == 10
   for rec in records:
     assert rec["summary"]["dataset"] == "mnist" and rec["summary"]["train_examples"] == 500
     assert rec["cpu"] and rec["metrics"]
@@ -236,4 +236,4 @@ def test_quick_recipe_study_runs_on_the_real_mnist(tmp_path):
   again = subprocess.run(
     [*command, "--studies=recipe"], capture_output=True, text=True, cwd=ROOT, timeout=900
   )
-  assert "8 of 8 runs already done" in again.stdout
+  assert "10 of 10 runs already done" in again.stdout

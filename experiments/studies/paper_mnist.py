@@ -5,7 +5,7 @@ What ``experiments/paper_mnist.py`` trains (:func:`make_runs`) and how its runs 
 shows it (``lenet5/authors_code/snip/0.99/seed0``), so a run that two tables show (the
 recipe study's runs of the reported recipe are Table 2's) is trained once.
 
-Three recipes are written down (:data:`RECIPES`, from ``snip_jax/configs/_recipes.py``), because
+Three recipes are written down (:data:`RECIPES`, from ``snip_jax/train/recipes.py``), because
 the paper's text and its authors' code differ:
 
 * ``paper_text``: what the paper's section 5 says for MNIST: SGD with momentum 0.9, learning
@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 
 import runs
-from snip_jax.configs import _recipes
+from snip_jax.train import recipes
 from studies import names
 
 #: The recipes, as config overrides (every field that differs between them is set in each).
 RECIPES = {
-  "paper_text": _recipes.PAPER_TEXT,
-  "authors_code": _recipes.AUTHORS_CODE,
-  "authors_code_text_schedule": _recipes.AUTHORS_CODE_TEXT_SCHEDULE,
+  "paper_text": recipes.PAPER_TEXT,
+  "authors_code": recipes.AUTHORS_CODE,
+  "authors_code_text_schedule": recipes.AUTHORS_CODE_TEXT_SCHEDULE,
 }
 #: Each network's recipe in Tables 2, 3 and 4 and the |D| study: the paper's text wherever it
 #: trains. LeNet-5-Caffe's loss is NaN at it (dense within 10 steps, 98% sparse within 25: the

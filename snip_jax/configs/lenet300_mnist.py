@@ -7,16 +7,16 @@ Run it with:
 
 MNIST is fetched by the set-up (``scripts/setup.sh``; README "Data, offline"). The recipe is the
 paper's text's (SGD with momentum 0.9, learning rate 0.1 decayed x0.1 every 25k steps, weight
-decay 5e-4, VS-H weights, 100 epochs: ``_recipes.PAPER_TEXT``); RESULTS.md, "MNIST", compares
-it with the authors' code's (``_recipes.AUTHORS_CODE``).
+decay 5e-4, VS-H weights, 100 epochs: ``snip_jax.train.recipes.PAPER_TEXT``); RESULTS.md,
+"MNIST", compares it with the authors' code's (``snip_jax.train.recipes.AUTHORS_CODE``).
 
 Paper (Lee et al. 2019, Table 2): 2.4% test error at 98% sparsity (reference: 1.7%).
 """
 
 import ml_collections
 
-from snip_jax.configs._recipes import PAPER_TEXT
 from snip_jax.train.config import default_config
+from snip_jax.train.recipes import PAPER_TEXT
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -5,6 +5,8 @@ modules a user can reuse one at a time, imported one way (each only from those a
 
 * :mod:`~snip_jax.train.config`: the fields of a config (one table: defaults, checks, what a
   resumed run may change, what the summary reports);
+* :mod:`~snip_jax.train.recipes`: the paper's MNIST training recipes as config fields (its
+  text's, its authors' code's), which the MNIST configs apply;
 * :mod:`~snip_jax.train.build`: what a config builds (model, optimizer, prunable filter);
 * :mod:`~snip_jax.train.steps`: the train state and the jitted train and eval steps;
 * :mod:`~snip_jax.train.pruning`: pruning at initialisation inside a run (task, scoring

@@ -1,4 +1,5 @@
-"""The two MNIST recipes of the paper, as config fields: its text's and its authors' code's.
+"""The paper's MNIST recipes as config fields: its text's, its authors' code's, and the code's
+at the text's schedule.
 
 The paper's text and the code its authors published differ for MNIST, and only the code's trains
 LeNet-5-Caffe at the learning rate both give (0.1), but for too few steps for its pruned nets:
