@@ -166,7 +166,8 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
   with open(out / runs.RUNS_FILE, "w") as f:
     f.writelines(f"{__import__('json').dumps(r)}\n" for r in records)
   doc = results_doc.Document(tmp_path / "results", tmp_path)
-  text = doc.paper_mnist()
+  text, rows = doc.paper_mnist()
+  assert len(rows) == 8
   # The recipe table: the paper's text diverged on the dense net, the authors' code trained it.
   assert (
     "| LeNet-5-Caffe | dense | diverged (loss NaN by step 6; 1/1 runs) | 0.90 ± 0.07 (n=2) | "

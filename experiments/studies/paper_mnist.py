@@ -191,6 +191,20 @@ def make_runs(studies, seeds: int, rnn_seeds: int, quick: bool = False) -> list[
   return result
 
 
+#: What names a setting (the runs of its seeds): the tags of a record, the columns of a row.
+SETTING = ("model", "recipe", "criterion", "sparsity")
+
+
+def setting_of(record) -> tuple:
+  """The setting a record of ``runs.jsonl`` is a run of: its :data:`SETTING` tags."""
+  return tuple(record["tags"][k] for k in SETTING)
+
+
+def index(rows) -> dict[tuple, dict]:
+  """The rows of :func:`aggregate` by their setting."""
+  return {tuple(row[k] for k in SETTING): row for row in rows}
+
+
 def diverged(record) -> bool:
   """Whether the run stopped at a non-finite training loss (then it has no test error)."""
   return record.get("diverged") is not None
@@ -200,8 +214,7 @@ def aggregate(records) -> list[dict]:
   """One row per (model, recipe, criterion, sparsity): test error mean/std over the finished
   seeds, how many diverged, the steps trained and the time."""
   rows = []
-  key = lambda r: tuple(r["tags"][k] for k in ("model", "recipe", "criterion", "sparsity"))  # noqa: E731
-  for (model, recipe, criterion, sparsity), group in runs.group(records, key).items():
+  for (model, recipe, criterion, sparsity), group in runs.group(records, setting_of).items():
     finished = [r for r in group if not diverged(r)]
     err = runs.Stat.of(runs.test_error(r) for r in finished)
     first = group[0]

@@ -121,11 +121,10 @@ class Document:
   # ------------------------------------------------------------------------------------------
   # MNIST: the paper's own tables.
 
-  def _readme_mnist(self) -> list[str]:
+  def _readme_mnist(self, rows) -> list[str]:
     """README's lines for Table 2's headline rows (each LeNet dense and at its top sparsity)
-    beside the paper's numbers, as far as they are run."""
-    rows = paper_mnist.aggregate(runs.read_records(self.results / "paper_mnist"))
-    index = {(r["model"], r["recipe"], r["criterion"], r["sparsity"]): r for r in rows}
+    beside the paper's numbers, as far as they are run; ``rows`` are the MNIST section's."""
+    index = paper_mnist.index(rows)
     lines = []
     for model, sparsities in paper_mnist.TABLE2.items():
       s = sparsities[-1]
@@ -150,15 +149,15 @@ class Document:
       )
     return lines
 
-  def paper_mnist(self) -> str:
-    """The MNIST section: the recipe study, Tables 2, 3 and 4 and the |D| study, each beside
-    the paper's numbers (a table not run yet says so)."""
+  def paper_mnist(self) -> tuple[str, list[dict]]:
+    """The MNIST section (the recipe study, Tables 2, 3 and 4 and the |D| study, each beside
+    the paper's numbers; a table not run yet says so), and its aggregated rows."""
     out = self.results / "paper_mnist"
     records = runs.read_records(out)
     rows = paper_mnist.write_outputs(out, records)
     if not rows:
-      return self.missing("MNIST: the paper's own tables", "paper_mnist")
-    index = {(r["model"], r["recipe"], r["criterion"], r["sparsity"]): r for r in rows}
+      return self.missing("MNIST: the paper's own tables", "paper_mnist"), []
+    index = paper_mnist.index(rows)
     code, text = paper_mnist.RECIPES["authors_code"], paper_mnist.RECIPES["paper_text"]
     cpus = sorted({r.get("cpu", "an unrecorded CPU") for r in records})
     parts = [
@@ -192,10 +191,9 @@ class Document:
     parts.append(self.fill("paper_mnist_cost", runs=len(records), hours=hours(records)))
     commands = {}
     for r in records:  # One line per setting: its first seed's command.
-      key = (r["tags"]["model"], r["tags"]["recipe"], r["tags"]["criterion"], r["tags"]["sparsity"])
-      commands.setdefault(key, r["command"])
+      commands.setdefault(paper_mnist.setting_of(r), r["command"])
     parts.append(self.fill("paper_mnist_commands", commands="\n".join(commands.values())))
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(parts) + "\n", rows
 
   @staticmethod
   def _cell(row: dict | None) -> str:
@@ -860,8 +858,10 @@ class Document:
     )
     return text + "\n"
 
-  def readme_paper_results(self, found: dict, rl_records: list, info: dict | None) -> str:
-    lines = self._readme_mnist()
+  def readme_paper_results(
+    self, found: dict, rl_records: list, info: dict | None, mnist_rows: list[dict]
+  ) -> str:
+    lines = self._readme_mnist(mnist_rows)
     for (dataset, model, epochs, s), f in found.items():
       if (dataset, model, s) == README_SWEEP:
         lines.append(
@@ -951,11 +951,12 @@ def write(results: Path, output: Path, readme: Path | None) -> None:
   random_labels_text, _, rl_records = doc.random_labels()
   mask_pictures_text, info = doc.mask_pictures()
   export_text, export_report = doc.sparse_export()
+  mnist_text, mnist_rows = doc.paper_mnist()
   output.write_text(
     doc.fill(
       "document",
       machine=machine(),
-      paper_mnist=doc.paper_mnist(),
+      paper_mnist=mnist_text,
       sweep=sweep_text,
       random_labels=random_labels_text,
       mask_pictures=mask_pictures_text,
@@ -965,5 +966,6 @@ def write(results: Path, output: Path, readme: Path | None) -> None:
     )
   )
   if readme is not None:
-    replace_block(readme, "paper-results", doc.readme_paper_results(found, rl_records, info))
+    block = doc.readme_paper_results(found, rl_records, info, mnist_rows)
+    replace_block(readme, "paper-results", block)
     replace_block(readme, "sparse-export", doc.readme_sparse_export(export_report))
