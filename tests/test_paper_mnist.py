@@ -20,9 +20,9 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   both = paper_mnist.make_runs(["recipe", "table2"], seeds=2, rnn_seeds=1)
   assert len({r.name for r in both}) == len(both)
   # Table 2: 2 models x (dense + 2 sparsities x {snip, random}) = 10 settings; the recipe
-  # study (dense and the top sparsity, 2 recipes for LeNet-300-100 and 3 for LeNet-5-Caffe)
-  # adds those not at the reported recipe: 2 x 1 + 2 x 2.
-  assert len(both) == 2 * (10 + 6)
+  # study (dense and the top sparsity, 3 recipes for each LeNet) adds those not at the
+  # reported recipe: 2 x 2 + 2 x 2.
+  assert len(both) == 2 * (10 + 8)
   assert "lenet5/authors_code_text_schedule/snip/0.99/seed1" in {r.name for r in both}
   # Seed-major: every setting of seed 0 comes before any of seed 1.
   seeds = [r.tags["seed"] for r in both]
@@ -30,9 +30,9 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   rnn = paper_mnist.make_runs(["table3"], seeds=5, rnn_seeds=3)
   assert len(rnn) == 4 * 2 * 3 and {r.tags["seed"] for r in rnn} == {0, 1, 2}
   everything = paper_mnist.make_runs(paper_mnist.STUDIES, seeds=5, rnn_seeds=3)
-  # recipe 6 x 3 seeds (its other 4 settings are Table 2's) + table2 10x5 + table3 8x3
+  # recipe 8 x 3 seeds (its other 4 settings are Table 2's) + table2 10x5 + table3 8x3
   # + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3) + |D| 5x5.
-  assert len(everything) == 18 + 50 + 24 + (40 + 24) + 25
+  assert len(everything) == 24 + 50 + 24 + (40 + 24) + 25
   names = {r.name for r in everything}
   assert "lenet5/authors_code/snip/0.99/seed2" in names
   assert "lenet5/authors_code/snip/0.99/seed3" not in names
@@ -228,8 +228,8 @@ def test_quick_recipe_study_runs_on_the_real_mnist(tmp_path):
   )
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   records = runs.read_records(out)
-  # Dense and the top sparsity at 2 recipes for LeNet-300-100 and 3 for LeNet-5-Caffe.
-  assert len(records) == len(paper_mnist.make_runs(["recipe"], 1, 1, quick=True)) == 10
+  # Dense and the top sparsity at 3 recipes for each LeNet.
+  assert len(records) == len(paper_mnist.make_runs(["recipe"], 1, 1, quick=True)) == 12
   for rec in records:
     assert rec["summary"]["dataset"] == "mnist" and rec["summary"]["train_examples"] == 500
     assert rec["cpu"] and rec["metrics"]
@@ -237,4 +237,4 @@ def test_quick_recipe_study_runs_on_the_real_mnist(tmp_path):
   again = subprocess.run(
     [*command, "--studies=recipe"], capture_output=True, text=True, cwd=ROOT, timeout=900
   )
-  assert "10 of 10 runs already done" in again.stdout
+  assert "12 of 12 runs already done" in again.stdout
