@@ -24,9 +24,18 @@ def cpu_model() -> str:
   return names[0] if names else f"{platform.machine()} CPU"
 
 
+def cores() -> int:
+  """The cores this process may run on: XLA:CPU splits a convolution's sums over as many
+  threads, so a conv net's numbers depend on it (README, "Exact per CPU type")."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # Not on Linux.
+    return os.cpu_count() or 1
+
+
 def machine() -> str:
   """The machine the numbers were measured on, for the tables' footnotes."""
-  return f"a {os.cpu_count()}-core {cpu_model()} ({platform.machine()}, {platform.system()})"
+  return f"a {cores()}-core {cpu_model()} ({platform.machine()}, {platform.system()})"
 
 
 def size_text(num_bytes: int) -> str:

@@ -155,6 +155,7 @@ def _train_one(run: Run, out: str) -> dict[str, Any]:
     "metrics": [json.loads(line) for line in lines],
     "wall_seconds": time.perf_counter() - t0,
     "cpu": report.cpu_model(),
+    "cores": report.cores(),
   }
   if diverged:
     record["diverged"] = diverged

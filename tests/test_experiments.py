@@ -200,6 +200,18 @@ def test_stat_is_mean_and_sample_std():
   assert runs.Stat.of([]).n == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_a_record_counts_the_cores_the_process_may_use():
+  # Under `taskset -c 0` a conv net trains to other numbers (README): the record must say 1.
+  code = "import os, report; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+  code += "print(report.cores())"
+  env = {**os.environ, "PYTHONPATH": str(Path(runs.__file__).parent)}
+  result = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+  )
+  assert result.stdout.strip() == "1"
+
+
 def test_corrupt_runs_file_names_the_line(tmp_path):
   (tmp_path / "runs.jsonl").write_text('{"name": "a"}\n{"name": "b", "tr\n')
   with pytest.raises(ValueError, match=r"runs.jsonl:2 is not valid JSON.*delete that line"):

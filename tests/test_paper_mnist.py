@@ -92,6 +92,7 @@ def record(name, error=None, diverged_step=None, epochs=3, seconds=60.0):
     "metrics": [{"epoch": e + 1, "val_accuracy": 0.9 + 0.01 * e} for e in range(epochs)],
     "wall_seconds": seconds,
     "cpu": "Test CPU",
+    "cores": 2,
   }
   if diverged_step is None:
     rec["summary"] = {"test_accuracy": 1 - error, "epochs": epochs, "steps": 540 * epochs}
@@ -201,7 +202,7 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
   # One command per setting, its first seed's: 8 settings.
   assert text.count("python experiments/train.py --config.seed=0 # ") == 8
   assert "--config.seed=1 # " not in text
-  assert "Runs on Test CPU." in text and "Cost so far: 11 runs, 0.18 h" in text
+  assert "Runs on Test CPU (2 cores)." in text and "Cost so far: 11 runs, 0.18 h" in text
   assert (out / "paper_mnist.csv").read_text().count("\n") == 1 + 8
   assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -232,7 +233,7 @@ def test_quick_recipe_study_runs_on_the_real_mnist(tmp_path):
   assert len(records) == len(paper_mnist.make_runs(["recipe"], 1, 1, quick=True)) == 12
   for rec in records:
     assert rec["summary"]["dataset"] == "mnist" and rec["summary"]["train_examples"] == 500
-    assert rec["cpu"] and rec["metrics"]
+    assert rec["cpu"] and rec["cores"] >= 1 and rec["metrics"]
   assert "paper 0.9%" in result.stdout
   again = subprocess.run(
     [*command, "--studies=recipe"], capture_output=True, text=True, cwd=ROOT, timeout=900

@@ -96,6 +96,13 @@ def hours(records) -> str:
   return f"{runs.total_hours(records):.2f} h"
 
 
+def cpu_of(record: dict) -> str:
+  """The CPU a run record names, with its cores where recorded (a conv net's numbers depend on
+  both)."""
+  cpu = record.get("cpu", "an unrecorded CPU")
+  return f"{cpu} ({record['cores']} cores)" if "cores" in record else cpu
+
+
 def align_right(columns: int) -> str:
   """The separator cells of ``columns`` right-aligned markdown columns."""
   return "|".join(["---:"] * columns)
@@ -159,7 +166,7 @@ class Document:
       return self.missing("MNIST: the paper's own tables", "paper_mnist"), []
     index = paper_mnist.index(rows)
     code, text = paper_mnist.RECIPES["authors_code"], paper_mnist.RECIPES["paper_text"]
-    cpus = sorted({r.get("cpu", "an unrecorded CPU") for r in records})
+    cpus = sorted({cpu_of(r) for r in records})
     parts = [
       self.fill(
         "paper_mnist",
