@@ -218,6 +218,7 @@ def aggregate(records) -> list[dict]:
   for (model, recipe, criterion, sparsity), group in runs.group(records, setting_of).items():
     finished = [r for r in group if not diverged(r)]
     err = runs.Stat.of(runs.test_error(r) for r in finished)
+    last_epochs = [r["metrics"][-1] for r in finished if r["metrics"]]
     first = group[0]
     rows.append(
       {
@@ -234,12 +235,38 @@ def aggregate(records) -> list[dict]:
         ),
         "test_error_mean": err.mean,
         "test_error_std": err.std,
+        # How well the runs fit the training set: their last epoch's mean loss and accuracy.
+        "final_train_loss_mean": runs.Stat.of(m["train_loss"] for m in last_epochs).mean,
+        "final_train_accuracy_mean": runs.Stat.of(m["train_accuracy"] for m in last_epochs).mean,
         "epochs": finished[0]["summary"]["epochs"] if finished else None,
         "steps": finished[0]["summary"]["steps"] if finished else None,
         "worker_hours": runs.total_hours(group),
       }
     )
   return rows
+
+
+def reported_settings():
+  """``(table, setting)`` of every row set beside a paper's number, in the tables' order: Table
+  2, Table 3, Table 4 and the |D| study (a setting as :func:`setting_of` gives it)."""
+  for model, sparsities in TABLE2.items():
+    for s in (0.0, *sparsities):
+      yield "Table 2", (model, reported(model), DENSE if s == 0 else "snip", s)
+  for model in TABLE3:
+    for s in (0.0, TABLE3_SPARSITY):
+      yield "Table 3", (model, reported(model), DENSE if s == 0 else "snip", s)
+  for model in TABLE4_MODELS:
+    for init in names.INITS:
+      yield "Table 4", (model, f"{reported(model)}+adam+{init}", "snip", ABLATION_SPARSITY)
+  for size in DATASET_SIZES:
+    recipe = f"{reported('lenet300')}+adam+D{size}"
+    yield "the |D| study", ("lenet300", recipe, "snip", ABLATION_SPARSITY)
+
+
+def curve_settings() -> set[tuple]:
+  """The settings whose validation curves ``curves.png`` shows: Tables 2 and 3 (the budget's
+  convergence; the ablations train a budget of their own)."""
+  return {s for table, s in reported_settings() if table in ("Table 2", "Table 3")}
 
 
 def paper_number(row) -> float | None:
@@ -270,12 +297,16 @@ def verdict(row) -> str:
 
 
 def curves_figure(records, path: Path) -> None:
-  """Validation error per epoch (mean over seeds, min..max band) of Table 2's runs: whether
-  the budget has converged."""
+  """Validation error per epoch (mean over seeds, min..max band) of Table 2's and Table 3's
+  runs: whether the budget has converged."""
   plt = runs.pyplot()
-  models = [m for m in TABLE2 if any(r["tags"]["model"] == m for r in records)]
-  fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.0), squeeze=False)
-  for ax, model in zip(axes[0], models, strict=True):
+  models = [m for m in (*TABLE2, *TABLE3) if any(r["tags"]["model"] == m for r in records)]
+  cols = min(len(models), 3)
+  rows = -(-len(models) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+  for ax in axes.flat[len(models) :]:
+    ax.set_visible(False)
+  for ax, model in zip(axes.flat, models, strict=False):
     mine = [r for r in records if r["tags"]["model"] == model and not diverged(r)]
     by_setting = runs.group(mine, lambda r: (r["tags"]["criterion"], r["tags"]["sparsity"]))
     for i, ((criterion, sparsity), group) in enumerate(sorted(by_setting.items())):
@@ -295,21 +326,15 @@ def curves_figure(records, path: Path) -> None:
 
 def write_outputs(out: Path, records) -> list[dict]:
   """``paper_mnist.csv`` (one row per setting, with the paper's number and the verdict) and
-  the validation curves of Table 2's runs (``curves.png``) from ``records``; returns the
-  rows."""
+  the validation curves of Table 2's and Table 3's runs (``curves.png``) from ``records``;
+  returns the rows."""
   rows = aggregate(records)
   for row in rows:
     row["paper_test_error_pct"] = paper_number(row)
     row["verdict"] = verdict(row)
   if rows:
     runs.write_csv(rows, out / "paper_mnist.csv")
-  table2 = [
-    r
-    for r in records
-    if r["tags"]["model"] in TABLE2
-    and r["tags"]["recipe"] == reported(r["tags"]["model"])
-    and r["tags"]["criterion"] in (DENSE, "snip")
-  ]
-  if table2:
-    curves_figure(table2, out / "curves.png")
+  curves = [r for r in records if setting_of(r) in curve_settings()]
+  if curves:
+    curves_figure(curves, out / "curves.png")
   return rows

@@ -195,6 +195,9 @@ class Document:
       (self._dataset_size(index), lambda: self.fill("paper_mnist_dataset_size_missing")),
     ):
       parts.append(body or missing())
+    misses = self._misses(index)
+    if misses:
+      parts.append(self.fill("paper_mnist_misses", items="\n".join(misses)))
     parts.append(self.fill("paper_mnist_cost", runs=len(records), hours=hours(records)))
     commands = {}
     for r in records:  # One line per setting: its first seed's command.
@@ -276,6 +279,59 @@ class Document:
           self.fill("paper_mnist_reason", model=names.MODELS[model], cases=and_list(cases))
         )
     return "".join(f" {c}" for c in clauses)
+
+  def _misses(self, index) -> list[str]:
+    """One item per row that misses the paper's number: the evidence at its setting."""
+    items = []
+    for table, setting in paper_mnist.reported_settings():
+      row = index.get(setting)
+      if row is None or paper_mnist.verdict(row) != "miss":
+        continue
+      model, recipe, criterion, sparsity = setting
+      base = recipe.split("+")[0]
+      dense = index.get((model, recipe, paper_mnist.DENSE, 0.0)) if sparsity else None
+      tried = [
+        f"{names.RECIPES[r]} {self._cell(index.get((model, r, criterion, sparsity)))}"
+        for r in paper_mnist.RECIPE_STUDY.get(model, ())
+        if r != base and (model, r, criterion, sparsity) in index
+      ]
+      items.append(
+        self.fill(
+          "paper_mnist_miss",
+          table=table,
+          model=names.MODELS[model],
+          setting=self._setting(row),
+          recipe=names.RECIPES[base] + (", Adam" if "+adam+" in recipe else ""),
+          ours=self._cell(row),
+          paper=f"{paper_mnist.paper_number(row):g}",
+          diff=f"{100 * row['test_error_mean'] - paper_mnist.paper_number(row):+.2f}",
+          **self._fit(row),
+          dense_fit=self.fill("paper_mnist_miss_dense_fit", **self._fit(dense))
+          if dense and dense["n"]
+          else "",
+          tried=self.fill("paper_mnist_miss_tried", cells="; ".join(tried)) if tried else "",
+        )
+      )
+    return items
+
+  @staticmethod
+  def _setting(row: dict) -> str:
+    """``'dense'``, ``'SNIP 98%'``, ``'RN init, SNIP 90%'``, ``'|D| = 10, SNIP 90%'``."""
+    if row["sparsity"] == 0:
+      return "dense"
+    setting = f"{names.CRITERIA[row['criterion']]} {percent(row['sparsity'])}"
+    if "+adam+D" in row["recipe"]:
+      return f"|D| = {row['score_examples']:,}, {setting}"
+    if "+adam+" in row["recipe"]:
+      return f"{names.INITS[row['init']]} init, {setting}"
+    return setting
+
+  @staticmethod
+  def _fit(row: dict) -> dict[str, str]:
+    return {
+      "train_accuracy": f"{100 * row['final_train_accuracy_mean']:.2f}",
+      "train_loss": f"loss {row['final_train_loss_mean']:.4f}",
+    }
 
   def _versus(self, row: dict) -> list[str]:
     """Ours, the paper's number, the difference and the verdict of a row."""
