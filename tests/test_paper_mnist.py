@@ -31,8 +31,12 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   assert len(rnn) == 4 * 2 * 3 and {r.tags["seed"] for r in rnn} == {0, 1, 2}
   everything = paper_mnist.make_runs(paper_mnist.STUDIES, seeds=5, rnn_seeds=3)
   # recipe 8 x 3 seeds (its other 4 settings are Table 2's) + table2 10x5 + table3 8x3
-  # + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3) + |D| 5x5.
-  assert len(everything) == 24 + 50 + 24 + (40 + 24) + 25
+  # + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3) + |D| 5x5 + probes 2 x 3.
+  assert len(everything) == 24 + 50 + 24 + (40 + 24) + 25 + 6
+  probe = next(
+    r for r in everything if r.name == "lenet300/paper_text+no_weight_decay/snip/0.98/seed2"
+  )
+  assert probe.make_config().weight_decay == 0.0 and probe.make_config().momentum == 0.9
   names = {r.name for r in everything}
   assert "lenet5/authors_code/snip/0.99/seed2" in names
   assert "lenet5/authors_code/snip/0.99/seed3" not in names
@@ -218,6 +222,7 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
     record("lenet300/paper_text/snip/0.98/seed0", error=0.0270),
     record("lenet300/paper_text/snip/0.98/seed1", error=0.0280),
     record("lenet300/authors_code/snip/0.98/seed0", error=0.0484),
+    record("lenet300/paper_text+no_weight_decay/snip/0.98/seed0", error=0.0374),
     record("lenet300/paper_text/snip/0.95/seed0", error=0.0150),  # At or below: not a miss.
     record("lenet300/paper_text+adam+D1/snip/0.9/seed0", error=0.0250),
     # Tables 3's runs join the validation curves (4 networks: two rows of panels).
@@ -234,8 +239,9 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
   assert (
     "- Table 2, LeNet-300-100, SNIP 98% (the paper's text): ours 2.75 ± 0.07 (n=2), the "
     "paper's 2.4%, +0.35 points. Training fit: 98.50% (loss 0.0550); the dense net at this "
-    "recipe: 100.00% (loss 0.0050). The recipe study at this setting: the authors' code "
-    "4.84 ± 0.00 (n=1)." in misses
+    "recipe: 100.00% (loss 0.0050). Also measured at this setting: the authors' code "
+    "4.84 ± 0.00 (n=1), training fit 95.00% (loss 0.1000); no weight decay 3.74 ± 0.00 (n=1), "
+    "training fit 95.00% (loss 0.1000)." in misses
   )
   # |D| = 1: 2.50 vs 1.94 (n=1: std 0, a miss).
   assert (

@@ -107,12 +107,21 @@ TABLE4_MODELS = ("lenet300", "lenet5", "lstm_s", "gru_s")
 ABLATION_SPARSITY = 0.9
 DATASET_SIZES = tuple(PAPER_DATASET_SIZE)
 RNNS = {"lstm_s", "lstm_b", "gru_s", "gru_b"}
-STUDIES = ("recipe", "table2", "table3", "table4", "dataset_size")
+STUDIES = ("recipe", "table2", "table3", "table4", "dataset_size", "probes")
 DENSE = "dense"
 #: The recipe study's seeds: its runs of the recipe a network is not reported with are there to
 #: show how the recipes differ (the paper's text trains LeNet-5-Caffe's pruned nets 54,000 steps,
 #: ~40 minutes each here).
 RECIPE_SEEDS = 3
+#: The ``probes`` study: what was tried where a row misses the paper. Each probe changes one
+#: field of the reported recipe (display names: ``names.PROBES``), at each of
+#: :data:`PROBE_SETTINGS` ``(model, criterion, sparsity)``, for :data:`PROBE_SEEDS` seeds.
+PROBES = {
+  "no_weight_decay": {"weight_decay": 0.0},
+  "vs_lecun": {"init": "vs_lecun"},
+}
+PROBE_SETTINGS = (("lenet300", "snip", 0.98),)
+PROBE_SEEDS = 3
 #: --quick: a few steps on a slice of the data.
 QUICK = {"num_epochs": 1, "train_examples": 500}
 
@@ -180,6 +189,11 @@ def make_runs(studies, seeds: int, rnn_seeds: int, quick: bool = False) -> list[
       label = f"+adam+D{size}"
       recipe = reported("lenet300")
       settings.append(("lenet300", recipe, "snip", ABLATION_SPARSITY, extra, label, None))
+  if "probes" in studies:
+    for model, criterion, sparsity in PROBE_SETTINGS:
+      for probe, extra in PROBES.items():
+        label = f"+{probe}"
+        settings.append((model, reported(model), criterion, sparsity, extra, label, PROBE_SEEDS))
   result, seen = [], set()
   for seed in range(max(seeds, rnn_seeds)):
     for model, recipe, criterion, sparsity, extra, label, most in settings:

@@ -290,10 +290,14 @@ class Document:
       model, recipe, criterion, sparsity = setting
       base = recipe.split("+")[0]
       dense = index.get((model, recipe, paper_mnist.DENSE, 0.0)) if sparsity else None
+      others = {  # The other recipes and the probes measured at this setting.
+        **{r: names.RECIPES[r] for r in paper_mnist.RECIPE_STUDY.get(model, ()) if r != base},
+        **{f"{recipe}+{p}": names.PROBES[p] for p in paper_mnist.PROBES},
+      }
       tried = [
-        f"{names.RECIPES[r]} {self._cell(index.get((model, r, criterion, sparsity)))}"
-        for r in paper_mnist.RECIPE_STUDY.get(model, ())
-        if r != base and (model, r, criterion, sparsity) in index
+        self.fill("paper_mnist_miss_other", what=name, cell=self._cell(other), **self._fit(other))
+        for r, name in others.items()
+        if (other := index.get((model, r, criterion, sparsity))) and other["n"]
       ]
       items.append(
         self.fill(
@@ -309,7 +313,7 @@ class Document:
           dense_fit=self.fill("paper_mnist_miss_dense_fit", **self._fit(dense))
           if dense and dense["n"]
           else "",
-          tried=self.fill("paper_mnist_miss_tried", cells="; ".join(tried)) if tried else "",
+          tried=self.fill("paper_mnist_miss_tried", items="; ".join(tried)) if tried else "",
         )
       )
     return items
