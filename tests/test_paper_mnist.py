@@ -204,6 +204,12 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
   )
   # |D| = 10: 1.70 vs 1.72.
   assert "| 10 | 1.70 ± 0.00 (n=1) | 1.72 | -0.02 | at or below |" in text
+  assert (
+    "As in the paper, Adam at a learning rate of 0.001, here constant for 20 epochs; every other "
+    "field is the network's recipe: LeNet-300-100 with the paper's text, LeNet-5-Caffe with the "
+    "authors' code at the text's schedule, LSTM-s with the paper's text and GRU-s with the "
+    "paper's text. SNIP scores one batch of |D| training examples." in text
+  )
   for missing in ("table3", "table4"):
     assert f"python experiments/paper_mnist.py --studies {missing}`" in text
   # One command per setting, its first seed's: 8 settings.
@@ -250,7 +256,9 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
     in misses
   )
   assert "SNIP 95%" not in misses and misses.count("\n- ") == 2
-  assert "| GRU-b | dense | 1.50 ± 0.00 (n=1) | 1.71 | -0.21 | at or below |" in text
+  assert (
+    "| GRU-b | dense | the paper's text | 1.50 ± 0.00 (n=1) | 1.71 | -0.21 | at or below |" in text
+  )
   assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
   # Only Tables 2 and 3: the |D| run is not among LeNet-300-100's curves.
   shown = [r["name"] for r in records if paper_mnist.setting_of(r) in paper_mnist.curve_settings()]

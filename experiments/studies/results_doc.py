@@ -378,7 +378,8 @@ class Document:
         row = index.get((model, paper_mnist.reported(model), criterion, s))
         if row is not None:
           setting = "dense" if s == 0 else f"SNIP {percent(s)}"
-          table.append([names.MODELS[model], setting, *self._versus(row)])
+          recipe = names.RECIPES[paper_mnist.reported(model)]
+          table.append([names.MODELS[model], setting, recipe, *self._versus(row)])
     return self.fill("paper_mnist_table3", rows=runs.markdown_rows(table)) if table else ""
 
   def _table4(self, index) -> str:
@@ -390,7 +391,9 @@ class Document:
         row = index.get(key)
         if row is not None:
           table.append([names.MODELS[model], label, *self._versus(row)])
-    return self.fill("paper_mnist_table4", rows=runs.markdown_rows(table)) if table else ""
+    if not table:
+      return ""
+    return self.fill("paper_mnist_table4", rows=runs.markdown_rows(table), adam=self._adam())
 
   def _dataset_size(self, index) -> str:
     table = []
@@ -400,7 +403,26 @@ class Document:
       row = index.get(key)
       if row is not None:
         table.append([f"{size:,}", *self._versus(row)])
-    return self.fill("paper_mnist_dataset_size", rows=runs.markdown_rows(table)) if table else ""
+    if not table:
+      return ""
+    return self.fill("paper_mnist_dataset_size", rows=runs.markdown_rows(table), adam=self._adam())
+
+  def _adam(self) -> str:
+    """How the ablations train: :data:`paper_mnist.ADAM` over each network's recipe."""
+    adam = paper_mnist.ADAM
+    return self.fill(
+      "paper_mnist_adam",
+      learning_rate=f"{adam['learning_rate']:g}",
+      epochs=adam["num_epochs"],
+      choices=and_list(
+        self.fill(
+          "paper_mnist_choice",
+          model=names.MODELS[m],
+          recipe=names.RECIPES[paper_mnist.reported(m)],
+        )
+        for m in paper_mnist.TABLE4_MODELS
+      ),
+    )
 
   # ------------------------------------------------------------------------------------------
   # 1. Sparsity sweep.
