@@ -1,6 +1,7 @@
 """The paper's MNIST studies: which runs they train, how diverged runs and the paper's numbers
 enter the tables, and the --quick path end to end on the real MNIST."""
 
+import json
 import os
 import subprocess
 import sys
@@ -155,9 +156,16 @@ def test_the_verdict_compares_with_the_papers_number_within_one_std():
   assert paper_mnist.paper_number(random) is None and paper_mnist.verdict(random) == ""
 
 
-def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
+def results_section(tmp_path, records) -> tuple[str, list[dict]]:
+  """RESULTS.md's MNIST section and its rows, made from ``records`` as the raw results."""
   out = tmp_path / "results" / "paper_mnist"
   out.mkdir(parents=True)
+  (out / runs.RUNS_FILE).write_text("".join(f"{json.dumps(r)}\n" for r in records))
+  return results_doc.Document(tmp_path / "results", tmp_path).paper_mnist()
+
+
+def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
+  out = tmp_path / "results" / "paper_mnist"
   records = [
     record("lenet5/paper_text/dense/0.0/seed0", diverged_step=6),
     record("lenet5/paper_text/snip/0.99/seed0", error=0.0120),
@@ -171,10 +179,7 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
     record("lenet5/authors_code_text_schedule/random/0.99/seed0", error=0.9),
     record("lenet300/paper_text+adam+D10/snip/0.9/seed0", error=0.0170),
   ]
-  with open(out / runs.RUNS_FILE, "w") as f:
-    f.writelines(f"{__import__('json').dumps(r)}\n" for r in records)
-  doc = results_doc.Document(tmp_path / "results", tmp_path)
-  text, rows = doc.paper_mnist()
+  text, rows = results_section(tmp_path, records)
   assert len(rows) == 8
   # The recipe table: the paper's text diverged on the dense net, the authors' code trained it.
   assert (
@@ -222,7 +227,6 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
 
 def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
   out = tmp_path / "results" / "paper_mnist"
-  out.mkdir(parents=True)
   records = [
     record("lenet300/paper_text/dense/0.0/seed0", error=0.0135),
     record("lenet300/paper_text/snip/0.98/seed0", error=0.0270),
@@ -237,9 +241,7 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
   records[0]["metrics"][-1].update(train_accuracy=1.0, train_loss=0.005)
   records[1]["metrics"][-1].update(train_accuracy=0.98, train_loss=0.06)
   records[2]["metrics"][-1].update(train_accuracy=0.99, train_loss=0.05)
-  with open(out / runs.RUNS_FILE, "w") as f:
-    f.writelines(f"{__import__('json').dumps(r)}\n" for r in records)
-  text, _ = results_doc.Document(tmp_path / "results", tmp_path).paper_mnist()
+  text, _ = results_section(tmp_path, records)
   misses = text.split("### Where ours misses the paper")[1]
   # 2.75 ± 0.07 vs 2.4: +0.35, more than one std above; the authors' code also measured there.
   assert (

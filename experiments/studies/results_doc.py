@@ -173,14 +173,7 @@ class Document:
         cpus=and_list(cpus),
         recipe_rows=runs.markdown_rows(self._recipe_rows(index)),
         recipe_findings=self._recipe_findings(rows),
-        choices=and_list(
-          self.fill(
-            "paper_mnist_choice",
-            model=names.MODELS[m],
-            recipe=names.RECIPES[paper_mnist.reported(m)],
-          )
-          for m in paper_mnist.TABLE2
-        ),
+        choices=self._recipes_of(paper_mnist.TABLE2),
         reason=self._recipe_reason(rows),
         code_epochs=code["num_epochs"],
         text_epochs=text["num_epochs"],
@@ -414,14 +407,16 @@ class Document:
       "paper_mnist_adam",
       learning_rate=f"{adam['learning_rate']:g}",
       epochs=adam["num_epochs"],
-      choices=and_list(
-        self.fill(
-          "paper_mnist_choice",
-          model=names.MODELS[m],
-          recipe=names.RECIPES[paper_mnist.reported(m)],
-        )
-        for m in paper_mnist.TABLE4_MODELS
-      ),
+      choices=self._recipes_of(paper_mnist.TABLE4_MODELS),
+    )
+
+  def _recipes_of(self, models) -> str:
+    """``'LeNet-300-100 with the paper's text and ...'``: each network's reported recipe."""
+    return and_list(
+      self.fill(
+        "paper_mnist_choice", model=names.MODELS[m], recipe=names.RECIPES[paper_mnist.reported(m)]
+      )
+      for m in models
     )
 
   # ------------------------------------------------------------------------------------------
