@@ -9,7 +9,8 @@ Needs MNIST prepared (``scripts/setup.sh`` fetches it; see README "Data, offline
 and LeNet-5-Caffe, dense and SNIP), ``table2`` (the LeNets, dense, SNIP and random pruning),
 ``table3`` (LSTM-s/b, GRU-s/b at 95%), ``table4`` (four initialisations at 90%, Adam) and
 ``dataset_size`` (|D| = 1 to 10,000, LeNet-300-100 at 90%, Adam) and ``probes`` (one change to
-the reported recipe each, where a row misses the paper). Finished runs are recorded in
+the reported recipe each, where a row misses the paper or the recipe departs from the paper's
+text). Finished runs are recorded in
 ``results/paper_mnist/runs.jsonl`` and skipped on a re-run, so a long sweep is spread over as
 many invocations as it takes; the script then writes ``results/paper_mnist/paper_mnist.csv``.
 

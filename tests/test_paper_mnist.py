@@ -32,8 +32,8 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   assert len(rnn) == 4 * 2 * 3 and {r.tags["seed"] for r in rnn} == {0, 1, 2}
   everything = paper_mnist.make_runs(paper_mnist.STUDIES, seeds=5, rnn_seeds=3)
   # recipe 8 x 3 seeds (its other 4 settings are Table 2's) + table2 10x5 + table3 8x3
-  # + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3) + |D| 5x5 + probes 2 x 3.
-  assert len(everything) == 24 + 50 + 24 + (40 + 24) + 25 + 6
+  # + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3) + |D| 5x5 + probes 4 x 3.
+  assert len(everything) == 24 + 50 + 24 + (40 + 24) + 25 + 12
   probe = next(
     r for r in everything if r.name == "lenet300/paper_text+no_weight_decay/snip/0.98/seed2"
   )
@@ -235,6 +235,7 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
     record("lenet300/paper_text+no_weight_decay/snip/0.98/seed0", error=0.0374),
     record("lenet300/paper_text/snip/0.95/seed0", error=0.0150),  # At or below: not a miss.
     record("lenet300/paper_text+adam+D1/snip/0.9/seed0", error=0.0250),
+    record("lenet5/authors_code_text_schedule+momentum/dense/0.0/seed0", diverged_step=9),
     # Tables 3's runs join the validation curves (4 networks: two rows of panels).
     *(record(f"{m}/paper_text/dense/0.0/seed0", error=0.015) for m in ("lstm_s", "gru_s", "gru_b")),
   ]
@@ -242,6 +243,11 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
   records[1]["metrics"][-1].update(train_accuracy=0.98, train_loss=0.06)
   records[2]["metrics"][-1].update(train_accuracy=0.99, train_loss=0.05)
   text, _ = results_section(tmp_path, records)
+  # A probe that diverged is among the recipe study's findings.
+  assert (
+    "- LeNet-5-Caffe, dense, the authors' code at the text's schedule, momentum 0.9: the "
+    "training loss became NaN in 1 of 1 runs, by step 9 at the latest." in text
+  )
   misses = text.split("### Where ours misses the paper")[1]
   # 2.75 ± 0.07 vs 2.4: +0.35, more than one std above; the authors' code also measured there.
   assert (

@@ -21,7 +21,11 @@ OPTIMIZERS = {"sgd": "SGD", "adam": "Adam"}
 #: The paper's names of the initialisers (config.init), in the order of its ablation table.
 INITS = {"normal": "RN", "truncated_normal": "TN", "vs_x": "VS-X", "vs_h": "VS-H"}
 #: The probes of ``studies.paper_mnist`` (one change to the reported recipe each).
-PROBES = {"no_weight_decay": "no weight decay", "vs_lecun": "LeCun-normal (TF1's default) init"}
+PROBES = {
+  "no_weight_decay": "no weight decay",
+  "vs_lecun": "LeCun-normal (TF1's default) init",
+  "momentum": "momentum 0.9",
+}
 #: The MNIST recipes of ``studies.paper_mnist``.
 RECIPES = {
   "paper_text": "the paper's text",

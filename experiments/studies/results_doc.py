@@ -96,6 +96,15 @@ def hours(records) -> str:
   return f"{runs.total_hours(records):.2f} h"
 
 
+def recipe_name(recipe: str) -> str:
+  """A run's recipe tag in words: ``'the paper's text'``, ``'the paper's text, no weight
+  decay'`` (a probe), ``'the paper's text, Adam'`` (an ablation)."""
+  base, _, change = recipe.partition("+")
+  if not change:
+    return names.RECIPES[base]
+  return f"{names.RECIPES[base]}, {'Adam' if change.startswith('adam+') else names.PROBES[change]}"
+
+
 def cpu_of(record: dict) -> str:
   """The CPU a run record names, with its cores where recorded (a conv net's numbers depend on
   both)."""
@@ -229,13 +238,14 @@ class Document:
   def _recipe_findings(self, rows) -> str:
     items = []
     for r in rows:
-      if r["recipe"] in paper_mnist.RECIPES and r["diverged_runs"]:
+      probe = r["recipe"].partition("+")[2]
+      if (not probe or probe in names.PROBES) and r["diverged_runs"]:
         items.append(
           self.fill(
             "paper_mnist_diverged",
             model=names.MODELS[r["model"]],
             setting="dense" if r["sparsity"] == 0 else f"SNIP {percent(r['sparsity'])}",
-            recipe=names.RECIPES[r["recipe"]],
+            recipe=recipe_name(r["recipe"]),
             count=r["diverged_runs"],
             total=r["diverged_runs"] + r["n"],
             step=r["diverged_at_step_max"],
@@ -298,7 +308,7 @@ class Document:
           table=table,
           model=names.MODELS[model],
           setting=self._setting(row),
-          recipe=names.RECIPES[base] + (", Adam" if "+adam+" in recipe else ""),
+          recipe=recipe_name(recipe),
           ours=self._cell(row),
           paper=f"{paper_mnist.paper_number(row):g}",
           diff=f"{100 * row['test_error_mean'] - paper_mnist.paper_number(row):+.2f}",
