@@ -8,12 +8,10 @@ the median and min-max of each side's time.
 
 from __future__ import annotations
 
-import functools
 import os
 import platform
 import re
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
@@ -24,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snip_jax import models, selection, train
+from snip_jax import models, provenance, selection, train
 
 
 def block(result: Any) -> Any:
@@ -205,24 +203,10 @@ def machine() -> dict[str, Any]:
   return {"id": machine_id(record), **record}
 
 
-@functools.cache
 def code_version() -> str | None:
-  """The snip-jax commit being measured (short hash), marked when tracked files differ from it;
-  ``None`` outside a git checkout. Cached: the first call, before any result is written,
-  decides it for the whole process."""
-  root = Path(__file__).resolve().parents[1]
-
-  def git(*args: str) -> str:
-    return subprocess.run(
-      ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=30
-    ).stdout.strip()
-
-  try:
-    head = git("rev-parse", "--short", "HEAD")
-    changed = git("status", "--porcelain", "--untracked-files=no")
-  except (OSError, subprocess.SubprocessError):
-    return None
-  return f"{head} + uncommitted changes" if changed else head
+  """The snip-jax commit being measured (:func:`snip_jax.provenance.code_version`): the first
+  call, before any result is written, decides it for the whole process."""
+  return provenance.code_version()
 
 
 def random_batch(input_shape: Sequence[int], batch_size: int, seed: int = 0):

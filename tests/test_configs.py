@@ -17,7 +17,7 @@ from helpers import run_cli, write_mnist_like
 from test_models import COUNTS
 
 from benchmarks.mock_data import write_cifar10
-from snip_jax import data, models, train
+from snip_jax import data, models, provenance, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "snip_jax" / "configs"
@@ -105,6 +105,7 @@ def test_config_runs_a_few_steps(tmp_path, tiny_data_dir, module):
   metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
   assert len(metrics) == 1 and math.isfinite(metrics[0]["train_loss"])
   assert math.isfinite(summary["test_loss"])
+  assert summary["code"] == provenance.code_version()  # The commit that made it.
 
 
 @pytest.mark.slow

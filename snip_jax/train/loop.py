@@ -30,7 +30,7 @@ from flax import linen as nn
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from snip_jax import checkpoint, criteria, data, masks, parallel, selection
+from snip_jax import checkpoint, criteria, data, masks, parallel, provenance, selection
 from snip_jax.train import build, pruning, steps
 from snip_jax.train import config as config_lib
 from snip_jax.train import workdir as workdir_lib
@@ -393,6 +393,7 @@ def _summarise(
     "steps": int(state.step),
     "per_layer": report.per_layer,
     "jax_version": jax.__version__,
+    "code": provenance.code_version(),
     "backend": jax.default_backend(),
     "devices": int(run.mesh.devices.size),
     "processes": jax.process_count(),
