@@ -212,6 +212,17 @@ def test_a_record_counts_the_cores_the_process_may_use():
   assert result.stdout.strip() == "1"
 
 
+def test_a_cost_names_the_cpus_its_runs_were_made_on():
+  hour = {"wall_seconds": 1800.0}
+  xeon = {**hour, "cpu": "Xeon", "cores": 2}
+  assert results_doc.worker_time([xeon, xeon]) == "1.00 h of worker time on Xeon (2 cores)"
+  # Records from before runs named their CPU are counted, not passed off as this machine's.
+  assert results_doc.worker_time([xeon, xeon, hour]) == (
+    "1.50 h of worker time: 2 runs on Xeon (2 cores) and 1 run on an unrecorded CPU (made "
+    "before run records named theirs)"
+  )
+
+
 def test_corrupt_runs_file_names_the_line(tmp_path):
   (tmp_path / "runs.jsonl").write_text('{"name": "a"}\n{"name": "b", "tr\n')
   with pytest.raises(ValueError, match=r"runs.jsonl:2 is not valid JSON.*delete that line"):

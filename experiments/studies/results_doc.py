@@ -11,6 +11,7 @@ in ``runs.jsonl``: the config file it names, with its overrides), the paper's nu
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from collections.abc import Iterable
@@ -92,8 +93,19 @@ def rel(path: Path, base: Path) -> str:
     return str(path)
 
 
-def hours(records) -> str:
-  return f"{runs.total_hours(records):.2f} h"
+def worker_time(records) -> str:
+  """``'2.20 h of worker time on <CPU>'`` (with each CPU's runs when there are several): the
+  runs' summed wall-clock time and what they ran on."""
+  counts = collections.Counter(cpu_of(r) for r in records)
+  time = f"{runs.total_hours(records):.2f} h of worker time"
+  if len(counts) == 1:
+    return f"{time} on {next(iter(counts))}"
+  return f"{time}: " + and_list(f"{plural(n, 'run')} on {cpu}" for cpu, n in sorted(counts.items()))
+
+
+def cpus(records) -> str:
+  """The CPUs ``records`` were made on."""
+  return and_list(sorted({cpu_of(r) for r in records}))
 
 
 def recipe_name(recipe: str) -> str:
@@ -107,8 +119,8 @@ def recipe_name(recipe: str) -> str:
 
 def cpu_of(record: dict) -> str:
   """The CPU a run record names, with its cores where recorded (a conv net's numbers depend on
-  both)."""
-  cpu = record.get("cpu", "an unrecorded CPU")
+  both); records made before runs named their CPU say so."""
+  cpu = record.get("cpu", "an unrecorded CPU (made before run records named theirs)")
   return f"{cpu} ({record['cores']} cores)" if "cores" in record else cpu
 
 
@@ -175,11 +187,10 @@ class Document:
       return self.missing("MNIST: the paper's own tables", "paper_mnist"), []
     index = paper_mnist.index(rows)
     code, text = paper_mnist.RECIPES["authors_code"], paper_mnist.RECIPES["paper_text"]
-    cpus = sorted({cpu_of(r) for r in records})
     parts = [
       self.fill(
         "paper_mnist",
-        cpus=and_list(cpus),
+        cpus=cpus(records),
         recipe_rows=runs.markdown_rows(self._recipe_rows(index)),
         recipe_findings=self._recipe_findings(rows),
         choices=self._recipes_of(paper_mnist.TABLE2),
@@ -200,7 +211,7 @@ class Document:
     misses = self._misses(index)
     if misses:
       parts.append(self.fill("paper_mnist_misses", items="\n".join(misses)))
-    parts.append(self.fill("paper_mnist_cost", runs=len(records), hours=hours(records)))
+    parts.append(self.fill("paper_mnist_cost", runs=len(records), worker_time=worker_time(records)))
     commands = {}
     for r in records:  # One line per setting: its first seed's command.
       commands.setdefault(paper_mnist.setting_of(r), r["command"])
@@ -630,9 +641,7 @@ class Document:
         for r in failed
       ]
       items.append(self.fill("sweep_chance", cases="; ".join(cases)))
-    items.append(
-      self.fill("sweep_cost", runs=len(records), hours=hours(records), machine=machine())
-    )
+    items.append(self.fill("sweep_cost", runs=len(records), worker_time=worker_time(records)))
     return items
 
   # ------------------------------------------------------------------------------------------
@@ -673,7 +682,7 @@ class Document:
       rows=runs.markdown_rows(table),
       figure=rel(out / "random_labels.png", self.base),
       runs=len(records),
-      hours=hours(records),
+      worker_time=worker_time(records),
     )
     return text + "\n", rows, records
 
@@ -755,7 +764,7 @@ class Document:
       init_rows=runs.markdown_rows(init_rows),
       batch_rows=runs.markdown_rows(batch_rows),
       runs=len(records),
-      hours=hours(records),
+      worker_time=worker_time(records),
     )
     return text + "\n"
 
