@@ -236,6 +236,7 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
     record("lenet300/paper_text/snip/0.95/seed0", error=0.0150),  # At or below: not a miss.
     record("lenet300/paper_text+adam+D1/snip/0.9/seed0", error=0.0250),
     record("lenet5/authors_code_text_schedule+momentum/dense/0.0/seed0", diverged_step=9),
+    record("lenet5/authors_code_text_schedule/random/0.98/seed0", diverged_step=30),
     # Tables 3's runs join the validation curves (4 networks: two rows of panels).
     *(record(f"{m}/paper_text/dense/0.0/seed0", error=0.015) for m in ("lstm_s", "gru_s", "gru_b")),
   ]
@@ -247,6 +248,11 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
   assert (
     "- LeNet-5-Caffe, dense, the authors' code at the text's schedule, momentum 0.9: the "
     "training loss became NaN in 1 of 1 runs, by step 9 at the latest." in text
+  )
+  # Each named by its criterion: random pruning is not called SNIP.
+  assert (
+    "- LeNet-5-Caffe, random 98%, the authors' code at the text's schedule: the training loss "
+    "became NaN in 1 of 1 runs, by step 30 at the latest." in text
   )
   misses = text.split("### Where ours misses the paper")[1]
   # 2.75 ± 0.07 vs 2.4: +0.35, more than one std above; the authors' code also measured there.

@@ -285,10 +285,15 @@ def reported_settings():
     yield "the |D| study", ("lenet300", recipe, "snip", ABLATION_SPARSITY)
 
 
+def table_settings(*tables: str) -> list[tuple]:
+  """The settings of ``tables`` (names :func:`reported_settings` gives), in their order."""
+  return [setting for table, setting in reported_settings() if table in tables]
+
+
 def curve_settings() -> set[tuple]:
   """The settings whose validation curves ``curves.png`` shows: Tables 2 and 3 (the budget's
   convergence; the ablations train a budget of their own)."""
-  return {s for table, s in reported_settings() if table in ("Table 2", "Table 3")}
+  return set(table_settings("Table 2", "Table 3"))
 
 
 def paper_number(row) -> float | None:
@@ -356,7 +361,8 @@ def write_outputs(out: Path, records) -> list[dict]:
     row["verdict"] = verdict(row)
   if rows:
     runs.write_csv(rows, out / "paper_mnist.csv")
-  curves = [r for r in records if setting_of(r) in curve_settings()]
+  shown = curve_settings()
+  curves = [r for r in records if setting_of(r) in shown]
   if curves:
     curves_figure(curves, out / "curves.png")
   return rows

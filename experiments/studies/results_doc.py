@@ -255,7 +255,7 @@ class Document:
           self.fill(
             "paper_mnist_diverged",
             model=names.MODELS[r["model"]],
-            setting="dense" if r["sparsity"] == 0 else f"SNIP {percent(r['sparsity'])}",
+            setting=self._setting(r),
             recipe=recipe_name(r["recipe"]),
             count=r["diverged_runs"],
             total=r["diverged_runs"] + r["n"],
@@ -280,9 +280,7 @@ class Document:
         cases = [
           self.fill(
             "paper_mnist_reason_case",
-            setting="dense"
-            if r["sparsity"] == 0
-            else f"{names.CRITERIA[r['criterion']]} {percent(r['sparsity'])}",
+            setting=self._setting(r),
             count=r["diverged_runs"],
             total=r["diverged_runs"] + r["n"],
             step=r["diverged_at_step_max"],
@@ -364,59 +362,46 @@ class Document:
 
   def _table2(self, index) -> str:
     table = []
-    for model, sparsities in paper_mnist.TABLE2.items():
-      for s in (0.0, *sparsities):
-        reported = paper_mnist.reported(model)
-        criterion = paper_mnist.DENSE if s == 0 else "snip"
-        row = index.get((model, reported, criterion, s))
-        if row is None:
-          continue
-        rand = index.get((model, reported, "random", s))
-        setting = "dense" if s == 0 else f"SNIP {percent(s)}"
-        table.append(
-          [
-            names.MODELS[model],
-            setting,
-            names.RECIPES[reported],
-            *self._versus(row),
-            "" if s == 0 else self._cell(rand),
-          ]
-        )
+    for model, recipe, criterion, s in paper_mnist.table_settings("Table 2"):
+      row = index.get((model, recipe, criterion, s))
+      if row is None:
+        continue
+      rand = index.get((model, recipe, "random", s))
+      table.append(
+        [
+          names.MODELS[model],
+          self._setting(row),
+          names.RECIPES[recipe],
+          *self._versus(row),
+          "" if s == 0 else self._cell(rand),
+        ]
+      )
     return self.fill("paper_mnist_table2", rows=runs.markdown_rows(table)) if table else ""
 
   def _table3(self, index) -> str:
     table = []
-    for model in paper_mnist.TABLE3:
-      for s in (0.0, paper_mnist.TABLE3_SPARSITY):
-        criterion = paper_mnist.DENSE if s == 0 else "snip"
-        row = index.get((model, paper_mnist.reported(model), criterion, s))
-        if row is not None:
-          setting = "dense" if s == 0 else f"SNIP {percent(s)}"
-          recipe = names.RECIPES[paper_mnist.reported(model)]
-          table.append([names.MODELS[model], setting, recipe, *self._versus(row)])
+    for setting in paper_mnist.table_settings("Table 3"):
+      if (row := index.get(setting)) is not None:
+        model, recipe = setting[:2]
+        table.append(
+          [names.MODELS[model], self._setting(row), names.RECIPES[recipe], *self._versus(row)]
+        )
     return self.fill("paper_mnist_table3", rows=runs.markdown_rows(table)) if table else ""
 
   def _table4(self, index) -> str:
     table = []
-    for model in paper_mnist.TABLE4_MODELS:
-      for init, label in names.INITS.items():
-        recipe = f"{paper_mnist.reported(model)}+adam+{init}"
-        key = (model, recipe, "snip", paper_mnist.ABLATION_SPARSITY)
-        row = index.get(key)
-        if row is not None:
-          table.append([names.MODELS[model], label, *self._versus(row)])
+    for setting in paper_mnist.table_settings("Table 4"):
+      if (row := index.get(setting)) is not None:
+        table.append([names.MODELS[row["model"]], names.INITS[row["init"]], *self._versus(row)])
     if not table:
       return ""
     return self.fill("paper_mnist_table4", rows=runs.markdown_rows(table), adam=self._adam())
 
   def _dataset_size(self, index) -> str:
     table = []
-    for size in paper_mnist.DATASET_SIZES:
-      recipe = f"{paper_mnist.reported('lenet300')}+adam+D{size}"
-      key = ("lenet300", recipe, "snip", paper_mnist.ABLATION_SPARSITY)
-      row = index.get(key)
-      if row is not None:
-        table.append([f"{size:,}", *self._versus(row)])
+    for setting in paper_mnist.table_settings("the |D| study"):
+      if (row := index.get(setting)) is not None:
+        table.append([f"{row['score_examples']:,}", *self._versus(row)])
     if not table:
       return ""
     return self.fill("paper_mnist_dataset_size", rows=runs.markdown_rows(table), adam=self._adam())
