@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snip_jax import models, provenance, selection, train
+from snip_jax import models, selection, train
 
 
 def block(result: Any) -> Any:
@@ -201,12 +201,6 @@ def machine() -> dict[str, Any]:
     "versions": versions,
   }
   return {"id": machine_id(record), **record}
-
-
-def code_version() -> str | None:
-  """The snip-jax commit being measured (:func:`snip_jax.provenance.code_version`): the first
-  call, before any result is written, decides it for the whole process."""
-  return provenance.code_version()
 
 
 def random_batch(input_shape: Sequence[int], batch_size: int, seed: int = 0):

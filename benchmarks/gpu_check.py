@@ -108,6 +108,7 @@ def summarise(junit_xml: Path, command: str, time_limit_s: float, returncode: in
   import jax
 
   from benchmarks import common
+  from snip_jax import provenance
 
   counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
   failures, seconds = [], 0.0
@@ -144,7 +145,7 @@ def summarise(junit_xml: Path, command: str, time_limit_s: float, returncode: in
     "flax": machine["versions"]["flax"],
     "device": f"{machine['device_kind']} ({machine['backend']})",
     "machine": machine,
-    "code": common.code_version(),
+    "code": provenance.code_version(),
   }
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from absl import app, flags
 
 from benchmarks import common, report
+from snip_jax import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The committed results: one folder per machine id.
@@ -110,7 +111,7 @@ def run_section(name: str, profile: str, out: Path) -> dict:
     seconds=round(time.perf_counter() - start, 1),
     date=datetime.datetime.now(datetime.UTC).date().isoformat(),
     machine=common.machine(),
-    code=common.code_version(),
+    code=provenance.code_version(),
     command=f"python -m benchmarks.run{flag} --sections={name}",
   )
   (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -191,7 +192,7 @@ def main(argv: list[str]) -> None:
     else:
       out = RESULTS / common.machine()["id"]
     results = Path(_RESULTS.value) if _RESULTS.value else out.parent
-    common.code_version()  # The code measured: decided before any result is written.
+    provenance.code_version()  # The code measured: decided before any result is written.
     out.mkdir(parents=True, exist_ok=True)
     for name in sections:
       print(f"benchmark {name} ({profile}) ...", flush=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import common, gpu_check, report, run
+from snip_jax import provenance
 
 pytestmark = pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
 
@@ -65,7 +66,7 @@ def test_quick_run_writes_every_section(quick):
     assert result["machine"]["id"].startswith("cpu-")
     # The commit measured, the same for every section of a run.
     assert re.fullmatch(r"[0-9a-f]{7,}( \+ uncommitted changes)?", result["code"])
-    assert result["code"] == common.code_version()
+    assert result["code"] == provenance.code_version()
     check_rows(result)
 
 
