@@ -12,6 +12,11 @@ and for SNIP's baselines (``snip_jax.criteria``)::
   task = snip_jax.Task(loss_fn=loss_fn, forward=forward, input_shape=(28, 28, 1))
   mask = snip_jax.prune("synflow", params, 0.98, task, distribution="erk")
 
+Structured selections: ``top_k_mask(scores, 0.5, distribution="2:4")`` (N:M),
+``top_k_mask(scores, 0.98, layer_sparsity={"Dense_0": 0.5})`` (per-layer sparsities). The sanity
+checks of a mask (``snip_jax.sanity``): ``sanity.shuffle_within_layers(mask, key)``,
+``sanity.layerwise_random(mask, key)``, ``prune(..., invert=True)``.
+
 On several devices (``snip_jax.parallel``): ``mesh = parallel.make_mesh()``, the state
 ``parallel.replicate``-d, each batch ``parallel.shard_batch``-ed, the step jitted with
 ``in_shardings``/``out_shardings`` (``snip_jax.train.sharded_train_step``).
@@ -48,6 +53,7 @@ from snip_jax.selection import (
   ZeroScoresWarning,
   layer_budgets,
   num_kept,
+  top_k_like,
   top_k_mask,
 )
 from snip_jax.sensitivity import connection_sensitivity
@@ -86,5 +92,6 @@ __all__ = [
   "save_mask",
   "score",
   "sparsity",
+  "top_k_like",
   "top_k_mask",
 ]

@@ -46,14 +46,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from snip_jax import masks, scoring, selection, sensitivity, xla
+from snip_jax import masks, sanity, scoring, selection, sensitivity, xla
 from snip_jax.scoring import Batches, ScoreFn
 
 PyTree = Any
@@ -331,6 +331,8 @@ def prune(
   min_kept_per_layer: int = 0,
   filter_fn: masks.FilterFn = masks.kernels,
   mesh: Mesh | None = None,
+  layer_sparsity: Mapping[str, float] | str | None = None,
+  invert: bool = False,
 ) -> PyTree:
   """Scores with criterion ``name`` and selects exactly κ connections, in one or more rounds.
 
@@ -342,10 +344,15 @@ def prune(
     batches: scoring batches (see :data:`Batches`); a callable gets fresh batches each round.
     key: randomness (``random`` needs it); round ``k`` uses ``fold_in(key, k)``.
     rounds: pruning rounds (default: the criterion's, e.g. 100 for ``synflow``).
-    distribution: ``'global'``, ``'uniform'`` or ``'erk'`` (see :mod:`snip_jax.selection`).
+    distribution: ``'global'``, ``'uniform'``, ``'erk'`` or ``'N:M'`` (one round only; see
+      :mod:`snip_jax.selection`).
     min_kept_per_layer: keep at least this many connections in every prunable leaf.
     filter_fn: which leaves are prunable.
     mesh: spread each round's batches over this mesh's devices (see :func:`score`).
+    layer_sparsity: the sparsity of the layers it names, each held at its own target ratio of
+      the schedule's (see :func:`snip_jax.selection.top_k_mask`).
+    invert: keep the lowest-scoring connections instead (the ``invert`` sanity check,
+      :mod:`snip_jax.sanity`), in every round.
 
   Returns:
     A ``bool`` mask pytree shaped like ``params``.
@@ -353,6 +360,15 @@ def prune(
   criterion = get_criterion(name)
   _check_task(name, criterion, task, batches, key)
   targets = schedule(sparsity, criterion.rounds if rounds is None else rounds)
+  if len(targets) > 1 and selection.n_m(distribution) is not None:
+    raise ValueError(
+      f"distribution {distribution!r} selects in one shot, but criterion {name!r} prunes in "
+      f"{len(targets)} rounds; pass rounds=1 (config.prune_rounds=1)."
+    )
+  layer_targets = None
+  if layer_sparsity is not None:
+    layer_sparsity = selection.validate_layer_sparsity(layer_sparsity)
+    layer_targets = {k: schedule(v, len(targets)) for k, v in layer_sparsity.items()}
   key = jax.random.key(0) if key is None else key
   score_fn = criterion.make_score_fn(task, filter_fn)  # Compiled once for all rounds.
   top_level = xla.jit(score_fn)
@@ -363,12 +379,13 @@ def prune(
       name, score_fn, top_level, params, mask, round_batches, jax.random.fold_in(key, k), mesh
     )
     mask = selection.top_k_mask(
-      scores,
+      sanity.inverted_scores(scores) if invert else scores,
       target,
       filter_fn=filter_fn,
       distribution=distribution,
       min_kept_per_layer=min_kept_per_layer,
       within=mask if k else None,
+      layer_sparsity=None if layer_targets is None else {n: t[k] for n, t in layer_targets.items()},
     )
   return mask
 

@@ -155,6 +155,34 @@ def masked(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def replace_mask(params: PyTree, state: MaskedState, mask: PyTree) -> tuple[PyTree, MaskedState]:
+  """Installs a new ``mask`` in the state of :func:`masked`, for methods that change the mask
+  during training (:mod:`snip_jax.dynamic`).
+
+  Every coordinate the new mask prunes becomes exactly ``0.0`` in the params and in every
+  params-shaped part of the optimizer state (moments, traces), so a dropped weight leaves nothing
+  behind; a coordinate it grows was pruned, so its param and state are already 0 and it starts
+  from there. Other state (step counts) is kept. The jitted step needs no recompilation: the mask
+  is data of the state.
+
+  Args:
+    params: the current params.
+    state: a :class:`MaskedState` (the ``opt_state`` of a train state built with :func:`masked`).
+    mask: the new ``bool`` mask, shaped like the params.
+
+  Returns:
+    ``(params, state)`` under the new mask.
+  """
+  if not isinstance(state, MaskedState):
+    raise ValueError(
+      f"replace_mask needs the state of snip_jax.masked (a MaskedState), got a "
+      f"{type(state).__name__}; build the optimizer with snip_jax.masked(inner, mask)."
+    )
+  mask = jax.tree.map(lambda m: jnp.asarray(m, bool), masks.conform_mask(params, mask))
+  inner_state = zero_masked_moments(state.inner_state, mask)
+  return masks.apply_mask(params, mask), MaskedState(inner_state, mask)
+
+
 def schedule_free_eval_params(state: PyTree, params: PyTree) -> PyTree:
   """``optax.contrib.schedule_free_eval_params`` for a state that holds a schedule-free state
   anywhere inside (that of :func:`masked` around ``optax.contrib.schedule_free_*``, a chain),

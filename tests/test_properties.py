@@ -19,11 +19,12 @@ accelerator): for finite scores with many ties, signed zeros or arbitrary float3
 any sparsity keeping κ >= 1, the global mask is exactly the κ largest, ties to the lower flat
 index (``+0.0`` above ``-0.0``); ``"uniform"`` and ``"erk"`` keep exactly κ, each leaf its best;
 both paths agree and a second call gives the same mask. A sparsity keeping nothing raises
-``ValueError``.
+``ValueError``. ``"N:M"`` keeps exactly ``N`` of every group of ``M`` consecutive inputs of a
+unit: each group's ``N`` largest, ties to the lower index.
 
 Cases (``derandomize=True``: the same on every run): 28 optimizer combinations x 30 examples
 (3 trees x 10) = 840, plus 30 noise runs; selection 160 examples (each 3 distributions x 2
-paths) plus 40 that keep nothing. 1,070 in all.
+paths) plus 40 that keep nothing, plus 40 N:M selections. 1,110 in all.
 """
 
 import itertools
@@ -46,6 +47,7 @@ PROPERTY_SETTINGS = dict(deadline=None, derandomize=True, database=None, print_b
 OPTIMIZER_EXAMPLES = 10  # Per params tree; each runs every combination.
 SELECTION_EXAMPLES = 160  # Each checks every distribution on both paths.
 NOTHING_KEPT_EXAMPLES = 40
+N_M_EXAMPLES = 40
 
 # --- Masked optimizer. ---
 
@@ -368,3 +370,26 @@ def test_sparsity_that_keeps_nothing_is_refused(data):
       pytest.raises(ValueError, match="at least one weight"),
     ):
       selection.top_k_mask(scores, sparsity, distribution=distribution)
+
+
+@ignore_zero_scores_warning
+@settings(max_examples=N_M_EXAMPLES, **PROPERTY_SETTINGS)
+@given(data=st.data())
+def test_n_m_keeps_exactly_the_n_best_of_every_group(data):
+  m = data.draw(st.sampled_from([2, 4, 8]))
+  n = data.draw(st.integers(1, m - 1))
+  # A dense kernel (groups * M, units) and a conv kernel (k, k, c_in, c_out) with c_in = M.
+  shapes = {
+    "Dense_0": {"kernel": (m * data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3)))},
+    "Conv_0": {"kernel": (*(data.draw(st.integers(1, 2)),) * 2, m, 2), "bias": (2,)},
+  }
+  scores = data.draw(score_trees(shapes))
+  mask = selection.top_k_mask(scores, 1 - n / m, distribution=f"{n}:{m}")
+  for layer in shapes:
+    kernel, given = np.asarray(mask[layer]["kernel"]), np.asarray(scores[layer]["kernel"])
+    units = kernel.shape[-1]
+    groups, values = kernel.reshape(-1, m, units), given.reshape(-1, m, units)
+    np.testing.assert_array_equal(groups.sum(axis=1), n)
+    for g, u in itertools.product(range(groups.shape[0]), range(units)):
+      np.testing.assert_array_equal(groups[g, :, u], expected_global(values[g, :, u], n))
+  assert bool(np.all(mask["Conv_0"]["bias"]))

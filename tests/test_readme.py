@@ -90,6 +90,7 @@ def test_reliability_figures_are_those_of_the_test_suite():
     optimizer_cases,
     properties.SELECTION_EXAMPLES,
     properties.NOTHING_KEPT_EXAMPLES,
+    properties.N_M_EXAMPLES,
     len(reliability.BAD_INPUTS) + len(reliability.CLI_BAD_INPUTS),
     collected("attack")[0],
   ]
@@ -161,3 +162,49 @@ def test_readme_scoring_mode_example_scores_two_modes(capsys):
   iou = snip_jax.overlap(mask, train_mode)["total"]
   assert 0.05 < iou < 0.9  # Well below 1, as the README says; above two random masks (0.053).
   assert capsys.readouterr().out.strip() == str(iou)
+
+
+def test_readme_sanity_example_keeps_counts_groups_and_layer_sparsities(capsys):
+  namespace = {}
+  exec(compile(code_block("Sanity checks and structured masks"), str(README), "exec"), namespace)
+  params, mask = namespace["params"], namespace["mask"]
+  kept = snip_jax.layer_summary(mask)
+  for name in ("shuffled", "layer_random"):
+    assert snip_jax.layer_summary(namespace[name]) == kept
+    assert snip_jax.overlap(namespace[name], mask)["total"] < 0.5
+  assert capsys.readouterr().out.strip() == "True"
+  inverted = namespace["inverted"]
+  assert snip_jax.sparsity(inverted) == snip_jax.sparsity(mask) == 1 - 5_324 / 266_200
+  assert snip_jax.overlap(inverted, mask)["total"] == 0  # The lowest 2% never meet the highest.
+  two_four = namespace["two_four"]
+  for layer in params:
+    kernel = np.asarray(two_four[layer]["kernel"])
+    np.testing.assert_array_equal(kernel.reshape(-1, 4, kernel.shape[-1]).sum(axis=1), 2)
+  first_half = snip_jax.layer_sparsities(namespace["first_half"])
+  assert first_half["sparsity/Dense_0/kernel"] == 0.5
+  rest = [s for k, s in first_half.items() if k.startswith("sparsity/Dense_") and "_0/" not in k]
+  assert rest and all(s > 0.5 for s in rest)
+
+
+def test_readme_dynamic_example_continues_the_loop(after_loop):
+  import jax
+
+  namespace = dict(after_loop)
+  before = namespace["opt_state"].mask
+  exec(
+    compile(code_block("Masks that change during training: GMP, SET, RigL"), str(README), "exec"),
+    namespace,
+  )
+  params, rigl, gmp = namespace["params"], namespace["rigl"], namespace["gmp"]
+  layers = [r["kept"] for r in snip_jax.layer_summary(before)]
+  assert [r["kept"] for r in snip_jax.layer_summary(rigl)] == layers  # Each layer's count.
+  assert snip_jax.overlap(rigl, before)["total"] < 1  # Some connections moved.
+  for w, m, m_before in zip(*map(jax.tree.leaves, (params, rigl, before)), strict=True):
+    w, m, m_before = np.asarray(w), np.asarray(m), np.asarray(m_before)
+    assert np.all(w[~m] == 0)  # Dropped weights are exactly 0 ...
+    assert np.all(w[m & ~m_before] == 0)  # ... and grown ones start there.
+  assert namespace["opt_state"].mask is not before
+  assert snip_jax.num_kept(266_200, namespace["target"]) == sum(
+    r["kept"] for r in snip_jax.layer_summary(gmp)
+  )
+  assert not np.any(np.asarray(gmp["Dense_0"]["kernel"]) & ~np.asarray(rigl["Dense_0"]["kernel"]))

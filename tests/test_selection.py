@@ -438,3 +438,159 @@ def test_zero_scores_warning_points_at_the_caller():
   with pytest.warns(selection.ZeroScoresWarning, match="All 4 prunable scores are zero") as record:
     top_k_mask({"kernel": jnp.zeros((2, 2))}, 0.5)
   assert [w.filename for w in record] == [__file__]
+
+
+# ------------------------------------------------------------------------------------------
+# N:M: exactly N of every M consecutive inputs of a unit.
+
+
+def n_m_reference(kernel: np.ndarray, n: int, m: int) -> np.ndarray:
+  """Each group's N best by lax.top_k (ties to the lower index), group by group."""
+  units = kernel.shape[-1]
+  rows = kernel.reshape(-1, units)
+  keep = np.zeros(rows.shape, bool)
+  for u in range(units):
+    for start in range(0, rows.shape[0], m):
+      group = jnp.asarray(rows[start : start + m, u])
+      keep[start + np.asarray(jax.lax.top_k(group, n)[1]), u] = True
+  return keep.reshape(kernel.shape)
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "1:4", "3:8", "1:2"])
+def test_n_m_keeps_exactly_n_in_every_group(pattern, monkeypatch):
+  n, m = map(int, pattern.split(":"))
+  shapes = ((16, 6), (3, 3, 8, 5), (8, 3))  # Dense, conv (fan-in 72 = 3·3·8), dense.
+  keys = jax.random.split(jax.random.key(0), len(shapes))
+  scores = {
+    f"layer{i}": {"kernel": jnp.round(jax.random.normal(k, s) * 2) / 2, "bias": jnp.ones(s[-1])}
+    for i, (k, s) in enumerate(zip(keys, shapes, strict=True))
+  }
+  scores["layer1"]["kernel"] = scores["layer1"]["kernel"].at[0, 0, :4, 0].set(-0.0)
+  for on_host in (True, False):
+    with monkeypatch.context() as patch:
+      if not on_host:
+        patch.setattr(topk, "on_host", lambda leaves: False)
+      mask = top_k_mask(scores, 1 - n / m, distribution=pattern)
+    for name, shape in zip(scores, shapes, strict=True):
+      kernel = np.asarray(mask[name]["kernel"])
+      groups = kernel.reshape(-1, m, shape[-1])  # M consecutive inputs of each unit.
+      np.testing.assert_array_equal(groups.sum(axis=1), n)
+      reference = n_m_reference(np.asarray(scores[name]["kernel"]), n, m)
+      np.testing.assert_array_equal(kernel, reference)
+      assert bool(mask[name]["bias"].all())  # Not prunable.
+    assert kept(mask) == num_kept(count_prunable(scores), 1 - n / m)
+
+
+def test_n_m_literal_groups_and_ties():
+  # One unit, 8 inputs: groups [3, 1, 4, 1] and [5, 5, 5, 0]: 2:4 keeps 3 and 4, then the
+  # first two 5s (ties to the lower index).
+  scores = {"kernel": jnp.array([[3.0], [1.0], [4.0], [1.0], [5.0], [5.0], [5.0], [0.0]])}
+  mask = top_k_mask(scores, 0.5, distribution="2:4")
+  np.testing.assert_array_equal(mask["kernel"][:, 0], [1, 0, 1, 0, 1, 1, 0, 0])
+
+
+def test_n_m_groups_run_along_the_inputs_of_a_conv_kernel():
+  # (h, w, c_in, c_out) = (1, 2, 4, 1): a group is the 4 input channels at one position.
+  kernel = jnp.array([[[[0.1], [0.9], [0.8], [0.2]], [[0.7], [0.6], [0.3], [0.4]]]])
+  assert kernel.shape == (1, 2, 4, 1)
+  mask = top_k_mask({"conv": {"kernel": kernel}}, 0.5, distribution="2:4")["conv"]["kernel"]
+  np.testing.assert_array_equal(mask.reshape(2, 4), [[0, 1, 1, 0], [1, 1, 0, 0]])
+
+
+def test_n_m_refuses_inputs_not_in_groups_of_m():
+  scores = {"a": {"kernel": jnp.ones((8, 3))}, "b": {"kernel": jnp.ones((6, 2))}}
+  with pytest.raises(ValueError, match=r"b/kernel \(shape \(6, 2\)\) has 6 inputs per unit"):
+    top_k_mask(scores, 0.5, distribution="2:4")
+
+
+def test_n_m_needs_its_own_sparsity():
+  with pytest.raises(ValueError, match=r"keeps 2 of every 4 weights.*set sparsity=0.5"):
+    top_k_mask({"kernel": jnp.ones((8, 3))}, 0.9, distribution="2:4")
+
+
+def test_n_m_refuses_within():
+  scores = {"kernel": jnp.ones((8, 3))}
+  with pytest.raises(ValueError, match="selects in one shot"):
+    top_k_mask(scores, 0.5, distribution="2:4", within=jax.tree.map(lambda s: s > 0, scores))
+
+
+@pytest.mark.parametrize("bad", ["4:4", "0:4", "5:4", "2:", ":4", "2:4:8"])
+def test_bad_n_m_is_an_error(bad):
+  with pytest.raises(ValueError, match="distribution"):
+    top_k_mask({"kernel": jnp.ones((8, 3))}, 0.5, distribution=bad)
+
+
+def test_layer_budgets_refuses_n_m():
+  with pytest.raises(ValueError, match="use top_k_mask"):
+    layer_budgets([(8, 4)], 0.5, "2:4")
+
+
+# ------------------------------------------------------------------------------------------
+# layer_sparsity: named layers at their own sparsity, the others as `distribution` says.
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+@pytest.mark.parametrize("as_text", [False, True])
+def test_layer_sparsity_fixes_the_named_layers(distribution, as_text):
+  params = random_params(jax.random.key(5), sizes=((40, 30), (30, 20), (20, 10)))
+  scores = jax.tree.map(lambda p: jnp.abs(jax.random.normal(jax.random.key(6), p.shape)), params)
+  layers = {"Dense_0/kernel": 0.5, "Dense_2": 0.0}
+  given = "Dense_0/kernel=0.5, Dense_2=0" if as_text else layers
+  mask = top_k_mask(scores, 0.9, distribution=distribution, layer_sparsity=given)
+  assert int(mask["Dense_0"]["kernel"].sum()) == 600  # Exactly half of 1200, its own best.
+  assert bool(mask["Dense_2"]["kernel"].all())
+  first = np.asarray(scores["Dense_0"]["kernel"]).ravel()
+  expected = np.zeros(first.size, bool)
+  expected[np.asarray(jax.lax.top_k(jnp.asarray(first), 600)[1])] = True
+  np.testing.assert_array_equal(np.asarray(mask["Dense_0"]["kernel"]).ravel(), expected)
+  # The unnamed layer is the mask of the same selection over it alone.
+  alone = top_k_mask({"Dense_1": scores["Dense_1"]}, 0.9, distribution=distribution)
+  np.testing.assert_array_equal(mask["Dense_1"]["kernel"], alone["Dense_1"]["kernel"])
+  assert int(mask["Dense_1"]["kernel"].sum()) == 60
+
+
+def test_layer_sparsity_of_every_layer_ignores_the_global_sparsity():
+  scores = {"a": {"kernel": jnp.arange(12.0).reshape(4, 3)}, "b": {"kernel": jnp.ones((3, 2))}}
+  mask = top_k_mask(scores, 0.9, layer_sparsity={"a": 0.75, "b": 0.5})
+  np.testing.assert_array_equal(mask["a"]["kernel"].ravel(), [0] * 9 + [1] * 3)
+  np.testing.assert_array_equal(mask["b"]["kernel"].ravel(), [1, 1, 1, 0, 0, 0])
+
+
+@pytest.mark.parametrize(
+  ("layers", "match"),
+  [
+    ({"Dense_9": 0.5}, r"matches no prunable leaf; the prunable leaves are \['Dense_0/kernel'"),
+    ({"Dense_0": 0.5, "Dense_0/kernel": 0.9}, "names Dense_0/kernel twice"),
+    ({"Dense_0": 1.0}, r"layer_sparsity\['Dense_0'\]: sparsity must lie in \[0, 1\)"),
+    ("Dense_0:0.5", "is not NAME=SPARSITY"),
+    ("Dense_0=half", "is not NAME=SPARSITY"),
+    ({}, "must map layer names to sparsities"),
+  ],
+)
+def test_bad_layer_sparsity_is_a_clear_error(layers, match):
+  scores = random_params(jax.random.key(7))
+  with pytest.raises(ValueError, match=match):
+    top_k_mask(scores, 0.9, layer_sparsity=layers)
+
+
+def test_layer_sparsity_bias_is_not_prunable_by_default():
+  scores = random_params(jax.random.key(8))
+  with pytest.raises(ValueError, match="matches no prunable leaf"):
+    top_k_mask(scores, 0.5, layer_sparsity={"Dense_0/bias": 0.5})
+
+
+# ------------------------------------------------------------------------------------------
+# top_k_like: another mask's per-layer counts.
+
+
+def test_top_k_like_keeps_the_reference_counts_by_the_scores():
+  params = random_params(jax.random.key(9), sizes=((30, 20), (20, 10)))
+  reference = top_k_mask(jax.tree.map(jnp.abs, params), 0.9)
+  scores = jax.tree.map(lambda p: jax.random.uniform(jax.random.key(10), p.shape), params)
+  mask = selection.top_k_like(scores, reference)
+  for name in params:
+    count = int(reference[name]["kernel"].sum())
+    assert int(mask[name]["kernel"].sum()) == count
+    flat = jnp.ravel(scores[name]["kernel"])
+    expected = jnp.zeros(flat.size, bool).at[jax.lax.top_k(flat, count)[1]].set(True)
+    np.testing.assert_array_equal(jnp.ravel(mask[name]["kernel"]), expected)

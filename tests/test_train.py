@@ -140,6 +140,31 @@ def test_every_criterion_through_the_cli(tmp_path, tiny_mnist, criterion, distri
 
 
 @pytest.mark.slow
+def test_n_m_layer_sparsity_and_a_sanity_check_through_the_cli(tmp_path, tiny_mnist):
+  stdout, summary = run_tiny_cli(
+    tmp_path / "run",
+    tiny_mnist,
+    "--config.distribution=1:4",
+    "--config.sparsity=0.75",
+    "--config.layer_sparsity=Dense_2=0.5",
+    "--config.sanity_check=layer_random",
+  )
+  assert "sanity check 'layer_random'" in stdout
+  assert summary["distribution"] == "1:4" and summary["sanity_check"] == "layer_random"
+  assert summary["layer_sparsity"] == "Dense_2=0.5"
+  kept = {r["name"]: r["kept"] for r in summary["per_layer"]}
+  assert kept == {
+    "Dense_0/kernel": 784 * 300 // 4,
+    "Dense_1/kernel": 300 * 100 // 4,
+    "Dense_2/kernel": 500,
+  }
+  with np.load(tmp_path / "run" / "mask.npz") as f:
+    first = f["Dense_0/kernel"]
+  # layer_random keeps the counts, not the 1:4 groups.
+  assert (first.reshape(-1, 4, 300).sum(axis=1) != 1).any()
+
+
+@pytest.mark.slow
 def test_several_scoring_batches_a_guard_and_a_fresh_init(tmp_path, tiny_mnist, capsys):
   # Magnitude pruning at a He init empties LeNet-300-100's first layer at 98%: its weights are
   # the smallest (fan-in 784). The run warns, and the summary says no path is left.

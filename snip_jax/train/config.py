@@ -25,7 +25,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-from snip_jax import configs, criteria, data, models, selection
+from snip_jax import configs, criteria, data, dynamic, models, sanity, selection
 from snip_jax.init import get_initializer
 
 OPTIMIZERS = ("sgd", "adam")
@@ -92,6 +92,10 @@ class Field:
     extendable: a resumed run may change it as long as the checkpoint's progress allows it,
       which the training loop checks (``num_epochs``: not below the epochs already trained); a
       run extended this way ends exactly as one given the new value from the start.
+    added_later: the field came after runs were made without it: at its default it is left out
+      of the config's id (:func:`snip_jax.train.workdir.config_id`) and of ``summary.json``, so
+      those runs keep their ids and workdirs, and their ``config.json`` reads back with it at
+      its default (:func:`complete`).
   """
 
   name: str
@@ -101,6 +105,12 @@ class Field:
   resumable: bool = False
   summary: str | None = None
   extendable: bool = False
+  added_later: bool = False
+
+  @property
+  def unset_value(self) -> Any:
+    """Its value in :func:`default_config` (``None`` for a typed, unset field)."""
+    return None if isinstance(self.default, type) else self.default
 
 
 #: Every field of an experiment config, in the order :func:`validate_config` checks them.
@@ -146,9 +156,82 @@ FIELDS: tuple[Field, ...] = (
     "distribution",
     "global",
     "How the kept connections are spread over layers: 'global' (one top-k over all layers, the "
-    "paper's choice), 'uniform' (every layer at `sparsity`) or 'erk' (Erdos-Renyi-Kernel).",
+    "paper's choice), 'uniform' (every layer at `sparsity`), 'erk' (Erdos-Renyi-Kernel) or "
+    "'N:M' (N of every M consecutive inputs of a unit, e.g. '2:4' with sparsity 0.5).",
     _library(selection.validate_distribution),
     summary="distribution",
+  ),
+  Field(
+    "layer_sparsity",
+    str,
+    "Per-layer sparsities that override `sparsity` for the layers they name, as "
+    "'NAME=SPARSITY,...': NAME is a leaf path ('Dense_0/kernel') or a module ('Dense_0'); each "
+    "named leaf keeps exactly round((1 - s) * n) of its own best, the others share `sparsity`. "
+    "Unset: none.",
+    _library(lambda v: v is None or selection.validate_layer_sparsity(v)),
+    summary="layer_sparsity",
+    added_later=True,
+  ),
+  Field(
+    "sanity_check",
+    str,
+    "Train a sanity check of the criterion's mask instead of the mask (snip_jax.sanity): "
+    "'shuffle' (each layer's mask permuted at random), 'layer_random' (random, each layer "
+    "keeping its count), 'invert' (the lowest scores kept) or 'reinit' (the mask on a fresh "
+    "initialisation). Unset: none.",
+    _library(lambda v: v is None or sanity.validate_check(v)),
+    summary="sanity_check",
+    added_later=True,
+  ),
+  Field(
+    "dynamic",
+    str,
+    "Change the mask during training (snip_jax.dynamic): 'gmp' (gradual magnitude pruning from "
+    "`gmp_initial_sparsity` to `sparsity`), 'set' or 'rigl' (drop the smallest weights, grow "
+    "random / largest-gradient ones, from the criterion's mask), every `mask_update_every` "
+    "steps from epoch `mask_update_begin_epoch` to `mask_update_end_epoch`. Unset: the mask is "
+    "fixed (SNIP).",
+    _library(lambda v: v is None or dynamic.validate_method(v)),
+    summary="dynamic",
+    added_later=True,
+  ),
+  Field(
+    "mask_update_every",
+    100,
+    "Steps between mask updates of a `dynamic` method (RigL's and SET's ΔT: 100).",
+    _POSITIVE_INT,
+    added_later=True,
+  ),
+  Field(
+    "mask_update_begin_epoch",
+    0,
+    "A `dynamic` method changes the mask from the end of this epoch (0: from the start).",
+    _rule(lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    added_later=True,
+  ),
+  Field(
+    "mask_update_end_epoch",
+    int,
+    "A `dynamic` method changes the mask until the end of this epoch (needed with `dynamic`; "
+    "RigL's authors stop at 3/4 of training, e.g. 75 of 100 epochs).",
+    _rule(lambda v: v is None or (_is_int(v) and v >= 1), "a positive integer (or None)"),
+    added_later=True,
+  ),
+  Field(
+    "drop_fraction",
+    0.3,
+    "SET and RigL: the fraction of each layer's kept weights replaced at the first update, "
+    "decayed to 0 along a cosine by `mask_update_end_epoch` (RigL's authors: 0.3).",
+    _rule(lambda v: _is_real(v) and 0 < v <= 1, "in (0, 1]"),
+    added_later=True,
+  ),
+  Field(
+    "gmp_initial_sparsity",
+    0.0,
+    "GMP: the sparsity of the criterion's mask at initialisation, raised to `sparsity` by "
+    "`mask_update_end_epoch` along Zhu & Gupta's cubic (0: start dense).",
+    _library(selection.validate_sparsity),
+    added_later=True,
   ),
   Field(
     "min_kept_per_layer",
@@ -460,8 +543,78 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     field.check(field.name, config[field.name])
     if field.name == "prune_rounds" and config.prune_rounds is not None:
       criteria.schedule(config.sparsity, config.prune_rounds)  # Checks the rounds.
+  _check_combinations(config)
+
+
+def _check_combinations(config: ml_collections.ConfigDict) -> None:
+  """The checks that span fields (each field is valid on its own)."""
+  if selection.n_m(config.distribution) is not None:
+    selection.check_n_m_sparsity(config.distribution, config.sparsity)
+    rounds = config.prune_rounds or criteria.get_criterion(config.criterion).rounds
+    if rounds > 1:
+      raise ValueError(
+        f"config.distribution={config.distribution!r} selects in one shot, but "
+        f"{config.criterion!r} prunes in {rounds} rounds; set config.prune_rounds=1."
+      )
+  if config.dynamic is not None:
+    _check_dynamic(config)
+  if config.sanity_check is not None:
+    if config.sparsity == 0:
+      raise ValueError(
+        f"config.sanity_check={config.sanity_check!r} checks a pruned network's mask, but "
+        "config.sparsity is 0 (dense); set a sparsity, or unset the sanity check."
+      )
+    if config.sanity_check == "reinit" and config.reinit_after_pruning:
+      raise ValueError(
+        "config.sanity_check='reinit' trains the mask on a fresh initialisation, which "
+        "config.reinit_after_pruning=True already does for every run of this config; unset one."
+      )
+
+
+def _check_dynamic(config: ml_collections.ConfigDict) -> None:
+  name = f"config.dynamic={config.dynamic!r}"
+  if config.mask_update_end_epoch is None:
+    raise ValueError(
+      f"{name} needs config.mask_update_end_epoch, the epoch after which the mask stays fixed "
+      f"(RigL's authors: 3/4 of training, e.g. {max(1, 3 * config.num_epochs // 4)} of "
+      f"{config.num_epochs} epochs)."
+    )
+  if not config.mask_update_begin_epoch < config.mask_update_end_epoch <= config.num_epochs:
+    raise ValueError(
+      f"{name} needs config.mask_update_begin_epoch < config.mask_update_end_epoch <= "
+      f"config.num_epochs, got {config.mask_update_begin_epoch}, "
+      f"{config.mask_update_end_epoch} and {config.num_epochs}."
+    )
+  if config.sparsity == 0:
+    raise ValueError(f"{name} needs a sparsity above 0 (its target); set config.sparsity.")
+  if config.dynamic == "gmp" and config.gmp_initial_sparsity >= config.sparsity:
+    raise ValueError(
+      f"{name} raises the sparsity from config.gmp_initial_sparsity="
+      f"{config.gmp_initial_sparsity} to config.sparsity={config.sparsity}; the first must be "
+      "the lower."
+    )
+  if selection.n_m(config.distribution) is not None or config.layer_sparsity is not None:
+    raise ValueError(
+      f"{name} changes a mask at one global or per-layer sparsity; unset "
+      "config.layer_sparsity and use a 'global', 'uniform' or 'erk' distribution."
+    )
+
+
+#: The fields :data:`Field.added_later`, with their values in :func:`default_config`.
+ADDED_LATER = {f.name: f.unset_value for f in FIELDS if f.added_later}
+
+
+def complete(fields: dict[str, Any]) -> dict[str, Any]:
+  """A stored config (``config.json``'s fields) with every field added since it was written
+  (:data:`ADDED_LATER`) at its default; the other fields as they are."""
+  return {**ADDED_LATER, **fields}
 
 
 def summary_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config values ``summary.json`` reports, under their summary keys."""
-  return {f.summary: config[f.name] for f in FIELDS if f.summary}
+  """The config values ``summary.json`` reports, under their summary keys (a field added
+  later only when it is set)."""
+  return {
+    f.summary: config[f.name]
+    for f in FIELDS
+    if f.summary and not (f.added_later and config[f.name] == f.unset_value)
+  }

@@ -30,7 +30,17 @@ from flax import linen as nn
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from snip_jax import checkpoint, criteria, data, masks, parallel, provenance, selection
+from snip_jax import (
+  checkpoint,
+  criteria,
+  data,
+  dynamic,
+  masks,
+  optim,
+  parallel,
+  provenance,
+  selection,
+)
 from snip_jax.train import build, pruning, steps
 from snip_jax.train import config as config_lib
 from snip_jax.train import workdir as workdir_lib
@@ -126,6 +136,9 @@ def _set_up(
     config, model.apply, variables.get("batch_stats", {}), train_split.images.shape[1:]
   )
   keys = {"init": init_key, "score": score_key, "data": data_key, "step": step_key}
+  # The mask updates of a dynamic method (SET's random growth) have a stream of their own,
+  # folded from the root so that the four keys above stay those of every earlier run.
+  keys["mask"] = jax.random.fold_in(jax.random.key(config.seed), 1)
   tx = build.make_optimizer(config)
   return _Run(config, workdir, mesh, model, splits, train_split, keys, init, variables, task, tx)
 
@@ -154,9 +167,9 @@ def _prune(run: _Run, checkpoints: checkpoint.Checkpointer):
     config, run.task, params, run.train_split, run.keys["score"], run.mesh
   )
   progress = Progress(prune_seconds=prune_seconds, config_id=workdir_lib.config_id(config))
-  if config.reinit_after_pruning:
-    # Score one initialisation, train another (as the authors' code does): the mask is kept,
-    # the weights are drawn afresh with an independent key.
+  if config.reinit_after_pruning or config.sanity_check == "reinit":
+    # Score one initialisation, train another (as the authors' code does, and as the 'reinit'
+    # sanity check asks): the mask is kept, the weights are drawn afresh with an independent key.
     one_example = run.train_split.images[:1]
     params = run.init(jax.random.fold_in(run.keys["init"], 1), one_example)["params"]
   state = _new_state(run, params, mask)
@@ -258,6 +271,7 @@ class _Epochs:
   steps_per_epoch: int
   t_start: float
   seconds_before: float
+  update_mask: Callable[..., Any] | None = None
 
   def seconds(self) -> float:
     """The training time so far, this process's and that of the runs it resumed."""
@@ -267,6 +281,9 @@ class _Epochs:
     self.progress.train_seconds = self.seconds()
     self.metrics.flush()  # A run resumed from this checkpoint finds every record before it.
     save(self.checkpoints, state, self.progress)
+    if self.update_mask is not None and self.run.main_process:
+      # mask.npz follows the checkpoint's mask (read_run checks one against the other).
+      masks.save_mask(os.path.join(self.run.workdir, workdir_lib.MASK_FILE), state.mask)
 
   def epoch(self, state: steps.TrainState, step: int) -> tuple[steps.TrainState, int]:
     """The rest of the epoch under way; checkpoints when due, stops on SIGTERM."""
@@ -282,9 +299,12 @@ class _Epochs:
     )
     pending = []
     for batch in batches:
-      state, metrics = self.train_step(state, parallel.shard_batch(batch, self.run.mesh))
+      batch = parallel.shard_batch(batch, self.run.mesh)
+      state, metrics = self.train_step(state, batch)
       pending.append(metrics)
       step += 1
+      if self.update_mask is not None:
+        state = self.update_mask(state, batch, step)
       progress.batch += 1
       due = bool(every) and step % every == 0
       if jax.process_count() > 1 and multihost_utils.reached_preemption_sync_point(step):
@@ -318,6 +338,55 @@ class _Epochs:
     every = config.checkpoint_every_steps
     if (every and step % every == 0) or self.progress.epoch > config.num_epochs:
       self.save(state)
+
+
+def _mask_updater(run: _Run, steps_per_epoch: int) -> Callable[..., Any] | None:
+  """``update(state, batch, step) -> state`` for ``config.dynamic``'s method, which changes the
+  mask after the scheduled steps only (:func:`snip_jax.dynamic.is_update_step`), or ``None``.
+
+  Every update is a function of the state, the step and the batch just trained on, so a resumed
+  run makes the same updates as an uninterrupted one.
+  """
+  config = run.config
+  if config.dynamic is None:
+    return None
+  begin = config.mask_update_begin_epoch * steps_per_epoch
+  end = config.mask_update_end_epoch * steps_per_epoch
+  filter_fn = build.filter_fn_for(config)
+  grads_fn = jax.jit(steps.dense_grads)
+
+  def update(state: steps.TrainState, batch, step: int) -> steps.TrainState:
+    every = config.mask_update_every
+    if not dynamic.is_update_step(step, every=every, begin_step=begin, end_step=end):
+      return state
+    mask, params = jax.device_get((state.mask, state.params))
+    if config.dynamic == "gmp":
+      target = dynamic.gmp_sparsity(
+        step,
+        final=config.sparsity,
+        initial=config.gmp_initial_sparsity,
+        begin_step=begin,
+        end_step=end,
+      )
+      new = dynamic.gmp_mask(
+        mask, params, target, filter_fn=filter_fn, distribution=config.distribution
+      )
+    else:
+      fraction = dynamic.cosine_drop_fraction(
+        step - begin, initial=config.drop_fraction, end_step=end - begin
+      )
+      if config.dynamic == "set":
+        key = jax.random.fold_in(run.keys["mask"], step)
+        new = dynamic.set_mask(mask, params, key, fraction, filter_fn=filter_fn)
+      else:
+        grads = jax.device_get(grads_fn(state, batch))
+        new = dynamic.rigl_mask(mask, params, grads, fraction, filter_fn=filter_fn)
+    new_params, opt_state = optim.replace_mask(
+      state.params, state.opt_state, parallel.replicate(new, run.mesh)
+    )
+    return state.replace(params=new_params, opt_state=opt_state)
+
+  return update
 
 
 def _train(
@@ -354,6 +423,7 @@ def _train(
       steps_per_epoch,
       time.perf_counter(),
       progress.train_seconds,
+      _mask_updater(run, steps_per_epoch),
     )
     while progress.epoch <= config.num_epochs:
       t_epoch = time.perf_counter()
@@ -453,4 +523,6 @@ def train_and_evaluate(
       with checkpoint.Checkpointer(workdir, keep=config.checkpoint_keep) as checkpoints:
         state, progress, report = _restore_or_prune(run, checkpoints)
         state, progress = _train(run, state, progress, checkpoints, metrics)
+      if config.dynamic is not None:  # The summary describes the mask the run ended with.
+        report = pruning.mask_report(config, state.mask, run.task, run.variables["params"])
       return _summarise(run, state, progress, report, metrics)

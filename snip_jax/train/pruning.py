@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from snip_jax import criteria, data, masks, parallel, xla
+from snip_jax import criteria, data, masks, parallel, sanity, xla
 from snip_jax.train.build import filter_fn_for
 from snip_jax.train.steps import cross_entropy, forward
 
@@ -177,9 +177,10 @@ def mask_report(config, mask, task: criteria.Task, params) -> MaskReport:
 
 def format_report(config, report: MaskReport, prune_seconds: float) -> str:
   """The per-layer table, and a warning when a layer collapsed or no path survives."""
+  check = f", sanity check {config.sanity_check!r}" if config.sanity_check else ""
   text = (
     f"{config.criterion} pruning ({prune_seconds:.2f} s), {config.distribution} selection, "
-    f"target sparsity {config.sparsity:.2%}:\n"
+    f"target sparsity {config.sparsity:.2%}{check}:\n"
     + masks.format_layer_summary(report.per_layer, report.excluded)
   )
   if report.collapsed or not report.connected:
@@ -200,7 +201,8 @@ def prune_at_init(
   score_key: jax.Array,
   mesh: Mesh | None = None,
 ):
-  """``config.criterion`` at ``config.sparsity`` on random training batches.
+  """``config.criterion`` at ``config.sparsity`` on random training batches (for gradual
+  magnitude pruning, ``config.dynamic='gmp'``, at its initial sparsity).
 
   With a ``mesh`` (and ``params`` replicated on it) the scoring batches are spread over its
   devices or split over them (:func:`spreads_scoring`); the mask is the one device's, up to
@@ -210,10 +212,11 @@ def prune_at_init(
     ``(mask, seconds)``.
   """
   t0 = time.perf_counter()
+  sparsity = config.gmp_initial_sparsity if config.dynamic == "gmp" else config.sparsity
   mask = criteria.prune(
     config.criterion,
     params,
-    config.sparsity,
+    sparsity,
     task,
     batches=scoring_batches(config, train_split, score_key, mesh),
     mesh=mesh if spreads_scoring(config, mesh) else None,
@@ -224,6 +227,14 @@ def prune_at_init(
     distribution=config.distribution,
     min_kept_per_layer=config.min_kept_per_layer,
     filter_fn=filter_fn_for(config),
+    layer_sparsity=config.layer_sparsity,
+    invert=config.sanity_check == "invert",
   )
+  # The checks that redraw the mask have a stream of their own ('reinit' is the loop's).
+  redraw = {"shuffle": sanity.shuffle_within_layers, "layer_random": sanity.layerwise_random}
+  if config.sanity_check in redraw:
+    mask = redraw[config.sanity_check](
+      mask, jax.random.split(score_key)[1], filter_fn=filter_fn_for(config)
+    )
   mask = jax.block_until_ready(mask)
   return mask, time.perf_counter() - t0

@@ -76,6 +76,28 @@ def create_train_state(
   )
 
 
+def _loss_and_grads(state: TrainState, batch: Batch):
+  """``((loss, (logits, batch_stats)), grads)`` of the training loss on ``batch`` at the state's
+  params, with the step's dropout key: what :func:`train_step` takes its gradient from."""
+  images, labels = batch
+  rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
+
+  def loss_fn(params):
+    logits, batch_stats = forward(
+      state.apply_fn, params, state.batch_stats, images, train=True, rngs=rngs
+    )
+    return jnp.mean(cross_entropy(logits, labels)), (logits, batch_stats)
+
+  return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+
+
+def dense_grads(state: TrainState, batch: Batch):
+  """The gradient of the training loss on ``batch`` at every coordinate, pruned ones included
+  (their weights are 0, their gradients generally not): RigL's grow scores. Jit it; the state
+  is unchanged."""
+  return _loss_and_grads(state, batch)[1]
+
+
 def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step on a batch; the masked optimizer zeroes pruned coordinates of the update.
 
@@ -88,16 +110,8 @@ def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, j
     masked optimizer is given; every coordinate without a masked optimizer), before weight
     decay.
   """
-  images, labels = batch
-  rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
-
-  def loss_fn(params):
-    logits, batch_stats = forward(
-      state.apply_fn, params, state.batch_stats, images, train=True, rngs=rngs
-    )
-    return jnp.mean(cross_entropy(logits, labels)), (logits, batch_stats)
-
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  labels = batch[1]
+  (loss, (logits, batch_stats)), grads = _loss_and_grads(state, batch)
   # Masked as the masked optimizer masks them: the pruned coordinates' gradients are not zero,
   # but they never move a weight, so they would only blur how large the steps are. A state
   # whose optimizer is not masked (a dense baseline) moves every weight.

@@ -69,20 +69,25 @@ def _fixed_fields(fields: dict[str, Any]) -> dict[str, Any]:
   :data:`~snip_jax.train.config.RESUMABLE_FIELDS` and
   :data:`~snip_jax.train.config.EXTENDABLE_FIELDS`)."""
   may_change = {*config_lib.RESUMABLE_FIELDS, *config_lib.EXTENDABLE_FIELDS}
-  return {k: v for k, v in fields.items() if k not in may_change}
+  # A field added later is left out at its default, so runs made before it keep their ids.
+  at_default = {k for k, v in config_lib.ADDED_LATER.items() if fields.get(k, v) == v}
+  return {k: v for k, v in fields.items() if k not in may_change | at_default}
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> str:
-  """``runs/<model>_<dataset>[_<criterion>][_<distribution>]_sp<sparsity>_seed<seed>_<id>``.
+  """``runs/<model>_<dataset>[_<criterion>][_<distribution>][_<sanity check>]_sp<sparsity>_``
+  ``seed<seed>_<id>``.
 
-  The criterion and distribution appear when they are not the defaults (SNIP, global); the id
+  The criterion, distribution (``2of4`` for ``"2:4"``) and sanity check appear when they are not
+  the defaults (SNIP, global, none); the id
   (:func:`config_id`) tells apart configs that differ anywhere else (a learning rate, say), so
   two different runs never share a default workdir, and a run given more epochs resumes in its
   own.
   """
   parts = [config.model, config.dataset]
   parts += [config.criterion] if config.criterion != "snip" else []
-  parts += [config.distribution] if config.distribution != "global" else []
+  parts += [config.distribution.replace(":", "of")] if config.distribution != "global" else []
+  parts += [config.sanity_check] if config.sanity_check else []
   name = [*parts, f"sp{config.sparsity:g}", f"seed{config.seed}", config_id(config)]
   return os.path.join("runs", "_".join(name))
 
@@ -358,7 +363,7 @@ def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
   rerun = "run the run's training command again, which writes it afresh"
   path = os.path.join(workdir, CONFIG_FILE)
   try:
-    config = ml_collections.ConfigDict(_read_config_json(path))
+    config = ml_collections.ConfigDict(config_lib.complete(_read_config_json(path)))
     config_lib.validate_config(config)
   except (OSError, ValueError) as e:
     raise ValueError(f"{path} cannot be read as a run's config ({e}); {rerun}.") from None
