@@ -15,7 +15,9 @@ A run's checkpoints live in ``<workdir>/checkpoints/<step>/``, each with two ite
 Saves are asynchronous (:meth:`Checkpointer.save` returns once the arrays are copied) and
 atomic: Orbax writes into ``<step>.orbax-checkpoint-tmp`` and renames it when every file is
 complete, so a crash mid-save leaves the earlier checkpoints intact and the partial directory is
-ignored (the next save of that step removes it). The manager keeps the last ``keep`` checkpoints.
+ignored (the next save of that step removes it). The manager keeps the last ``keep`` checkpoints,
+and those of ``keep_steps`` for good (the step a later run rewinds to:
+``config.keep_checkpoint_step``).
 
 :meth:`Checkpointer.restore_latest` restores the newest checkpoint that can be read. One that
 cannot (truncated, corrupt) is skipped, falling back to the one before, and then moved aside to
@@ -33,6 +35,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from snip_jax import parallel
 
@@ -135,12 +138,18 @@ class Checkpointer:
   Args:
     workdir: the run's directory.
     keep: how many of the newest checkpoints to keep (older ones are deleted).
+    keep_steps: steps whose checkpoints are never deleted.
   """
 
-  def __init__(self, workdir: str | os.PathLike[str], keep: int = 3):
+  def __init__(
+    self, workdir: str | os.PathLike[str], keep: int = 3, keep_steps: tuple[int, ...] = ()
+  ):
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    policies = [preservation_policy.LatestN(keep)]
+    if keep_steps:
+      policies.append(preservation_policy.CustomSteps(list(keep_steps)))
     options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep,
+      preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
       create=True,
       # A step's directory is made before save returns, so a directory that cannot be made
       # fails at once, rather than after Orbax's background threads wait 300 s for it.

@@ -333,6 +333,7 @@ def prune(
   mesh: Mesh | None = None,
   layer_sparsity: Mapping[str, float] | str | None = None,
   invert: bool = False,
+  within: PyTree | None = None,
 ) -> PyTree:
   """Scores with criterion ``name`` and selects exactly κ connections, in one or more rounds.
 
@@ -353,6 +354,8 @@ def prune(
       the schedule's (see :func:`snip_jax.selection.top_k_mask`).
     invert: keep the lowest-scoring connections instead (the ``invert`` sanity check,
       :mod:`snip_jax.sanity`), in every round.
+    within: a mask the params are already pruned to (e.g. a trained sparse network's): the
+      network is scored as pruned to it and only its kept connections may be kept.
 
   Returns:
     A ``bool`` mask pytree shaped like ``params``.
@@ -372,7 +375,8 @@ def prune(
   key = jax.random.key(0) if key is None else key
   score_fn = criterion.make_score_fn(task, filter_fn)  # Compiled once for all rounds.
   top_level = xla.jit(score_fn)
-  mask = masks.ones_like(params)
+  restricted = within is not None
+  mask = masks.conform_mask(params, within) if restricted else masks.ones_like(params)
   for k, target in enumerate(targets):
     round_batches = scoring.round_batches(batches, k) if criterion.uses_batches else None
     scores = _score_round(
@@ -384,7 +388,7 @@ def prune(
       filter_fn=filter_fn,
       distribution=distribution,
       min_kept_per_layer=min_kept_per_layer,
-      within=mask if k else None,
+      within=mask if k or restricted else None,
       layer_sparsity=None if layer_targets is None else {n: t[k] for n, t in layer_targets.items()},
     )
   return mask

@@ -208,3 +208,27 @@ def test_readme_dynamic_example_continues_the_loop(after_loop):
     r["kept"] for r in snip_jax.layer_summary(gmp)
   )
   assert not np.any(np.asarray(gmp["Dense_0"]["kernel"]) & ~np.asarray(rigl["Dense_0"]["kernel"]))
+
+
+def test_readme_trained_example_prunes_after_training_and_rewinds():
+  import jax
+
+  namespace = {}
+  exec(
+    compile(
+      code_block("Pruning a trained network: after training, lottery tickets"), str(README), "exec"
+    ),
+    namespace,
+  )
+  mask, ticket, again = namespace["mask"], namespace["ticket"], namespace["again"]
+  trained, init = namespace["trained"], namespace["init"]
+  kernel = np.asarray(trained["Dense_0"]["kernel"])
+  kept = np.asarray(mask["Dense_0"]["kernel"])
+  assert kept.sum() == round(0.1 * kernel.size)
+  assert np.abs(kernel[kept]).min() >= np.abs(kernel[~kept]).max()
+  np.testing.assert_array_equal(
+    ticket["Dense_0"]["kernel"], np.where(kept, init["Dense_0"]["kernel"], 0)
+  )
+  inner = np.asarray(again["Dense_0"]["kernel"])
+  assert inner.sum() == round(0.01 * kernel.size) and not np.any(inner & ~kept)
+  assert bool(jax.tree.leaves(again)[0].all())  # The bias is not prunable.

@@ -234,6 +234,37 @@ FIELDS: tuple[Field, ...] = (
     added_later=True,
   ),
   Field(
+    "prune_trained",
+    str,
+    "Prune a trained network instead of the initialisation: the workdir of a finished run of "
+    "the same model and dataset. The criterion scores its final params ('magnitude': pruning "
+    "after training, Han et al. 2015) and keeps only connections its mask kept, so a chain of "
+    "such runs is iterative magnitude pruning. What trains under the new mask: "
+    "`rewind_to_step`. Unset: prune at initialisation.",
+    _OPTIONAL_STR,
+    summary="prune_trained",
+    added_later=True,
+  ),
+  Field(
+    "rewind_to_step",
+    int,
+    "With `prune_trained`: train that run's weights of this step under the new mask (0: its "
+    "initialisation, a lottery ticket; k > 0: rewinding, Frankle et al. 2020), which it must "
+    "have kept (`keep_checkpoint_step`). Unset: retrain its trained weights (Han et al.).",
+    _rule(lambda v: v is None or (_is_int(v) and v >= 0), "a non-negative integer (or None)"),
+    summary="rewind_to_step",
+    added_later=True,
+  ),
+  Field(
+    "keep_checkpoint_step",
+    int,
+    "Checkpoint this step and never delete it (0: the checkpoint after pruning), so that a "
+    "later run can rewind to it (`rewind_to_step`). Unset: only the newest are kept.",
+    _rule(lambda v: v is None or (_is_int(v) and v >= 0), "a non-negative integer (or None)"),
+    resumable=True,
+    added_later=True,
+  ),
+  Field(
     "min_kept_per_layer",
     0,
     "Keep at least this many connections in every prunable layer (0: no guard against collapse).",
@@ -558,6 +589,22 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
       )
   if config.dynamic is not None:
     _check_dynamic(config)
+  if config.rewind_to_step is not None and config.prune_trained is None:
+    raise ValueError(
+      "config.rewind_to_step rewinds the run named by config.prune_trained; set that too, or "
+      "unset rewind_to_step."
+    )
+  if config.prune_trained is not None and config.dynamic is not None:
+    raise ValueError(
+      "config.prune_trained and config.dynamic each decide how the mask comes about; unset one."
+    )
+  if config.rewind_to_step is not None and (
+    config.reinit_after_pruning or config.sanity_check == "reinit"
+  ):
+    raise ValueError(
+      "config.rewind_to_step trains the pruned run's weights of that step, a re-initialisation "
+      "trains fresh ones; unset rewind_to_step, or reinit_after_pruning and the 'reinit' check."
+    )
   if config.sanity_check is not None:
     if config.sparsity == 0:
       raise ValueError(

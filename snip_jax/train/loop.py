@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -143,17 +144,60 @@ def _set_up(
   return _Run(config, workdir, mesh, model, splits, train_split, keys, init, variables, task, tx)
 
 
-def _new_state(run: _Run, params, mask) -> steps.TrainState:
-  """The train state of ``params`` under ``mask``, replicated over the mesh."""
+def _new_state(run: _Run, params, mask, batch_stats=None) -> steps.TrainState:
+  """The train state of ``params`` under ``mask``, replicated over the mesh (the batch-norm
+  statistics of the initialisation unless ``batch_stats`` is given)."""
   state = steps.create_train_state(
     run.model,
     params,
     mask,
     run.tx,
     run.keys["step"],
-    batch_stats=run.variables.get("batch_stats", {}),
+    batch_stats=run.variables.get("batch_stats", {}) if batch_stats is None else batch_stats,
   )
   return parallel.replicate(state, run.mesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Trained:
+  """What a run pruned from a trained one (``config.prune_trained``) takes from it."""
+
+  params: Any  # Its final params (masked), which the criterion scores.
+  mask: Any  # Its mask: the new one keeps only what it keeps.
+  start: tuple[Any, Any]  # (params, batch_stats) the new run trains from.
+  steps: int  # The training behind the start, its own and that of the runs before it.
+  seconds: float
+
+
+def _trained_source(run: _Run) -> _Trained:
+  """Reads ``config.prune_trained``'s run, checked to be finished and of the same network."""
+  config = run.config
+  where = f"config.prune_trained={config.prune_trained!r}"
+  trained = workdir_lib.read_run(config.prune_trained)
+  if not trained.finished:
+    raise ValueError(
+      f"{where} holds a run that has not finished (its newest checkpoint is of step "
+      f"{trained.step}); run its command again to finish it first."
+    )
+  for field in ("model", "dataset", "train_examples", "prune_biases"):
+    if trained.config[field] != config[field]:
+      raise ValueError(
+        f"{where} is a run with {field}={trained.config[field]!r}, this config has "
+        f"{config[field]!r}; prune a run of the same network and data."
+      )
+  with open(os.path.join(config.prune_trained, workdir_lib.SUMMARY_FILE)) as f:
+    summary = json.load(f)
+  if config.rewind_to_step is None:
+    start = (trained.params, trained.batch_stats)
+  else:
+    start = workdir_lib.read_weights_at(trained, config.prune_trained, config.rewind_to_step)
+  return _Trained(
+    params=trained.params,
+    mask=trained.mask,
+    start=start,
+    steps=int(summary["steps"]) + int(summary.get("pretrain_steps", 0)),
+    seconds=float(summary["train_seconds"]) + float(summary.get("pretrain_seconds", 0.0)),
+  )
 
 
 def _prune(run: _Run, checkpoints: checkpoint.Checkpointer):
@@ -163,16 +207,28 @@ def _prune(run: _Run, checkpoints: checkpoint.Checkpointer):
     ``(state, progress)``.
   """
   config, params = run.config, run.variables["params"]
+  trained = _trained_source(run) if config.prune_trained else None
   mask, prune_seconds = pruning.prune_at_init(
-    config, run.task, params, run.train_split, run.keys["score"], run.mesh
+    config,
+    run.task,
+    params if trained is None else trained.params,
+    run.train_split,
+    run.keys["score"],
+    run.mesh,
+    within=None if trained is None else trained.mask,
   )
   progress = Progress(prune_seconds=prune_seconds, config_id=workdir_lib.config_id(config))
+  batch_stats = None
+  if trained is not None:
+    (params, batch_stats), progress.pretrain_steps = trained.start, trained.steps
+    progress.pretrain_seconds = trained.seconds
   if config.reinit_after_pruning or config.sanity_check == "reinit":
     # Score one initialisation, train another (as the authors' code does, and as the 'reinit'
     # sanity check asks): the mask is kept, the weights are drawn afresh with an independent key.
     one_example = run.train_split.images[:1]
     params = run.init(jax.random.fold_in(run.keys["init"], 1), one_example)["params"]
-  state = _new_state(run, params, mask)
+    batch_stats = None
+  state = _new_state(run, params, mask, batch_stats)
   save(checkpoints, state, progress)
   return state, progress
 
@@ -306,7 +362,7 @@ class _Epochs:
       if self.update_mask is not None:
         state = self.update_mask(state, batch, step)
       progress.batch += 1
-      due = bool(every) and step % every == 0
+      due = (bool(every) and step % every == 0) or step == config.keep_checkpoint_step
       if jax.process_count() > 1 and multihost_utils.reached_preemption_sync_point(step):
         self.sigterm.set()  # Every process stops at this step.
       if step % config.log_every_steps == 0 or due or self.sigterm.is_set():
@@ -336,7 +392,8 @@ class _Epochs:
     record = self.progress.end_epoch(val_accuracy, time.perf_counter() - t_epoch)
     self.metrics.epoch(record, step)
     every = config.checkpoint_every_steps
-    if (every and step % every == 0) or self.progress.epoch > config.num_epochs:
+    kept = step == config.keep_checkpoint_step
+    if (every and step % every == 0) or kept or self.progress.epoch > config.num_epochs:
       self.save(state)
 
 
@@ -461,6 +518,11 @@ def _summarise(
     "prune_seconds": progress.prune_seconds,
     "train_seconds": progress.train_seconds,
     "steps": int(state.step),
+    **(
+      {"pretrain_steps": progress.pretrain_steps, "pretrain_seconds": progress.pretrain_seconds}
+      if config.prune_trained
+      else {}
+    ),
     "per_layer": report.per_layer,
     "jax_version": jax.__version__,
     "code": provenance.code_version(),
@@ -520,7 +582,10 @@ def train_and_evaluate(
   with contextlib.ExitStack() as owner:  # The workdir's lock, held to the end.
     run = _set_up(config, workdir, overwrite, owner)
     with RunMetrics(config, workdir, main_process=run.main_process) as metrics:
-      with checkpoint.Checkpointer(workdir, keep=config.checkpoint_keep) as checkpoints:
+      keep_steps = () if config.keep_checkpoint_step is None else (config.keep_checkpoint_step,)
+      with checkpoint.Checkpointer(
+        workdir, keep=config.checkpoint_keep, keep_steps=keep_steps
+      ) as checkpoints:
         state, progress, report = _restore_or_prune(run, checkpoints)
         state, progress = _train(run, state, progress, checkpoints, metrics)
       if config.dynamic is not None:  # The summary describes the mask the run ended with.

@@ -37,6 +37,10 @@ class Progress:
   # The run's config_id (snip_jax.train.workdir.config_id): the checkpoint, not config.json,
   # decides which config may resume it ("" in checkpoints from before it was kept).
   config_id: str = ""
+  # The training of the runs this one was pruned from (config.prune_trained), all the way back:
+  # what it cost before its own first step.
+  pretrain_steps: int = 0
+  pretrain_seconds: float = 0.0
 
   @property
   def epochs_begun(self) -> int:

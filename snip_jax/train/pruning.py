@@ -200,9 +200,11 @@ def prune_at_init(
   train_split: data.Split,
   score_key: jax.Array,
   mesh: Mesh | None = None,
+  within=None,
 ):
   """``config.criterion`` at ``config.sparsity`` on random training batches (for gradual
-  magnitude pruning, ``config.dynamic='gmp'``, at its initial sparsity).
+  magnitude pruning, ``config.dynamic='gmp'``, at its initial sparsity); with ``within`` (the
+  mask of trained ``params``, ``config.prune_trained``) only among the connections it keeps.
 
   With a ``mesh`` (and ``params`` replicated on it) the scoring batches are spread over its
   devices or split over them (:func:`spreads_scoring`); the mask is the one device's, up to
@@ -229,6 +231,7 @@ def prune_at_init(
     filter_fn=filter_fn_for(config),
     layer_sparsity=config.layer_sparsity,
     invert=config.sanity_check == "invert",
+    within=within,
   )
   # The checks that redraw the mask have a stream of their own ('reinit' is the loop's).
   redraw = {"shuffle": sanity.shuffle_within_layers, "layer_random": sanity.layerwise_random}

@@ -405,3 +405,31 @@ def read_run(workdir: str | os.PathLike[str]) -> TrainedRun:
     step=steps[-1],
     finished=finished,
   )
+
+
+def read_weights_at(run: TrainedRun, workdir: str | os.PathLike[str], step: int):
+  """``(params, batch_stats)`` of ``run``'s checkpoint of ``step`` (as trained: not masked
+  again), for a run that rewinds to it (``config.rewind_to_step``).
+
+  Raises:
+    ValueError: ``workdir`` keeps no checkpoint of ``step``, naming the fix.
+    CheckpointError: it cannot be read, or does not fit the run's model.
+  """
+  workdir = os.fspath(workdir)
+  steps = checkpoint.saved_steps(workdir)
+  if step not in steps:
+    raise ValueError(
+      f"{workdir!r} keeps no checkpoint of step {step} (it keeps {steps}); train that run with "
+      f"--config.keep_checkpoint_step={step} to rewind to it (a finished run resumed with it "
+      "does not bring an older step back)."
+    )
+  shapes = build.abstract_variables(run.config, run.model)
+  state = checkpoint.read_state(workdir, step)
+  stored = {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
+  try:
+    return tuple(trees.conform(stored[c], shapes.get(c, {}), c) for c in stored)
+  except trees.MismatchError as e:
+    raise checkpoint.CheckpointError(
+      f"The checkpoint of step {step} in {workdir!r} does not fit the model of its config.json: "
+      f"{e}."
+    ) from None
