@@ -7,9 +7,10 @@ stopped and a finished one costs nothing to re-run. Each run's own files (config
 summary, log) go to ``<out>/runs/<name>/``, which is not committed; ``runs.jsonl`` is the raw
 result the tables and figures are made from.
 
-Runs are independent and deterministic (each has its own seed), so they can go to worker
-processes: on a 2-core CPU two workers finish LeNet-300-100 runs about twice as fast as one,
-with the same numbers.
+Runs are deterministic (each has its own seed), so they can go to worker processes: on a
+2-core CPU two workers finish LeNet-300-100 runs about twice as fast as one, with the same
+numbers. A run pruned from a trained one (its ``source``: ``config.prune_trained``) waits for
+it: :func:`run_all` trains in waves, each of the runs whose sources are done.
 """
 
 from __future__ import annotations
@@ -49,31 +50,45 @@ class Run:
     config: the name of the base config file, e.g. ``'lenet300_fashion_mnist'``.
     overrides: config fields to set, e.g. ``{'sparsity': 0.98, 'seed': 1}``.
     tags: what the run stands for in tables and figures (model, criterion, sparsity, seed...).
+    source: the name of the run of the same experiment it is pruned from (its workdir becomes
+      ``config.prune_trained``), or ``None``.
   """
 
   name: str
   config: str
   overrides: dict[str, Any]
   tags: dict[str, Any]
+  source: str | None = None
 
   @classmethod
   def from_record(cls, record: dict[str, Any]) -> Run:
     """The run a record of ``runs.jsonl`` was made by."""
-    return cls(record["name"], record["config"], record["overrides"], record["tags"])
+    return cls(
+      record["name"], record["config"], record["overrides"], record["tags"], record.get("source")
+    )
 
-  def make_config(self):
-    """The base config with the overrides (a field the config lacks is refused)."""
+  def make_config(self, out: str | os.PathLike[str] | None = None):
+    """The base config with the overrides (a field the config lacks is refused), and the
+    workdir of its source under ``out`` (needed when it has one)."""
     config = load_config(CONFIGS / f"{self.config}.py")
     for field, value in self.overrides.items():
       if field not in config:
         raise KeyError(f"{self.name}: config {self.config!r} has no field {field!r}.")
       config[field] = value
+    if self.source is not None:
+      if out is None:
+        raise ValueError(f"{self.name} is pruned from {self.source}: give the output directory.")
+      config.prune_trained = str(Path(out) / "runs" / self.source)
     return config
 
   def command(self) -> str:
-    """The ``experiments/train.py`` command that trains this run on its own."""
-    fields = " ".join(f"--config.{k}={v}" for k, v in self.overrides.items())
-    return f"python experiments/train.py --config experiments/configs/{self.config}.py {fields}"
+    """The ``experiments/train.py`` command that trains this run on its own (``<out>``: the
+    experiment's output directory)."""
+    fields = [f"--config.{k}={v}" for k, v in self.overrides.items()]
+    if self.source is not None:
+      fields.append(f"--config.prune_trained=<out>/runs/{self.source}")
+    config = f"experiments/configs/{self.config}.py"
+    return f"python experiments/train.py --config {config} {' '.join(fields)}"
 
 
 def quick_out(experiment: str) -> str:
@@ -135,7 +150,7 @@ def _train_one(run: Run, out: str) -> dict[str, Any]:
 
   workdir = Path(out) / "runs" / run.name
   workdir.mkdir(parents=True, exist_ok=True)
-  config = run.make_config()
+  config = run.make_config(out)
   t0 = time.perf_counter()
   diverged = None
   with open(workdir / "log.txt", "w") as log, contextlib.redirect_stdout(log):
@@ -151,6 +166,7 @@ def _train_one(run: Run, out: str) -> dict[str, Any]:
     "config": run.config,
     "overrides": run.overrides,
     "command": run.command(),
+    **({"source": run.source} if run.source is not None else {}),
     "summary": summary,
     "metrics": [json.loads(line) for line in lines],
     "wall_seconds": time.perf_counter() - t0,
@@ -179,15 +195,21 @@ def run_all(
   names = [r.name for r in runs]
   if len(set(names)) != len(names):
     raise ValueError("Run names must be unique within an experiment.")
+  unknown = [r.name for r in runs if r.source is not None and r.source not in names]
+  if unknown:
+    raise ValueError(f"{unknown[0]} is pruned from a run that is not in the experiment.")
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   done = {r["name"] for r in read_records(out)}
   todo = [r for r in runs if r.name not in done]
   print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}; {len(todo)} to go.")
-  t0 = time.perf_counter()
+  t0, total, finished = time.perf_counter(), len(todo), 0
   with open(out / RUNS_FILE, "a") as f:
 
-    def record(rec: dict[str, Any], finished: int) -> None:
+    def record(rec: dict[str, Any]) -> None:
+      nonlocal finished
+      finished += 1
+      done.add(rec["name"])
       f.write(json.dumps(rec) + "\n")
       f.flush()
       if rec.get("diverged"):
@@ -195,23 +217,26 @@ def run_all(
       else:
         result = f"test accuracy {rec['summary']['test_accuracy']:.4f}"
       print(
-        f"[{finished}/{len(todo)}] {rec['name']}: {result} "
+        f"[{finished}/{total}] {rec['name']}: {result} "
         f"({rec['wall_seconds']:.0f} s; {time.perf_counter() - t0:.0f} s so far)",
         flush=True,
       )
 
-    if workers <= 1 or len(todo) <= 1:
-      for i, run in enumerate(todo, start=1):
-        record(_train_one(run, str(out)), i)
-    else:
+    while todo:
+      # A wave: every run whose source is done (a diverged source is done: its runs fail).
+      wave = [r for r in todo if r.source is None or r.source in done]
+      todo = [r for r in todo if r not in wave]
+      if workers <= 1 or len(wave) <= 1:
+        for run in wave:
+          record(_train_one(run, str(out)))
+        continue
       # spawn, not fork: a forked child of a process that has started JAX's threads can hang.
       # A spawned worker starts with this process's sys.path (the script's directory,
       # experiments/, first), so it imports this module as the script did.
       ctx = multiprocessing.get_context("spawn")
-      with ctx.Pool(min(workers, len(todo)), maxtasksperchild=8) as pool:
-        jobs = pool.imap_unordered(_train_star, [(run, str(out)) for run in todo])
-        for i, rec in enumerate(jobs, start=1):
-          record(rec, i)
+      with ctx.Pool(min(workers, len(wave)), maxtasksperchild=8) as pool:
+        for rec in pool.imap_unordered(_train_star, [(run, str(out)) for run in wave]):
+          record(rec)
         pool.close()  # Then join: workers exit cleanly instead of being terminated.
         pool.join()
   by_name = {r["name"]: r for r in read_records(out)}

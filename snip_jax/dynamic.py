@@ -50,10 +50,13 @@ def validate_method(name: Any) -> str:
 
 def is_update_step(step: int, *, every: int, begin_step: int, end_step: int) -> bool:
   """Whether the mask changes after ``step`` updates: every ``every`` steps from ``begin_step``
-  (exclusive: the mask given at the start holds until then) up to ``end_step`` (inclusive)."""
+  (exclusive: the mask given at the start holds until then), and at ``end_step`` itself, so
+  that gradual pruning reaches its target whether or not ``end_step`` is on that grid."""
   if every < 1:
     raise ValueError(f"every must be a positive number of steps, got {every}.")
-  return begin_step < step <= end_step and (step - begin_step) % every == 0
+  if not begin_step < step <= end_step:
+    return False
+  return (step - begin_step) % every == 0 or step == end_step
 
 
 def gmp_sparsity(

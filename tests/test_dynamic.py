@@ -102,7 +102,7 @@ def test_cosine_drop_fraction_and_update_steps():
   steps = [
     s for s in range(0, 1001) if dynamic.is_update_step(s, every=100, begin_step=0, end_step=750)
   ]
-  assert steps == [100, 200, 300, 400, 500, 600, 700]
+  assert steps == [100, 200, 300, 400, 500, 600, 700, 750]  # The end step too.
   assert not dynamic.is_update_step(50, every=50, begin_step=50, end_step=100)
 
 
