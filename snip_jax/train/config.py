@@ -65,9 +65,10 @@ def _model(name: str, value: Any) -> None:
     raise ValueError(f"Unknown model {value!r}; choose one of {sorted(models.MODELS)}.")
 
 
-def _library(check: Callable[[Any], Any]) -> Callable[[str, Any], None]:
-  """A check done by the library function that owns the concept (its error names the fix)."""
-  return lambda name, value: check(value)
+def _library(check: Callable[[Any], Any], *, optional: bool = False) -> Callable[[str, Any], None]:
+  """A check done by the library function that owns the concept (its error names the fix);
+  ``optional``: ``None`` (unset) passes."""
+  return lambda name, value: None if optional and value is None else check(value)
 
 
 _POSITIVE_INT = _rule(lambda v: _is_int(v) and v >= 1, "a positive integer")
@@ -168,7 +169,7 @@ FIELDS: tuple[Field, ...] = (
     "'NAME=SPARSITY,...': NAME is a leaf path ('Dense_0/kernel') or a module ('Dense_0'); each "
     "named leaf keeps exactly round((1 - s) * n) of its own best, the others share `sparsity`. "
     "Unset: none.",
-    _library(lambda v: v is None or selection.validate_layer_sparsity(v)),
+    _library(selection.validate_layer_sparsity, optional=True),
     summary="layer_sparsity",
     added_later=True,
   ),
@@ -179,7 +180,7 @@ FIELDS: tuple[Field, ...] = (
     "'shuffle' (each layer's mask permuted at random), 'layer_random' (random, each layer "
     "keeping its count), 'invert' (the lowest scores kept) or 'reinit' (the mask on a fresh "
     "initialisation). Unset: none.",
-    _library(lambda v: v is None or sanity.validate_check(v)),
+    _library(sanity.validate_check, optional=True),
     summary="sanity_check",
     added_later=True,
   ),
@@ -191,7 +192,7 @@ FIELDS: tuple[Field, ...] = (
     "random / largest-gradient ones, from the criterion's mask), every `mask_update_every` "
     "steps from epoch `mask_update_begin_epoch` to `mask_update_end_epoch`. Unset: the mask is "
     "fixed (SNIP).",
-    _library(lambda v: v is None or dynamic.validate_method(v)),
+    _library(dynamic.validate_method, optional=True),
     summary="dynamic",
     added_later=True,
   ),
