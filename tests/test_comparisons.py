@@ -109,4 +109,5 @@ def test_quick_comparisons_run_every_method(tmp_path):
   assert by_method["magnitude_after"]["summary"]["pretrain_steps"] > 0
   rows = (out / "comparisons.csv").read_text().splitlines()
   assert len(rows) == 1 + len(records)
+  assert (out / "comparisons_0.9.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert json.loads(json.dumps(by_method["rigl"]["overrides"]))["dynamic"] == "rigl"

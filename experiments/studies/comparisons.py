@@ -215,8 +215,54 @@ def _order(item):
   return (MODELS.index(model), DATASETS.index(dataset), sparsity, position)
 
 
+def figure(rows, sparsity: float, path: Path) -> None:
+  """Test error against total training cost (epochs, pretraining included) at ``sparsity``,
+  one panel per network and dataset: the trade-off a user chooses on."""
+  import matplotlib.ticker
+
+  plt = runs.pyplot()
+  panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
+  for ax, (model, dataset) in zip(axes[0], panels, strict=True):
+    mine = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
+    for r in mine:
+      if r["method"] == DENSE:
+        m = 100 * r["test_error_mean"]
+        ax.axhline(m, color="black", lw=1.0, label=f"dense ({m:.2f}%)")
+        continue
+      if r["sparsity"] != sparsity:
+        continue
+      index = METHODS.index(r["method"])
+      ax.errorbar(
+        r["cost_epochs"],
+        100 * r["test_error_mean"],
+        yerr=100 * r["test_error_std"],
+        marker="osD^v<>ph*Xs"[index % 11],
+        ms=6,
+        color=f"C{index % 10}",
+        capsize=3,
+        linestyle="none",
+        label=r["method"],
+      )
+    ax.set_xlabel("training epochs, pretraining included")
+    ax.set_ylabel("test error (%)")
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    ticks = [t for t in (0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 90) if low <= t <= high]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_title(f"{model}, {dataset}, {100 * sparsity:g}% sparse (n={mine[0]['n']})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+  runs.save_figure(fig, path)
+
+
 def write_outputs(out: str | Path, records) -> list[dict]:
-  """Writes ``comparisons.csv`` (the rows of :func:`aggregate`); returns the rows."""
+  """Writes ``comparisons.csv`` (the rows of :func:`aggregate`) and, per sparsity,
+  ``comparisons_<sparsity>.png`` (:func:`figure`); returns the rows."""
   rows = aggregate(records)
-  runs.write_csv(rows, Path(out) / "comparisons.csv")
+  if rows:
+    runs.write_csv(rows, Path(out) / "comparisons.csv")
+    for sparsity in sorted({r["sparsity"] for r in rows if r["method"] != DENSE}):
+      figure(rows, sparsity, Path(out) / f"comparisons_{sparsity:g}.png")
   return rows
