@@ -401,7 +401,7 @@ def top_k_mask(
         f"distribution {distribution!r} selects in one shot: it cannot be restricted to "
         "`within` (iterative pruning); prune in one round."
       )
-    return _n_m_mask(prepared, scores, filter_fn, pattern, min_kept)
+    return _n_m_mask(prepared, pattern, min_kept)
   _check_candidates(prepared, kappa, sparsity)
   lo = tuple(min(min_kept, c) for c in prepared.candidates)
   _check_floor(sum(lo), kappa, min_kept)
@@ -583,13 +583,7 @@ def _select(prepared: _Prepared, reserve, budgets, *, per_leaf: bool) -> PyTree:
   return _unflatten_mask(flat_mask, prepared)
 
 
-def _n_m_mask(
-  prepared: _Prepared,
-  scores: PyTree,
-  filter_fn: masks.FilterFn,
-  pattern: tuple[int, int],
-  min_kept: int,
-) -> PyTree:
+def _n_m_mask(prepared: _Prepared, pattern: tuple[int, int], min_kept: int) -> PyTree:
   """Each group of ``M`` consecutive inputs of a unit keeps its ``N`` best (module docstring)."""
   n, m = pattern
   pieces = []
