@@ -150,7 +150,8 @@ def test_make_results_writes_results_md_and_the_readme_block(quick, tmp_path):
     "## 3. What SNIP keeps",
     "## 4. Ablations",
     "## 5. Sparse export",
-    "## 6. Not run here",
+    "## 6. When is SNIP the right choice",
+    "## 7. Not run here",
   ):
     assert heading in text
   # Every figure it links exists, relative to RESULTS.md.

@@ -21,7 +21,15 @@ import numpy as np
 
 import runs
 from report import Fragments, machine, replace_block, size_text
-from studies import ablations, mask_pictures, names, paper_mnist, random_labels, sweep
+from studies import (
+  ablations,
+  comparisons,
+  mask_pictures,
+  names,
+  paper_mnist,
+  random_labels,
+  sweep,
+)
 
 TEMPLATE = Path(__file__).with_name("results_template.md")
 
@@ -754,6 +762,69 @@ class Document:
     return text + "\n"
 
   # ------------------------------------------------------------------------------------------
+  # 6. Comparisons.
+
+  def comparisons(self) -> str:
+    """Every method of ``studies/comparisons.py`` per network and dataset: test error at each
+    sparsity and the training cost; the figures of error against cost."""
+    out = self.results / "comparisons"
+    records = runs.read_records(out)
+    rows = comparisons.write_outputs(out, records)
+    heading = "6. When is SNIP the right choice? Comparisons"
+    if not rows:
+      return self.missing(heading, "comparisons")
+    tables = []
+    for (model, dataset), mine in runs.group(rows, lambda r: (r["model"], r["dataset"])).items():
+      dense = next((r for r in mine if r["method"] == comparisons.DENSE), None)
+      sparsities = sorted({r["sparsity"] for r in mine if r["method"] != comparisons.DENSE})
+      cell = {(r["method"], r["sparsity"]): r for r in mine}
+      table_rows = []
+      for method in comparisons.METHODS:
+        found = [cell.get((method, s)) for s in sparsities]
+        if not any(found):
+          continue
+        costs = sorted({f"{r['cost_epochs']:g}" for r in found if r})
+        table_rows.append(
+          [
+            method,
+            *(f"{pm(r, 'test_error')} (n={r['n']})" if r else "-" for r in found),
+            " to ".join(costs),
+          ]
+        )
+      tables.append(
+        self.fill(
+          "comparisons_table",
+          model=names.MODELS.get(model, model),
+          dataset=names.DATASETS.get(dataset, dataset),
+          dense=pm(dense, "test_error") if dense else "-",
+          n=dense["n"] if dense else 0,
+          sparsity_headers=" | ".join(percent(s) for s in sparsities),
+          sparsity_align="|".join(["---:"] * len(sparsities)),
+          rows=runs.markdown_rows(table_rows),
+        )
+      )
+    figures = []
+    for s in sorted({r["sparsity"] for r in rows if r["method"] != comparisons.DENSE}):
+      link = rel(out / f"comparisons_{s:g}.png", self.base)
+      figures.append(f"![error against training cost, {percent(s)}]({link})")
+    epochs = comparisons.BUDGET_EPOCHS
+    schedule = comparisons.dynamic_schedule("gmp", epochs, quick=False)
+    return (
+      self.fill(
+        "comparisons",
+        epochs=epochs,
+        gmp_begin=schedule["mask_update_begin_epoch"],
+        gmp_end=schedule["mask_update_end_epoch"],
+        dst_end=schedule["mask_update_end_epoch"],
+        runs=len(records),
+        worker_time=worker_time(records),
+        tables="\n".join(tables),
+        figures="\n\n".join(figures),
+      )
+      + "\n"
+    )
+
+  # ------------------------------------------------------------------------------------------
   # 5. Sparse export.
 
   def crossovers(self, report: dict) -> str:
@@ -1050,6 +1121,7 @@ def write(results: Path, output: Path, readme: Path | None) -> None:
       mask_pictures=mask_pictures_text,
       ablations=doc.ablations(),
       sparse_export=export_text,
+      comparisons=doc.comparisons(),
       gpu=doc.gpu(),
     )
   )
