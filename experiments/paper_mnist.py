@@ -2,6 +2,7 @@
 
   python experiments/paper_mnist.py --workers 2                   # every study (long: RESULTS.md)
   python experiments/paper_mnist.py --studies recipe,table2       # some of them
+  python experiments/paper_mnist.py --models lenet300             # one network's runs
   python experiments/paper_mnist.py --quick                       # plumbing check (CI)
 
 Needs MNIST prepared (``scripts/setup.sh`` fetches it; see README "Data, offline"). The studies
@@ -29,7 +30,9 @@ def main(argv):
   del argv
   out = runs.out_dir("paper_mnist")
   seeds, rnn_seeds = (1, 1) if FLAGS.quick else (FLAGS.seeds, FLAGS.rnn_seeds)
-  specs = paper_mnist.make_runs(FLAGS.studies, seeds, rnn_seeds, quick=FLAGS.quick)
+  specs = paper_mnist.make_runs(
+    FLAGS.studies, seeds, rnn_seeds, quick=FLAGS.quick, models=FLAGS.models
+  )
   runs.run_all(specs, out, workers=FLAGS.workers)
   for r in paper_mnist.write_outputs(out, runs.read_records(out)):
     paper = r["paper_test_error_pct"]
@@ -46,4 +49,5 @@ if __name__ == "__main__":
   flags.FLAGS.set_default("seeds", 5)
   flags.DEFINE_integer("rnn_seeds", 3, "Seeds 0..n-1 per RNN setting.")
   flags.DEFINE_list("studies", list(paper_mnist.STUDIES), "Which studies to run.")
+  flags.DEFINE_list("models", None, "Only these networks' runs (default: every network's).")
   app.run(main)

@@ -46,6 +46,11 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   assert "lenet5/authors_code_text_schedule/snip/0.99/seed4" in names  # Table 2's.
   with pytest.raises(ValueError, match="Unknown study 'table9'"):
     paper_mnist.make_runs(["table9"], 1, 1)
+  # One network's runs: exactly its runs of the whole sweep, in the same order.
+  lenet300 = paper_mnist.make_runs(paper_mnist.STUDIES, seeds=5, rnn_seeds=3, models=["lenet300"])
+  assert [r.name for r in lenet300] == [r.name for r in everything if r.tags["model"] == "lenet300"]
+  with pytest.raises(ValueError, match="Unknown network 'lenet7'"):
+    paper_mnist.make_runs(["table2"], 1, 1, models=["lenet7"])
 
 
 def test_each_run_trains_the_recipe_it_names():

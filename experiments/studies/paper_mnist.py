@@ -158,15 +158,22 @@ def run_spec(model, recipe, criterion, sparsity, seed, extra=None, label="", qui
   )
 
 
-def make_runs(studies, seeds: int, rnn_seeds: int, quick: bool = False) -> list[runs.Run]:
+def make_runs(
+  studies, seeds: int, rnn_seeds: int, quick: bool = False, models=None
+) -> list[runs.Run]:
   """The runs of ``studies`` (names of :data:`STUDIES`), seed-major (every setting of seed 0
   first), each once: ``seeds`` seeds for the LeNets, ``rnn_seeds`` for the RNNs, at most
   :data:`RECIPE_SEEDS` for the recipe study (its runs of a reported recipe are Table 2's, with
-  all the seeds when Table 2 is run too)."""
+  all the seeds when Table 2 is run too). ``models`` (default: all of :data:`REPORTED`) keeps
+  only those networks' runs: a long sweep can give one session's time to the runs it will
+  finish."""
   settings = []  # (model, recipe, criterion, sparsity, extra, label, most seeds)
   for study in studies:
     if study not in STUDIES:
       raise ValueError(f"Unknown study {study!r}; choose from {STUDIES}.")
+  for model in models or ():
+    if model not in REPORTED:
+      raise ValueError(f"Unknown network {model!r}; choose from {tuple(REPORTED)}.")
   if "recipe" in studies:
     for model, (_, headline) in TABLE2.items():
       for recipe in RECIPE_STUDY[model]:
@@ -203,6 +210,8 @@ def make_runs(studies, seeds: int, rnn_seeds: int, quick: bool = False) -> list[
         extra, label = PROBES[probe], f"+{probe}"
         settings.append((model, reported(model), criterion, sparsity, extra, label, PROBE_SEEDS))
   result, seen = [], set()
+  if models is not None:
+    settings = [setting for setting in settings if setting[0] in models]
   for seed in range(max(seeds, rnn_seeds)):
     for model, recipe, criterion, sparsity, extra, label, most in settings:
       if seed >= min(rnn_seeds if model in RNNS else seeds, math.inf if most is None else most):
