@@ -209,9 +209,9 @@ def make_runs(
       for probe in probes:
         extra, label = PROBES[probe], f"+{probe}"
         settings.append((model, reported(model), criterion, sparsity, extra, label, PROBE_SEEDS))
-  result, seen = [], set()
   if models is not None:
     settings = [setting for setting in settings if setting[0] in models]
+  result, seen = [], set()
   for seed in range(max(seeds, rnn_seeds)):
     for model, recipe, criterion, sparsity, extra, label, most in settings:
       if seed >= min(rnn_seeds if model in RNNS else seeds, math.inf if most is None else most):
