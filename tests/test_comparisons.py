@@ -56,6 +56,13 @@ def record(name, tags, overrides, summary, diverged=False):
   return {**rec, "diverged": {"step": 3}} if diverged else rec
 
 
+def test_an_unknown_network_or_dataset_is_refused_with_the_choices():
+  with pytest.raises(ValueError, match="Unknown network 'lenet7'; choose from"):
+    comparisons.make_runs(1, models=["lenet7"])
+  with pytest.raises(ValueError, match="Unknown dataset 'cifar10'; choose from"):
+    comparisons.make_runs(1, datasets=["cifar10"])
+
+
 def test_aggregate_counts_pretraining_in_the_cost():
   tags = {"model": "lenet300", "dataset": "mnist", "method": "lottery_ticket", "sparsity": 0.9}
   summary = {"test_accuracy": 0.98, "steps": 200, "pretrain_steps": 400, "train_seconds": 2.0}

@@ -156,6 +156,10 @@ def make_runs(
   """Every method at every sparsity, per network, dataset and seed (seed-major), after the
   dense run each shares (the pretraining of the methods that prune a trained network, and the
   reference)."""
+  for kind, names, known in (("network", models, MODELS), ("dataset", datasets, DATASETS)):
+    for name in names:
+      if name not in known:
+        raise ValueError(f"Unknown {kind} {name!r}; choose from {known}.")
   return [
     run
     for seed in range(seeds)
