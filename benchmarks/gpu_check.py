@@ -4,7 +4,7 @@
   python -m benchmarks.gpu_check missing_optional    # optional ones (PyTorch)
   python -m benchmarks.gpu_check fetch [DEST [DIST...]]  # the pip commands that fetch the wheels
   python -m benchmarks.gpu_check core_tests [--dry-run]  # the core test files
-  python -m benchmarks.gpu_check sections            # the benchmark sections with GPU sizes
+  python -m benchmarks.gpu_check sections [LIST]     # the benchmark sections with GPU sizes
   python -m benchmarks.gpu_check machine_id          # this machine's results folder name
   python -m benchmarks.gpu_check summarise JUNIT_XML JSON COMMAND TIME_LIMIT_S RETURN_CODE
 
@@ -149,6 +149,23 @@ def summarise(junit_xml: Path, command: str, time_limit_s: float, returncode: in
   }
 
 
+def gpu_sections(chosen: str = "") -> tuple[str, ...]:
+  """The GPU sections (``benchmarks.run.GPU_SECTIONS``), or the comma-separated ``chosen`` of
+  them in their order; an unknown or empty choice is refused naming the sections."""
+  from benchmarks import run
+
+  if not chosen:
+    return run.GPU_SECTIONS
+  names = [name.strip() for name in chosen.split(",") if name.strip()]
+  unknown = [name for name in names if name not in run.GPU_SECTIONS]
+  if unknown or not names:
+    raise SystemExit(
+      f"gpu_check: unknown section(s) {', '.join(unknown) or repr(chosen)}: choose among "
+      f"{','.join(run.GPU_SECTIONS)}."
+    )
+  return tuple(name for name in run.GPU_SECTIONS if name in names)
+
+
 def main(argv: list[str]) -> None:
   """The commands of the module docstring; each prints its answer as its last line."""
   command, *args = argv
@@ -161,10 +178,8 @@ def main(argv: list[str]) -> None:
     print(" && ".join(fetch_commands(*args[:1], extra=extra)))
   elif command == "core_tests":  # core_tests [--dry-run]
     print(" ".join(CORE_TESTS[:1] if args == ["--dry-run"] else CORE_TESTS))
-  elif command == "sections":
-    from benchmarks import run
-
-    print(",".join(run.GPU_SECTIONS))
+  elif command == "sections":  # sections [LIST]: the GPU sections, or LIST's once checked.
+    print(",".join(gpu_sections(*args)))
   elif command == "machine_id":
     from benchmarks import common
 

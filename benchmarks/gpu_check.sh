@@ -4,12 +4,14 @@
 # benchmark sections with GPU sizes (a short VGG-D training on mock CIFAR-10 among them), and
 # writes JSON under OUT/<machine id>/ with a preview of the report in OUT/BENCHMARKS.md.
 #
-#   bash benchmarks/gpu_check.sh [--dry-run] [--wheels DIR] [--out DIR]
+#   bash benchmarks/gpu_check.sh [--dry-run] [--wheels DIR] [--out DIR] [--sections LIST]
 #
 # --wheels DIR  the wheels fetched beforehand on a machine with internet (default: wheels); the
 #               commands: python -m benchmarks.gpu_check fetch, or BENCHMARKS.md's GPU part.
 # --out DIR     where the results go (default: benchmarks/results; with --dry-run a new
 #               temporary folder).
+# --sections LIST  only these of the GPU sections (comma-separated; default all): to rerun one
+#               that failed, or a quicker rehearsal.
 # --dry-run     the same plumbing on the CPU at tiny sizes: prints what it would install
 #               (installs nothing), runs the first core test file, the quick sections, renders.
 #
@@ -18,7 +20,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: bash benchmarks/gpu_check.sh [--dry-run] [--wheels DIR] [--out DIR]" >&2
+  echo "usage: bash benchmarks/gpu_check.sh [--dry-run] [--wheels DIR] [--out DIR] [--sections LIST]" >&2
   exit 2
 }
 fail() {
@@ -30,6 +32,7 @@ absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac }
 DRY_RUN=0
 WHEELS=wheels
 OUT=""
+CHOSEN=""
 while (($#)); do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
@@ -37,6 +40,8 @@ while (($#)); do
     --wheels=*) WHEELS="${1#*=}" ;;
     --out) (($# >= 2)) || usage; OUT="$2"; shift ;;
     --out=*) OUT="${1#*=}" ;;
+    --sections) (($# >= 2)) || usage; CHOSEN="$2"; shift ;;
+    --sections=*) CHOSEN="${1#*=}" ;;
     *) usage ;;
   esac
   shift
@@ -113,6 +118,8 @@ if ((!DRY_RUN)) && [[ $ID == cpu-* ]]; then
   fail "JAX sees no accelerator here (machine $ID): check jax.devices() and JAX's CUDA build;" \
     "--dry-run is the rehearsal on a CPU."
 fi
+# The sections, checked before anything runs (an unknown one is refused, naming the sections).
+SECTIONS="$(gpu_check sections ${CHOSEN:+"$CHOSEN"})"
 DIR="$OUT/$ID"
 mkdir -p "$DIR"
 echo "machine $ID: results in $DIR"
@@ -120,7 +127,8 @@ echo "machine $ID: results in $DIR"
 # 2. The core tests, stopped at a time limit (SIGINT: pytest still writes its report).
 answer="$(gpu_check core_tests $( ((DRY_RUN)) && echo --dry-run))"
 read -ra TESTS <<<"$answer"
-LIMIT=$( ((DRY_RUN)) && echo 120 || echo 150)
+# (A rehearsal's limit is generous: on a busy CPU its one file may take minutes.)
+LIMIT=$( ((DRY_RUN)) && echo 600 || echo 150)
 step "core tests (${TESTS[*]}; at most $LIMIT s)"
 tests_rc=0
 timeout --signal=INT --kill-after=30 "$LIMIT" "$PYTHON" -m pytest -q -p no:cacheprovider \
@@ -130,7 +138,6 @@ gpu_check summarise "$DIR/core_tests.xml" "$DIR/core_tests.json" \
   echo "gpu_check: could not summarise the core tests; going on with the benchmarks." >&2
 
 # 3. The benchmark sections with GPU sizes (tiny ones for a dry run), then the report.
-SECTIONS="$(gpu_check sections)"
 PROFILE=$( ((DRY_RUN)) && echo --quick || echo --profile=gpu)
 step "benchmarks $PROFILE --sections=$SECTIONS"
 bench_rc=0
