@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -407,18 +408,27 @@ def has_path(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) 
   if task.forward is None or task.input_shape is None:
     raise ValueError("has_path needs Task(forward=..., input_shape=...).")
   mask = masks.conform_mask(params, mask)
+  # Each leaf's role, decided here on the leaves themselves (a filter may look at them); the
+  # arithmetic then runs inside the one compiled forward, not as an eager op per leaf.
+  roles = jax.tree.map_with_path(
+    lambda path, w: (
+      "prunable" if filter_fn(path, w) else "bias" if masks.is_bias(path) else "other"
+    ),
+    params,
+  )
 
-  def weight(path, w, m):
-    if filter_fn(path, w):
-      fan_in = max(1, jnp.size(w) // jnp.shape(w)[-1])
+  def weight(role, w, m):
+    if role == "prunable":
+      fan_in = max(1, math.prod(jnp.shape(w)[:-1]))
       return jnp.asarray(m, jnp.float32) / fan_in
-    if masks.is_bias(path):
+    if role == "bias":
       return jnp.zeros_like(w)
     return jnp.abs(w)
 
+  def forward(params, mask):
+    weights = jax.tree.map(weight, roles, params, mask)
+    return task.run_forward(jax.tree.map(lambda w: w.astype(dtype), weights), dtype)
+
   with scoring.precision(True):
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    weights = jax.tree.map_with_path(weight, params, mask)
-    weights = jax.tree.map(lambda w: w.astype(dtype), weights)
-    outputs = jax.jit(lambda w: task.run_forward(w, dtype))(weights)
-    return bool(jnp.any(outputs > 0))
+    return bool(jnp.any(jax.jit(forward)(params, mask) > 0))
