@@ -118,7 +118,8 @@ if ((!DRY_RUN)) && [[ $ID == cpu-* ]]; then
   fail "JAX sees no accelerator here (machine $ID): check jax.devices() and JAX's CUDA build;" \
     "--dry-run is the rehearsal on a CPU."
 fi
-# The sections, checked before anything runs (an unknown one is refused, naming the sections).
+# The sections, checked before the tests and benchmarks run (an unknown one is refused, naming
+# the sections).
 SECTIONS="$(gpu_check sections ${CHOSEN:+"$CHOSEN"})"
 DIR="$OUT/$ID"
 mkdir -p "$DIR"

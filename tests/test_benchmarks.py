@@ -91,7 +91,8 @@ def test_quick_inference_and_training_measure_what_they_say(quick):
   for row in json.loads((quick / "inference.json").read_text())["rows"]:
     assert row["max_abs_logit_diff"] < 1e-4  # The BCOO forward computes the dense one's logits.
     assert row["param_bytes"]["BCOO"] < row["param_bytes"]["dense"]
-  loss, sparsity = json.loads((quick / "training.json").read_text())["rows"][1:3]
+  steps, loss, sparsity = json.loads((quick / "training.json").read_text())["rows"][:3]
+  assert steps["steps"] > 0
   assert loss["finite"] is True and math.isfinite(loss["train_loss"])
   assert sparsity["sparsity"] == pytest.approx(0.95, abs=1e-6)
 
@@ -105,6 +106,7 @@ def test_quick_report_renders_every_section(quick):
     title = json.loads((quick / f"{name}.json").read_text())["title"]
     assert f"\n### {number}. {title} ({machine})\n" in text
   assert f"goals met on {machine}.**" in text
+  assert "steps/s compiled" in text and "BCOO / dense forward" in text
   assert "**No GPU result exists yet**" in text
 
 
@@ -332,22 +334,7 @@ def test_gpu_check_dry_run_writes_the_json_and_renders(tmp_path):
   two of the GPU sections (the quick run above runs every section)."""
   out = tmp_path / "gpu_check"
   chosen = ("selection", "inference")
-  result = subprocess.run(
-    [
-      "bash",
-      "benchmarks/gpu_check.sh",
-      "--dry-run",
-      "--out",
-      str(out),
-      "--sections",
-      "inference,selection",
-    ],
-    capture_output=True,
-    text=True,
-    cwd=ROOT,
-    env={**os.environ, "PYTHON": sys.executable},
-    timeout=900,
-  )
+  result = gpu_check_sh("--dry-run", "--out", str(out), "--sections", "inference,selection")
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   assert "nothing to install" in result.stdout or "would install" in result.stdout
   machine = common.machine()["id"]
@@ -376,17 +363,22 @@ def test_gpu_check_dry_run_writes_the_json_and_renders(tmp_path):
 
 
 def test_gpu_check_refuses_an_unknown_section_naming_them(tmp_path):
-  result = subprocess.run(
-    ["bash", "benchmarks/gpu_check.sh", "--dry-run", "--out", str(tmp_path), "--sections=nope"],
+  result = gpu_check_sh("--dry-run", "--out", str(tmp_path), "--sections=nope")
+  assert result.returncode != 0
+  assert f"unknown section(s) nope: choose among {','.join(run.GPU_SECTIONS)}." in result.stderr
+  assert not list(tmp_path.iterdir())  # Refused before the tests and benchmarks wrote anything.
+
+
+def gpu_check_sh(*args: str) -> subprocess.CompletedProcess:
+  """``bash benchmarks/gpu_check.sh ARGS`` from the checkout, with this interpreter."""
+  return subprocess.run(
+    ["bash", "benchmarks/gpu_check.sh", *args],
     capture_output=True,
     text=True,
     cwd=ROOT,
     env={**os.environ, "PYTHON": sys.executable},
-    timeout=300,
+    timeout=900,
   )
-  assert result.returncode != 0
-  assert f"unknown section(s) nope: choose among {','.join(run.GPU_SECTIONS)}." in result.stderr
-  assert not list(tmp_path.iterdir())  # Refused before anything ran.
 
 
 def test_time_interleaved_alternates_the_order():
