@@ -4,6 +4,7 @@ CLI in a subprocess and what a run leaves (TensorBoard events too). The CIFAR-10
 
 import gzip
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -101,6 +102,12 @@ def refuse_network(monkeypatch) -> None:
 
   monkeypatch.setattr(socket.socket, "connect", refuse)
   monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def xla_flags(*flags: str) -> str:
+  """This session's ``XLA_FLAGS`` (its optimisation level: ``conftest.py``) and ``flags``, for a
+  subprocess's environment."""
+  return " ".join((os.environ.get("XLA_FLAGS", ""), *flags)).strip()
 
 
 def run_script(script, *args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -9,16 +9,19 @@ in its directory, as when it is opened from the repository, with the settings of
 setting, the real Fashion-MNIST, two host devices, and no download allowed.
 """
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
+from helpers import xla_flags
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
@@ -183,6 +186,37 @@ def test_setup_cannot_clone(url, error, commands, monkeypatch, tmp_path):
   assert all(command[:2] == ["git", "clone"] for command in commands)
 
 
+#: The notebook runs in about a minute here. A kernel that dies mid-run can leave nbclient waiting
+#: for its output forever (seen once in a parallel run): past this, the test fails instead.
+LIMIT_S = 600
+
+
+def execute(client: NotebookClient, kernel: KernelManager, log: Path, **kwargs) -> None:
+  """``client.execute(**kwargs)``, failed after :data:`LIMIT_S` with the end of the kernel's
+  ``log``. nbclient runs in a thread of its own, left behind (a daemon) if it never returns."""
+  errors = []
+
+  def target():
+    try:
+      client.execute(**kwargs)
+    except BaseException as e:  # Re-raised in the test's thread.
+      errors.append(e)
+
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  thread.join(LIMIT_S)
+  if thread.is_alive():
+    alive = kernel.has_kernel and kernel.is_alive()
+    with contextlib.suppress(Exception):
+      kernel.shutdown_kernel(now=True)
+    pytest.fail(
+      f"The notebook did not finish in {LIMIT_S} s; its kernel was "
+      f"{'still running' if alive else 'gone'}. The end of its log:\n{log.read_text()[-3000:]}"
+    )
+  if errors:
+    raise errors[0]
+
+
 @pytest.mark.slow  # End to end: skipped by the fast tier (-m "not slow").
 def test_notebook_runs_offline(tmp_path, real_fashion_mnist):
   workdir = tmp_path / "runs"
@@ -200,8 +234,7 @@ def test_notebook_runs_offline(tmp_path, real_fashion_mnist):
   )
   env = {
     **os.environ,
-    "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
-    f"--xla_force_host_platform_device_count={DEVICES}".strip(),
+    "XLA_FLAGS": xla_flags(f"--xla_force_host_platform_device_count={DEVICES}"),
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # Figures become outputs.
     "IPYTHONDIR": str(tmp_path / "ipython"),  # The kernel's history database, not in $HOME.
   }
@@ -210,7 +243,7 @@ def test_notebook_runs_offline(tmp_path, real_fashion_mnist):
   # them died at start-up in 2 of 3 parallel runs here, leaving the test waiting for it forever.
   with open(tmp_path / "kernel.log", "w") as log:
     # Raises CellExecutionError, with the traceback, if a cell fails.
-    client.execute(env=env, stdout=log, stderr=log)
+    execute(client, kernel, tmp_path / "kernel.log", env=env, stdout=log, stderr=log)
 
   cells = [c for c in notebook.cells if c.cell_type == "code"]
   outputs = "\n".join(text_output(c) for c in cells)

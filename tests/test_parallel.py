@@ -11,7 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from helpers import ROOT, assert_same_outcome, outcome, run_cli, tiny_config
+from helpers import ROOT, assert_same_outcome, outcome, run_cli, tiny_config, xla_flags
 
 from snip_jax import data, parallel, train
 
@@ -71,7 +71,7 @@ def test_the_8_device_suite():
     text=True,
     cwd=ROOT,
     timeout=600,
-    env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    env={**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=8")},
   )
   assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
   # Every test passed: none skipped (the summary would say so).
@@ -96,7 +96,7 @@ def _run_two_processes(
   env = {
     **os.environ,
     "PYTHONPATH": str(ROOT),
-    "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2"),
     "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",  # Cross-process collectives on CPUs.
   }
   cfg = tiny_config(data_dir)
