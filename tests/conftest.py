@@ -19,11 +19,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 # The tests check what the code computes, not how fast: XLA compiles their programs at its lowest
-# backend optimisation level, ~40% faster for the conv nets' steps (the whole suite: 1295 s instead
-# of 1857 s on 2 cores). The programs are the same; only their machine code is less
-# optimised, and no test depends on the level (the suite passes at both). The runs, experiments
-# and benchmarks compile at XLA's default. A level of your own in XLA_FLAGS wins; the test
-# subprocesses inherit this one (tests that set XLA_FLAGS for a subprocess add to it).
+# backend optimisation level (README, "Development": why, and what it saves). A level of your own
+# in XLA_FLAGS wins; the test subprocesses inherit this one (tests that set XLA_FLAGS for a
+# subprocess add to it: helpers.xla_flags).
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (
     f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
