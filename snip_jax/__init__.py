@@ -26,7 +26,7 @@ To keep only the kept weights on disk and in memory (``snip_jax.export``):
 params with BCOO weight matrices that ``export.sparse_apply(model.apply)`` runs.
 """
 
-from snip_jax.criteria import CRITERIA, Task, has_path, prune, score
+from snip_jax.criteria import CRITERIA, Reach, Task, has_path, prune, reach, score
 from snip_jax.masks import (
   apply_mask,
   check_mask,
@@ -64,6 +64,7 @@ __all__ = [
   "CRITERIA",
   "DISTRIBUTIONS",
   "MaskedState",
+  "Reach",
   "Task",
   "UnmaskedParamsWarning",
   "ZeroScoresWarning",
@@ -89,6 +90,7 @@ __all__ = [
   "ones_like",
   "overlap",
   "prune",
+  "reach",
   "save_mask",
   "score",
   "sparsity",

@@ -52,6 +52,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from snip_jax import masks, sanity, scoring, selection, sensitivity, xla
@@ -395,18 +396,48 @@ def prune(
   return mask
 
 
-def has_path(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) -> bool:
-  """Whether any input-to-output path survives in the network pruned to ``mask``.
+@dataclasses.dataclass(frozen=True)
+class Reach:
+  """Which outputs of a network its input still reaches, pruned and unpruned (:func:`reach`).
+
+  Attributes:
+    pruned: one bool per output unit (the forward's output for one example, flattened: a
+      classifier's classes), whether a path from the input reaches it through kept weights.
+    dense: the same with every weight kept: the units the probe sees at all (it cannot see
+      through every layer, e.g. a normalisation of identical features; those stay out of
+      :attr:`cut`).
+  """
+
+  pruned: np.ndarray
+  dense: np.ndarray
+
+  @property
+  def connected(self) -> bool:
+    """Whether any input-to-output path survives (:func:`has_path`)."""
+    return bool(self.pruned.any())
+
+  @property
+  def cut(self) -> list[int]:
+    """The output units that pruning cut off from the input: reached by the dense network, not
+    by the pruned one. Such a unit no longer depends on the input (a class predicted from its
+    bias alone, if ever)."""
+    return [int(i) for i in np.flatnonzero(self.dense & ~self.pruned)]
+
+
+def reach(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) -> Reach:
+  """:class:`Reach`: which output units the input reaches in the network pruned to ``mask``,
+  and in the unpruned one.
 
   Runs ``task.forward`` on one all-ones input with every kept prunable weight set to
   ``1 / fan_in`` (a positive value; the scale avoids overflow), pruned ones to 0, biases to 0
   and the other leaves (e.g. batch-norm scales) to their absolute values: with non-negative
-  weights and inputs, ReLU and max pooling pass signal exactly where a path exists, so the
-  output is non-zero iff one does. A layer that keeps connections but none on a path still cuts
-  the network; :func:`snip_jax.masks.collapsed_layers` names the layers that keep none.
+  weights and inputs, ReLU and max pooling pass signal exactly where a path exists, so an
+  output unit is non-zero iff a path reaches it. A mask can keep connections in every layer and
+  still cut some outputs off: SNIP scored on a single example (the paper's |D| = 1) can keep no
+  weight into the classes that example does not involve.
   """
   if task.forward is None or task.input_shape is None:
-    raise ValueError("has_path needs Task(forward=..., input_shape=...).")
+    raise ValueError("has_path and reach need Task(forward=..., input_shape=...).")
   mask = masks.conform_mask(params, mask)
   # Each leaf's role, decided here on the leaves themselves (a filter may look at them); the
   # arithmetic then runs inside the one compiled forward, not as an eager op per leaf.
@@ -425,10 +456,23 @@ def has_path(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) 
       return jnp.zeros_like(w)
     return jnp.abs(w)
 
-  def forward(params, mask):
+  def reached(params, mask):
     weights = jax.tree.map(weight, roles, params, mask)
-    return task.run_forward(jax.tree.map(lambda w: w.astype(dtype), weights), dtype)
+    out = task.run_forward(jax.tree.map(lambda w: w.astype(dtype), weights), dtype)
+    return jnp.ravel(out > 0)
+
+  def both(params, mask):  # One compiled function for the pruned and the dense probe.
+    return reached(params, mask), reached(params, jax.tree.map(jnp.ones_like, mask))
 
   with scoring.precision(True):
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    return bool(jnp.any(jax.jit(forward)(params, mask) > 0))
+    pruned, dense = jax.device_get(jax.jit(both)(params, mask))
+  return Reach(pruned=np.asarray(pruned), dense=np.asarray(dense))
+
+
+def has_path(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) -> bool:
+  """Whether any input-to-output path survives in the network pruned to ``mask`` (the probe of
+  :func:`reach`). A layer that keeps connections but none on a path still cuts the network;
+  :func:`snip_jax.masks.collapsed_layers` names the layers that keep none, and
+  :attr:`Reach.cut` the outputs cut off while others stay connected."""
+  return reach(task, params, mask, filter_fn).connected

@@ -313,6 +313,32 @@ def test_has_path_sees_collapse_and_disconnection():
   assert criteria.has_path(task, params, cut)
 
 
+def test_reach_names_the_outputs_pruning_cut_off():
+  params = random_params(jax.random.key(0), ((3, 4), (4, 3)))
+  task = criteria.Task(forward=mlp_apply, input_shape=(3,))
+  full = masks.ones_like(params)
+  reach = criteria.reach(task, params, full)
+  assert reach.cut == [] and reach.connected and reach.dense.tolist() == [True] * 3
+  # Every layer keeps weights, but none reach output 1, and output 2 reads only hidden unit 3,
+  # which no kept input weight feeds: two of the three classes are cut off.
+  mask = {
+    "Dense_0": {"kernel": jnp.array([[True, True, False, False]] * 3), "bias": jnp.ones(4, bool)},
+    "Dense_1": {
+      "kernel": jnp.array([[True, False, False]] * 3 + [[False, False, True]]),
+      "bias": jnp.ones(3, bool),
+    },
+  }
+  reach = criteria.reach(task, params, mask)
+  assert reach.pruned.tolist() == [True, False, False] and reach.cut == [1, 2]
+  assert reach.connected and criteria.has_path(task, params, mask)
+  # An output the probe cannot see even unpruned (here: always multiplied by 0) is not "cut".
+  blind = criteria.Task(
+    forward=lambda p, x: mlp_apply(p, x) * jnp.array([1.0, 1.0, 0.0]), input_shape=(3,)
+  )
+  assert criteria.reach(blind, params, mask).cut == [1]
+  assert criteria.reach(blind, params, full).cut == []
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input.
 

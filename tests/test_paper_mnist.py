@@ -248,7 +248,17 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
   records[0]["metrics"][-1].update(train_accuracy=1.0, train_loss=0.005)
   records[1]["metrics"][-1].update(train_accuracy=0.98, train_loss=0.06)
   records[2]["metrics"][-1].update(train_accuracy=0.99, train_loss=0.05)
+  # Two runs recorded the cut-output check; the |D| = 1 one cut three classes off the input.
+  records[1]["summary"].update(num_cut_outputs=0, cut_outputs=[])
+  records[6]["summary"].update(num_cut_outputs=3, cut_outputs=[0, 1, 7])
   text, _ = results_section(tmp_path, records)
+  cut = text.split("### Runs whose mask cut outputs off the input")[1].split("###")[0]
+  assert "Checked in 2 of the 8 runs of the rows above" in cut
+  assert (
+    "- the |D| study, LeNet-300-100, |D| = 1, SNIP 90%, seed 0: 2.50% test error; its mask cut "
+    "3 of the outputs off the input (classes 0, 1, 7); training accuracy at the end 95.00%." in cut
+  )
+  assert cut.count("\n- ") == 1
   # A probe that diverged is among the recipe study's findings.
   assert (
     "- LeNet-5-Caffe, dense, the authors' code at the text's schedule, momentum 0.9: the "

@@ -200,6 +200,23 @@ def test_several_scoring_batches_a_guard_and_a_fresh_init(tmp_path, tiny_mnist, 
   assert fresh["sparsity"] == same["sparsity"] == 1 - round(0.1 * 266_200) / 266_200
 
 
+def test_outputs_cut_off_from_the_input_are_reported_and_stored(tmp_path, tiny_mnist, capsys):
+  # The output layer keeps 5 of its 1,000 weights: at least 5 of the 10 classes get none. Every
+  # layer keeps connections and a path survives, yet those classes no longer see the input.
+  summary = train.train_and_evaluate(
+    tiny_config(tiny_mnist, num_epochs=1, sparsity=0.5, layer_sparsity="Dense_2=0.995"),
+    str(tmp_path / "run"),
+  )
+  with np.load(tmp_path / "run" / "mask.npz") as f:
+    into_class = f["Dense_2/kernel"].sum(axis=0)
+  assert summary["input_output_path"] is True and not summary["collapsed_layers"]
+  assert summary["cut_outputs"] == [c for c in range(10) if into_class[c] == 0]
+  assert summary["num_cut_outputs"] == len(summary["cut_outputs"]) >= 5
+  out = capsys.readouterr().out
+  assert f"WARNING: {len(summary['cut_outputs'])} of 10 outputs (" in out
+  assert "are cut off from the input: no kept path reaches them" in out
+
+
 @pytest.mark.slow
 def test_layer_collapse_is_reported_and_stored(tmp_path, tiny_mnist, capsys):
   # κ = 2 connections for LeNet-300-100's three layers: at least one layer keeps none.

@@ -216,6 +216,9 @@ class Document:
       (self._dataset_size(index), lambda: self.fill("paper_mnist_dataset_size_missing")),
     ):
       parts.append(body or missing())
+    cut = self._cut_outputs(records, index)
+    if cut:
+      parts.append(cut)
     misses = self._misses(index)
     if misses:
       parts.append(self.fill("paper_mnist_misses", items="\n".join(misses)))
@@ -337,6 +340,40 @@ class Document:
         )
       )
     return items
+
+  def _cut_outputs(self, records, index) -> str:
+    """The runs of the reported rows whose mask cut some outputs off the input (the summary's
+    ``cut_outputs``; records made before runs counted them are named as unchecked)."""
+    tables = dict((setting, table) for table, setting in paper_mnist.reported_settings())
+    reported = [r for r in records if paper_mnist.setting_of(r) in tables and r["summary"]]
+    checked = [r for r in reported if "num_cut_outputs" in r["summary"]]
+    items = []
+    for r in checked:
+      summary = r["summary"]
+      if not summary["num_cut_outputs"]:
+        continue
+      setting = paper_mnist.setting_of(r)
+      items.append(
+        self.fill(
+          "paper_mnist_cut_run",
+          table=tables[setting],
+          model=names.MODELS[setting[0]],
+          setting=self._setting(index[setting]),
+          seed=r["tags"]["seed"],
+          error=pct(runs.test_error(r)),
+          count=summary["num_cut_outputs"],
+          outputs=", ".join(map(str, summary["cut_outputs"])),
+          train_accuracy=f"{100 * r['metrics'][-1]['train_accuracy']:.2f}",
+        )
+      )
+    if not items:
+      return ""
+    return self.fill(
+      "paper_mnist_cut",
+      items="\n".join(items),
+      checked=len(checked),
+      reported=len(reported),
+    )
 
   @staticmethod
   def _setting(row: dict) -> str:

@@ -512,6 +512,8 @@ def _summarise(
     "num_kept": report.num_kept,
     "collapsed_layers": report.collapsed,
     "input_output_path": report.connected,
+    "num_cut_outputs": len(report.cut_outputs),
+    "cut_outputs": report.cut_outputs[: pruning.MAX_CUT_STORED],
     "test_accuracy": test_accuracy,
     "test_loss": test_loss,
     "val_accuracy": progress.records[-1]["val_accuracy"],

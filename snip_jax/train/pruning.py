@@ -150,12 +150,17 @@ class MaskReport:
     collapsed: the layers that keep no connection at all.
     connected: whether a path from input to output survives.
     excluded: :func:`snip_jax.masks.excluded_leaves`'s rows: the leaves not pruned, and why.
+    cut_outputs: the output units (a classifier's classes) that pruning cut off from the
+      input while others stay connected (:attr:`snip_jax.criteria.Reach.cut`).
+    num_outputs: how many output units the network has (per example).
   """
 
   per_layer: list[dict[str, Any]]
   collapsed: list[str]
   connected: bool
   excluded: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  cut_outputs: list[int] = dataclasses.field(default_factory=list)
+  num_outputs: int = 0
 
   @property
   def num_kept(self) -> int:
@@ -167,16 +172,25 @@ def mask_report(config, mask, task: criteria.Task, params) -> MaskReport:
   mask, params = jax.device_get((mask, params))
   filter_fn = filter_fn_for(config)
   per_layer = masks.layer_summary(mask, filter_fn, params=params)
+  reach = criteria.reach(task, params, mask, filter_fn)
   return MaskReport(
     per_layer=per_layer,
     collapsed=masks.collapsed_layers(per_layer),
-    connected=criteria.has_path(task, params, mask, filter_fn),
+    connected=reach.connected,
     excluded=masks.excluded_leaves(params, filter_fn),
+    cut_outputs=reach.cut if reach.connected else [],
+    num_outputs=int(reach.dense.size),
   )
 
 
+#: How many cut-off outputs a warning names, and a summary lists (it counts them all).
+MAX_CUT_SHOWN = 20
+MAX_CUT_STORED = 1000
+
+
 def format_report(config, report: MaskReport, prune_seconds: float) -> str:
-  """The per-layer table, and a warning when a layer collapsed or no path survives."""
+  """The per-layer table, and a warning when a layer collapsed, no path survives or some
+  outputs are cut off from the input."""
   check = f", sanity check {config.sanity_check!r}" if config.sanity_check else ""
   text = (
     f"{config.criterion} pruning ({prune_seconds:.2f} s), {config.distribution} selection, "
@@ -189,6 +203,16 @@ def format_report(config, report: MaskReport, prune_seconds: float) -> str:
       f"({', '.join(report.collapsed) or 'none'}); a path from input to output "
       f"{'survives' if report.connected else 'no longer exists'}. Lower config.sparsity or set "
       "config.min_kept_per_layer."
+    )
+  elif report.cut_outputs:
+    shown = ", ".join(map(str, report.cut_outputs[:MAX_CUT_SHOWN]))
+    more = len(report.cut_outputs) > MAX_CUT_SHOWN
+    text += (
+      f"\nWARNING: {len(report.cut_outputs)} of {report.num_outputs} outputs ({shown}"
+      f"{', ...' if more else ''}) are cut off from the input: no kept path reaches them, so "
+      "they no longer depend on it (such a class's logit is its bias alone). Lower "
+      "config.sparsity (or config.layer_sparsity), or score on more examples "
+      "(config.score_batch_size, config.score_batches)."
     )
   return text
 
