@@ -10,7 +10,7 @@ import pytest
 
 import runs
 from snip_jax.train import config as config_lib
-from studies import comparisons
+from studies import comparisons, results_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,6 +74,44 @@ def test_aggregate_counts_pretraining_in_the_cost():
   assert row["cost_epochs"] == 6.0  # 2 epochs of its own after 4 of pretraining.
   assert row["test_error_mean"] == pytest.approx(0.03) and row["n"] == 2
   assert row["cost_seconds_mean"] == pytest.approx((8.0 + 2.0) / 2)
+
+
+def test_the_papers_table_1_stands_beside_ours_on_mnist(tmp_path):
+  def rec(dataset, method, sparsity, seed, error):
+    tags = {"model": "lenet300", "dataset": dataset, "method": method, "sparsity": sparsity}
+    summary = {"test_accuracy": 1 - error, "steps": 20, "train_seconds": 1.0}
+    name = comparisons.run_name("lenet300", dataset, method, sparsity, seed)
+    rec = record(name, {**tags, "seed": seed}, {"num_epochs": 20}, summary)
+    return {**rec, "wall_seconds": 60.0, "cpu": "Test CPU", "cores": 2}
+
+  records = [
+    rec("mnist", "dense", 0.0, 0, 0.014),
+    rec("mnist", "dense", 0.0, 1, 0.016),
+    rec("mnist", "snip", 0.95, 0, 0.019),
+    rec("mnist", "magnitude_iterative", 0.9, 0, 0.017),
+    rec("mnist", "magnitude_iterative", 0.98, 0, 0.025),
+    rec("fashion_mnist", "snip", 0.95, 0, 0.15),  # Not MNIST: not in Table 1's company.
+  ]
+  out = tmp_path / "results" / "comparisons"
+  out.mkdir(parents=True)
+  (out / runs.RUNS_FILE).write_text("".join(f"{json.dumps(r)}\n" for r in records))
+  text = results_doc.Document(tmp_path / "results", tmp_path).comparisons()
+  table = text.split("### The paper's Table 1 beside ours (MNIST)")[1].split("###")[0]
+  assert "| dense reference | - | - | 1.7 | 1.50 ± 0.14 (n=2) | - | 0.9 | - |" in table
+  # LWC at 91.7%: ours at 90%; DNS at 98.2%: ours at 98%; LC at 99%: not measured.
+  assert (
+    "| LWC (Han et al. 2015) | magnitude | 91.7 | 1.6 | 1.70 ± 0.00 (n=1) at 90% | 91.7 | 0.8 | - |"
+    in table
+  )
+  assert "| DNS (Guo et al. 2016) | magnitude | 98.2 | 2.0 | 2.50 ± 0.00 (n=1) at 98% |" in table
+  assert "| LC (Carreira-Perpiñán & Idelbayev 2018) | magnitude | 99.0 | 3.2 | - |" in table
+  assert "| OBD (LeCun et al. 1990) | Hessian | 92.0 | 2.0 | - | 92.0 | 2.7 | - |" in table
+  assert (
+    "| SNIP | connection sensitivity | 95.0 | 1.6 | 1.90 ± 0.00 (n=1) | 98.0 | 0.8 | - |" in table
+  )
+  assert "| SNIP | connection sensitivity | 98.0 | 2.4 | - | 99.0 | 1.1 | - |" in table
+  assert table.count("\n| ") == 1 + 1 + len(comparisons.PAPER_TABLE1) + 2  # Header, rows.
+  assert comparisons.nearest_sparsity(99.6) == 0.99 and comparisons.nearest_sparsity(92) == 0.9
 
 
 def test_run_all_trains_sources_first(tmp_path, monkeypatch):

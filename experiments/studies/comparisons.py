@@ -67,6 +67,33 @@ METHODS = (
   "rigl",
 )
 DENSE = "dense"
+#: The paper's Table 1 (Lee et al. 2019; MNIST): the methods that prune a trained network, each
+#: at its own sparsity and with its own training. Name, criterion, and per network (sparsity,
+#: test error), in percent. Its SNIP rows are :data:`studies.paper_mnist.PAPER_TABLE2`'s.
+PAPER_TABLE1 = (
+  ("LWC (Han et al. 2015)", "magnitude", {"lenet300": (91.7, 1.6), "lenet5": (91.7, 0.8)}),
+  ("DNS (Guo et al. 2016)", "magnitude", {"lenet300": (98.2, 2.0), "lenet5": (99.1, 0.9)}),
+  (
+    "LC (Carreira-Perpiñán & Idelbayev 2018)",
+    "magnitude",
+    {"lenet300": (99.0, 3.2), "lenet5": (99.0, 1.1)},
+  ),
+  ("SWS (Ullrich et al. 2017)", "Bayesian", {"lenet300": (95.6, 1.9), "lenet5": (99.5, 1.0)}),
+  ("SVD (Molchanov et al. 2017)", "Bayesian", {"lenet300": (98.5, 1.9), "lenet5": (99.6, 0.8)}),
+  ("OBD (LeCun et al. 1990)", "Hessian", {"lenet300": (92.0, 2.0), "lenet5": (92.0, 2.7)}),
+  ("L-OBS (Dong et al. 2017)", "Hessian", {"lenet300": (98.5, 2.0), "lenet5": (99.0, 2.1)}),
+)
+#: Ours beside a Table 1 row of the magnitude family: iterative magnitude pruning after training
+#: (Han et al.'s procedure) at the measured sparsity nearest the row's.
+PAPER_COUNTERPART = "magnitude_iterative"
+
+
+def nearest_sparsity(percent: float, sparsities=SPARSITIES) -> float:
+  """The sparsity of ``sparsities`` nearest ``percent`` (in percent): where ours stands beside a
+  Table 1 row measured at its own sparsity."""
+  return min(sparsities, key=lambda s: abs(100 * s - percent))
+
+
 #: --quick: one network and dataset (``experiments/comparisons.py``), one sparsity, a slice of
 #: the data, one epoch, and mask updates every 2 steps so that the dynamic methods move.
 QUICK = {"num_epochs": 1, "train_examples": 500}
@@ -257,7 +284,8 @@ def figure(rows, sparsity: float, path: Path) -> None:
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_title(f"{model}, {dataset}, {100 * sparsity:g}% sparse (n={mine[0]['n']})")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:  # A panel with no run at this sparsity has none.
+      ax.legend(fontsize=7, ncol=2)
   runs.save_figure(fig, path)
 
 

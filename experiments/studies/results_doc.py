@@ -840,6 +840,9 @@ class Document:
           rows=runs.markdown_rows(table_rows),
         )
       )
+    paper = self._paper_table1(rows)
+    if paper:
+      tables.insert(0, paper)
     figures = []
     for s in sorted({r["sparsity"] for r in rows if r["method"] != comparisons.DENSE}):
       link = rel(out / f"comparisons_{s:g}.png", self.base)
@@ -855,10 +858,67 @@ class Document:
         dst_end=schedule["mask_update_end_epoch"],
         runs=len(records),
         worker_time=worker_time(records),
-        tables="\n".join(tables),
+        tables="\n\n".join(tables),
         figures="\n\n".join(figures),
       )
       + "\n"
+    )
+
+  def _paper_table1(self, rows) -> str:
+    """The paper's Table 1 (MNIST), each row beside ours where we run its method's family:
+    the dense reference, SNIP at the paper's sparsities, and iterative magnitude pruning after
+    training at the measured sparsity nearest a magnitude-based row's. Empty without MNIST
+    runs."""
+    cell = {(r["model"], r["method"], r["sparsity"]): r for r in rows if r["dataset"] == "mnist"}
+    if not cell:
+      return ""
+    models = ("lenet300", "lenet5")
+
+    def ours(model, method, sparsity, named=False) -> str:
+      row = cell.get((model, method, sparsity))
+      if row is None:
+        return "-"
+      text = f"{pm(row, 'test_error')} (n={row['n']})"
+      return f"{text} at {percent(sparsity)}" if named else text
+
+    table = [
+      [
+        "dense reference",
+        "-",
+        *(
+          part
+          for m in models
+          for part in ("-", f"{paper_mnist.PAPER_TABLE2[(m, 0.0)]:.1f}", ours(m, "dense", 0.0))
+        ),
+      ]
+    ]
+    for name, criterion, numbers in comparisons.PAPER_TABLE1:
+      parts = []
+      for m in models:
+        sparsity, error = numbers[m]
+        near = comparisons.nearest_sparsity(sparsity)
+        mine = (
+          ours(m, comparisons.PAPER_COUNTERPART, near, named=True)
+          if criterion == "magnitude"
+          else "-"
+        )
+        parts += [f"{sparsity:.1f}", f"{error:.1f}", mine]
+      table.append([name, criterion, *parts])
+    for k in range(2):  # The paper's two SNIP rows: each network at its two sparsities.
+      parts = []
+      for m in models:
+        sparsity = paper_mnist.TABLE2[m][k]
+        parts += [
+          f"{100 * sparsity:.1f}",
+          f"{paper_mnist.PAPER_TABLE2[(m, sparsity)]:.1f}",
+          ours(m, "snip", sparsity),
+        ]
+      table.append(["SNIP", "connection sensitivity", *parts])
+    return self.fill(
+      "comparisons_paper_table1",
+      rows=runs.markdown_rows(table),
+      counterpart=comparisons.PAPER_COUNTERPART,
+      epochs=comparisons.BUDGET_EPOCHS,
     )
 
   # ------------------------------------------------------------------------------------------
