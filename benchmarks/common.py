@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from snip_jax import models, selection, train
+from snip_jax import models, provenance, selection, train
 
 
 def block(result: Any) -> Any:
@@ -183,15 +183,8 @@ def machine() -> dict[str, Any]:
       versions[package] = metadata.version(package)
     except metadata.PackageNotFoundError:
       versions[package] = None
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    cpu = names[0] if names else cpu
-  except OSError:
-    pass
   record = {
-    "cpu": cpu,
+    "cpu": provenance.cpu_type(),
     "cores": os.cpu_count(),
     "system": f"{platform.system()} {platform.release()}",
     "python": platform.python_version(),

@@ -12,16 +12,13 @@ import re
 import string
 from pathlib import Path
 
+from snip_jax import provenance
+
 
 def cpu_model() -> str:
-  """The CPU's model name (``/proc/cpuinfo``), else the architecture: float results can drift
-  between CPU types, so every committed number says which one made it."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-  except OSError:
-    names = []
-  return names[0] if names else f"{platform.machine()} CPU"
+  """The CPU type (:func:`snip_jax.provenance.cpu_type`): float results can drift between CPU
+  types, so every committed number says which one made it."""
+  return provenance.cpu_type()
 
 
 def cores() -> int:
