@@ -35,6 +35,11 @@ def test_every_method_at_every_sparsity_after_one_dense_run():
   after = by_name["lenet300/fashion_mnist/magnitude_after/0.98/seed0"]
   assert after.source == "lenet300/fashion_mnist/dense/0.0/seed0"
   assert after.overrides["learning_rate"] == 0.01
+  # The paper's schedule (decay every 25k of 54k steps) compressed to the 20-epoch budget.
+  assert comparisons.DECAY_EVERY_STEPS == 5_000
+  for run in specs:
+    overrides = run.overrides
+    assert (overrides["lr_decay_every_steps"], overrides["lr_decay_factor"]) == (5_000, 0.1)
   rigl = by_name["lenet300/mnist/rigl/0.95/seed2"].overrides
   assert (rigl["dynamic"], rigl["mask_update_every"], rigl["mask_update_end_epoch"]) == (
     "rigl",

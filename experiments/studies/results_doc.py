@@ -853,6 +853,7 @@ class Document:
       self.fill(
         "comparisons",
         epochs=epochs,
+        decay_every=f"{comparisons.DECAY_EVERY_STEPS:,}",
         gmp_begin=schedule["mask_update_begin_epoch"],
         gmp_end=schedule["mask_update_end_epoch"],
         dst_end=schedule["mask_update_end_epoch"],
