@@ -74,6 +74,21 @@ METHODS = (
   "rigl",
 )
 DENSE = "dense"
+#: Each method in a few words, for the report's tables.
+METHOD_NAMES = {
+  "snip": "SNIP at initialisation",
+  "snip_shuffle": "SNIP's mask shuffled within each layer",
+  "snip_layer_random": "random with SNIP's per-layer counts",
+  "snip_invert": "the connections SNIP scores lowest",
+  "snip_reinit": "SNIP's mask on a fresh initialisation",
+  "random": "random at initialisation",
+  "magnitude_after": "magnitude pruning after training, one shot",
+  "magnitude_iterative": "magnitude pruning after training, iterative",
+  "lottery_ticket": "lottery ticket (iterative, rewound to the initialisation)",
+  "gmp": "gradual magnitude pruning",
+  "set": "SET from SNIP's mask",
+  "rigl": "RigL from SNIP's mask",
+}
 #: The paper's Table 1 (Lee et al. 2019; MNIST): the methods that prune a trained network, each
 #: at its own sparsity and with its own training. Name, criterion, and per network (sparsity,
 #: test error), in percent. Its SNIP rows are :data:`studies.paper_mnist.PAPER_TABLE2`'s.
@@ -255,32 +270,42 @@ def _order(item):
 
 def figure(rows, sparsity: float, path: Path) -> None:
   """Test error against total training cost (epochs, pretraining included) at ``sparsity``,
-  one panel per network and dataset: the trade-off a user chooses on."""
+  one panel per network and dataset (the dense error a line), the methods' legend beside them:
+  the trade-off a user chooses on."""
   import matplotlib.ticker
 
   plt = runs.pyplot()
+  colors = plt.get_cmap("tab20")
   panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
-  for ax, (model, dataset) in zip(axes[0], panels, strict=True):
+  fig, axes = plt.subplots(
+    1,
+    len(panels) + 1,
+    figsize=(5.2 * len(panels) + 2.2, 4.4),
+    gridspec_kw={"width_ratios": [1.0] * len(panels) + [0.4]},
+    squeeze=False,
+  )
+  legend = {}  # One entry per method, in METHODS' order.
+  for ax, (model, dataset) in zip(axes[0], panels, strict=False):
     mine = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
+    title = f"{model}, {dataset}, {100 * sparsity:g}% sparse (n={mine[0]['n']})"
     for r in mine:
       if r["method"] == DENSE:
         m = 100 * r["test_error_mean"]
-        ax.axhline(m, color="black", lw=1.0, label=f"dense ({m:.2f}%)")
+        legend["dense"] = ax.axhline(m, color="black", lw=1.0)
+        title += f"\ndense: {m:.2f}%"
         continue
       if r["sparsity"] != sparsity:
         continue
       index = METHODS.index(r["method"])
-      ax.errorbar(
+      legend[r["method"]] = ax.errorbar(
         r["cost_epochs"],
         100 * r["test_error_mean"],
         yerr=100 * r["test_error_std"],
-        marker="osD^v<>ph*Xs"[index % 11],
+        marker="osD^v<>ph*XP"[index % 12],
         ms=6,
-        color=f"C{index % 10}",
+        color=colors(index % 20),
         capsize=3,
         linestyle="none",
-        label=r["method"],
       )
     ax.set_xlabel("training epochs, pretraining included")
     ax.set_ylabel("test error (%)")
@@ -289,10 +314,13 @@ def figure(rows, sparsity: float, path: Path) -> None:
     ticks = [t for t in (0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 90) if low <= t <= high]
     ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_title(f"{model}, {dataset}, {100 * sparsity:g}% sparse (n={mine[0]['n']})")
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    if ax.get_legend_handles_labels()[0]:  # A panel with no run at this sparsity has none.
-      ax.legend(fontsize=7, ncol=2)
+  key = axes[0][-1]
+  key.axis("off")
+  order = [name for name in ("dense", *METHODS) if name in legend]
+  if order:
+    key.legend([legend[n] for n in order], order, loc="center left", fontsize=8, frameon=False)
   runs.save_figure(fig, path)
 
 

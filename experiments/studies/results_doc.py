@@ -820,12 +820,13 @@ class Document:
         found = [cell.get((method, s)) for s in sparsities]
         if not any(found):
           continue
-        costs = sorted({f"{r['cost_epochs']:g}" for r in found if r})
+        costs = [r["cost_epochs"] for r in found if r]
+        low, high = min(costs), max(costs)
         table_rows.append(
           [
-            method,
+            f"{comparisons.METHOD_NAMES[method]} (`{method}`)",
             *(f"{pm(r, 'test_error')} (n={r['n']})" if r else "-" for r in found),
-            " to ".join(costs),
+            f"{low:g}" if low == high else f"{low:g} to {high:g}",
           ]
         )
       tables.append(
