@@ -96,8 +96,12 @@ def test_the_papers_table_1_stands_beside_ours_on_mnist(tmp_path):
     rec("mnist", "snip", 0.95, 0, 0.019),
     rec("mnist", "magnitude_iterative", 0.9, 0, 0.017),
     rec("mnist", "magnitude_iterative", 0.98, 0, 0.025, pretrain_steps=40),
+    rec("mnist", "random", 0.98, 0, 0.40),
+    rec("mnist", "random", 0.98, 1, 0.03),
     rec("fashion_mnist", "snip", 0.95, 0, 0.15),  # Not MNIST: not in Table 1's company.
   ]
+  records[-3]["summary"].update(num_cut_outputs=3, cut_outputs=[0, 1, 7])
+  records[-2]["summary"].update(num_cut_outputs=0, cut_outputs=[])
   out = tmp_path / "results" / "comparisons"
   out.mkdir(parents=True)
   (out / runs.RUNS_FILE).write_text("".join(f"{json.dumps(r)}\n" for r in records))
@@ -123,6 +127,8 @@ def test_the_papers_table_1_stands_beside_ours_on_mnist(tmp_path):
     "| - | 2.50 ± 0.00 (n=1) | 20 to 60 |" in text
   )
   assert set(comparisons.METHOD_NAMES) == set(comparisons.METHODS)
+  # One of the two random runs at 98% cut classes off the input.
+  assert "| random at initialisation (`random`) | - | - | 21.50 ± 26.16 (n=2, 1 cut) |" in text
   assert comparisons.nearest_sparsity(99.6) == 0.99 and comparisons.nearest_sparsity(92) == 0.9
 
 

@@ -253,6 +253,8 @@ def aggregate(records) -> list[dict]:
         "sparsity": sparsity,
         "n": err.n,
         "diverged_runs": sum(1 for r in recs if r.get("diverged")),
+        # Runs whose mask cut some outputs (classes) off the input (the summary's count).
+        "cut_runs": sum(1 for r in recs if (r["summary"] or {}).get("num_cut_outputs")),
         "test_error_mean": err.mean,
         "test_error_std": err.std,
         "cost_epochs": float(np.mean([cost_epochs(r) for r in recs])),

@@ -825,7 +825,7 @@ class Document:
         table_rows.append(
           [
             f"{comparisons.METHOD_NAMES[method]} (`{method}`)",
-            *(f"{pm(r, 'test_error')} (n={r['n']})" if r else "-" for r in found),
+            *(self._comparison_cell(r) for r in found),
             f"{low:g}" if low == high else f"{low:g} to {high:g}",
           ]
         )
@@ -865,6 +865,14 @@ class Document:
       )
       + "\n"
     )
+
+  @staticmethod
+  def _comparison_cell(row: dict | None) -> str:
+    """``'2.28 ± 0.13 (n=3)'``, with ``', 2 cut'`` when 2 of the runs cut outputs off."""
+    if row is None:
+      return "-"
+    cut = f", {row['cut_runs']} cut" if row.get("cut_runs") else ""
+    return f"{pm(row, 'test_error')} (n={row['n']}{cut})"
 
   def _paper_table1(self, rows) -> str:
     """The paper's Table 1 (MNIST), each row beside ours where we run its method's family:
