@@ -15,12 +15,6 @@ from pathlib import Path
 from snip_jax import provenance
 
 
-def cpu_model() -> str:
-  """The CPU type (:func:`snip_jax.provenance.cpu_type`): float results can drift between CPU
-  types, so every committed number says which one made it."""
-  return provenance.cpu_type()
-
-
 def cores() -> int:
   """The cores this process may run on: XLA:CPU splits a convolution's sums over as many
   threads, so a conv net's numbers depend on it (README, "Exact per CPU type")."""
@@ -32,7 +26,7 @@ def cores() -> int:
 
 def machine() -> str:
   """The machine the numbers were measured on, for the tables' footnotes."""
-  return f"a {cores()}-core {cpu_model()} ({platform.machine()}, {platform.system()})"
+  return f"a {cores()}-core {provenance.cpu_type()} ({platform.machine()}, {platform.system()})"
 
 
 def size_text(num_bytes: int) -> str:

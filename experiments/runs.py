@@ -33,6 +33,7 @@ import numpy as np
 from absl import flags
 
 import report
+from snip_jax import provenance
 from snip_jax.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ def _train_one(run: Run, out: str) -> dict[str, Any]:
     "summary": summary,
     "metrics": [json.loads(line) for line in lines],
     "wall_seconds": time.perf_counter() - t0,
-    "cpu": report.cpu_model(),
+    "cpu": provenance.cpu_type(),
     "cores": report.cores(),
   }
   if diverged:

@@ -287,7 +287,7 @@ def figure(rows, sparsity: float, path: Path) -> None:
     squeeze=False,
   )
   legend = {}  # One entry per method, in METHODS' order.
-  for ax, (model, dataset) in zip(axes[0], panels, strict=False):
+  for ax, (model, dataset) in zip(axes[0][:-1], panels, strict=True):  # The last: the key.
     mine = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
     title = f"{model}, {dataset}, {100 * sparsity:g}% sparse (n={mine[0]['n']})"
     for r in mine:

@@ -344,7 +344,7 @@ class Document:
   def _cut_outputs(self, records, index) -> str:
     """The runs of the reported rows whose mask cut some outputs off the input (the summary's
     ``cut_outputs``; records made before runs counted them are named as unchecked)."""
-    tables = dict((setting, table) for table, setting in paper_mnist.reported_settings())
+    tables = {setting: table for table, setting in paper_mnist.reported_settings()}
     reported = [r for r in records if paper_mnist.setting_of(r) in tables and r["summary"]]
     checked = [r for r in reported if "num_cut_outputs" in r["summary"]]
     items = []
