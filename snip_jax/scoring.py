@@ -85,10 +85,10 @@ def sum_over_batches(
   Returns:
     The sum of the batches' scores (``None`` when there is no batch) and the number of batches.
   """
-  total, count = None, 0
+  total, count, ahead = None, 0, xla.RunAhead()
   for i, batch in enumerate(batches):
     scores = score_fn(params, mask, as_args(batch), jax.random.fold_in(key, i))
-    total = scores if total is None else _add(total, scores)
+    total = ahead(scores if total is None else _add(total, scores))
     count += 1
   return total, count
 
@@ -184,7 +184,7 @@ def mean_over_devices(
   def place(arrays):
     return jax.make_array_from_process_local_data(stacked, np.stack(arrays))
 
-  sums, group, count = None, [], 0
+  sums, group, count, ahead = None, [], 0, xla.RunAhead()
   first = jax.process_index() * local  # This process's first batch in each group of mesh.size.
   for batch in batches:
     group.append(tuple(np.asarray(x) for x in as_args(batch)))
@@ -194,7 +194,7 @@ def mean_over_devices(
     keys = [np.asarray(jax.random.key_data(jax.random.fold_in(key, i))) for i in indices]
     arrays = tuple(place(field) for field in zip(*group, strict=True))
     scores = device_scores(params, mask, arrays, place(keys))
-    sums = scores if sums is None else _add(sums, scores)
+    sums = ahead(scores if sums is None else _add(sums, scores))
     group, count = [], count + mesh.devices.size
   if group or sums is None:
     raise ValueError(

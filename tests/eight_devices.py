@@ -8,7 +8,9 @@ so ``test_parallel.py`` runs this module in a subprocess:
 (The file name keeps pytest from collecting it with the other tests.)
 """
 
+import collections
 import re
+import sys
 
 import jax
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 from flax import linen as nn
 from helpers import config, flat_kernels, run_cli, tiny_config
 
-from snip_jax import criteria, data, masks, models, parallel, scoring, train
+from snip_jax import criteria, data, masks, models, parallel, scoring, train, xla
 
 if jax.device_count() != 8:
   raise RuntimeError(
@@ -213,6 +215,44 @@ def test_train_and_evaluate_on_8_devices_equals_1(tiny_mnist, tmp_path):
   assert masks_bytes[0] == masks_bytes[1]
   for field in ("test_loss", "test_accuracy", "val_accuracy"):
     assert summaries[None][field] == pytest.approx(summaries[1][field], rel=1e-5, abs=1e-6)
+
+
+def test_the_host_stays_a_few_dispatches_ahead_of_the_devices(tiny_mnist, tmp_path, monkeypatch):
+  """XLA:CPU admits 32 computations a device: a host further ahead can deadlock a step's
+  all-reduce (snip_jax.xla.RunAhead). Training, evaluation and both ways of scoring wait for the
+  result ``limit`` dispatches back."""
+  made = []
+
+  class Recording(xla.RunAhead):
+    def __init__(self):
+      super().__init__(limit=1)
+      self.site, self.calls, self.most = sys._getframe(1).f_code.co_name, 0, 0
+      made.append(self)
+
+    def __call__(self, result):
+      self.calls += 1
+      result = super().__call__(result)
+      self.most = max(self.most, len(self))
+      return result
+
+  monkeypatch.setattr(xla, "RunAhead", Recording)
+  small = {**SPLITTABLE, "eval_batch_size": 8, "score_batches": 3, "num_epochs": 1}
+  summary = train.train_and_evaluate(tiny_config(tiny_mnist, **small), str(tmp_path / "split"))
+  spread = {**small, "score_batch_size": 10, "score_batches": 16}  # 2 groups of 8.
+  train.train_and_evaluate(tiny_config(tiny_mnist, **spread), str(tmp_path / "spread"))
+  calls = collections.Counter()
+  for ahead in made:
+    calls[ahead.site] += ahead.calls
+    assert ahead.most <= 1
+  # 180 training images in batches of 24 (the last 12 dropped); 20 validation and 50 test
+  # images in batches of 8.
+  steps = summary["train_examples"] // 24
+  assert calls == {
+    "epoch": 2 * steps,
+    "evaluate": 2 * (3 + 7),
+    "sum_over_batches": 3,
+    "mean_over_devices": 2,
+  }
 
 
 def test_a_batch_the_devices_cannot_split_is_refused_before_anything_runs(tiny_mnist, tmp_path):

@@ -23,7 +23,7 @@ def test_no_options_on_accelerators(backend):
 
 
 def test_no_options_for_a_program_over_several_devices():
-  """XLA's own convolutions share the devices' thread pool: an all-reduce could wait forever."""
+  """The options' speed was measured on one device only."""
   assert xla.compiler_options("cpu", num_devices=2) is None
 
 
@@ -70,3 +70,34 @@ def test_the_options_give_convolutions_back_to_xla():
   if not convs_in_ynnpack(None):
     pytest.skip("this XLA does not give convolutions to YNNPACK by default")
   assert convs_in_ynnpack(xla.compiler_options()) == 0
+
+
+class Pending:
+  """A result in flight: records when it is waited for."""
+
+  def __init__(self, name: str, waited: list[str]):
+    self.name, self.waited = name, waited
+
+  def block_until_ready(self):
+    self.waited.append(self.name)
+    return self
+
+
+def test_run_ahead_waits_for_the_oldest_result_beyond_its_limit():
+  waited = []
+  ahead = xla.RunAhead(limit=2)
+  results = [{"loss": Pending(f"step {i}", waited)} for i in range(5)]
+  assert ahead(results[0]) is results[0]
+  ahead(results[1])
+  assert waited == [] and len(ahead) == 2
+  for result in results[2:]:
+    ahead(result)
+  assert waited == ["step 0", "step 1", "step 2"] and len(ahead) == 2
+  # On real arrays: the result is returned unchanged.
+  x = jnp.arange(3.0)
+  assert xla.RunAhead(limit=1)(x) is x
+
+
+def test_run_ahead_needs_a_positive_limit():
+  with pytest.raises(ValueError, match="RunAhead needs a limit of at least 1, got 0"):
+    xla.RunAhead(limit=0)

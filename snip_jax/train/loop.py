@@ -41,6 +41,7 @@ from snip_jax import (
   parallel,
   provenance,
   selection,
+  xla,
 )
 from snip_jax.train import build, pruning, steps
 from snip_jax.train import config as config_lib
@@ -353,11 +354,11 @@ class _Epochs:
       augment=config.augment,
       start=progress.batch,
     )
-    pending = []
+    pending, ahead = [], xla.RunAhead()
     for batch in batches:
       batch = parallel.shard_batch(batch, self.run.mesh)
       state, metrics = self.train_step(state, batch)
-      pending.append(metrics)
+      pending.append(ahead(metrics))
       step += 1
       if self.update_mask is not None:
         state = self.update_mask(state, batch, step)
