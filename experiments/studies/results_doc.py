@@ -222,7 +222,14 @@ class Document:
     misses = self._misses(index)
     if misses:
       parts.append(self.fill("paper_mnist_misses", items="\n".join(misses)))
-    parts.append(self.fill("paper_mnist_cost", runs=len(records), worker_time=worker_time(records)))
+    parts.append(
+      self.fill(
+        "paper_mnist_cost",
+        runs=len(records),
+        worker_time=worker_time(records),
+        failed_error=f"{paper_mnist.FAILED_ERROR:g}",
+      )
+    )
     commands = {}
     for r in records:  # One line per setting: its first seed's command.
       commands.setdefault(paper_mnist.setting_of(r), r["command"])
