@@ -5,11 +5,14 @@ import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax import linen as nn
 from helpers import config, run_cli, tiny_config
 
-from snip_jax import data, train
+from snip_jax import data, masked, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +32,47 @@ def test_training_split_takes_a_prefix_and_shuffles_labels_by_one_permutation():
   again = train.training_split(config(train_examples=30, random_labels=True), split, key)
   np.testing.assert_array_equal(again.labels, shuffled.labels)
   assert len(train.training_split(config(), split, key)) == 50
+
+
+class _DenseBatchNorm(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.BatchNorm(use_running_average=not train)(nn.Dense(6)(x))
+    return nn.Dense(3)(nn.relu(x))
+
+
+def test_train_state_is_flax_create_on_the_masked_params_leaf_for_leaf():
+  model = _DenseBatchNorm()
+  images = jax.random.normal(jax.random.key(0), (5, 4))
+  variables = model.init(jax.random.key(1), images)
+  params = variables["params"]
+  mask = jax.tree.map(lambda p: jax.random.bernoulli(jax.random.key(p.size), 0.5, p.shape), params)
+  tx = optax.chain(optax.add_decayed_weights(5e-4), optax.adam(1e-3))
+  rng = jax.random.key(2)
+  state = train.create_train_state(model, params, mask, tx, rng, variables["batch_stats"])
+  expected = train.TrainState.create(
+    apply_fn=model.apply,
+    params=jax.tree.map(lambda p, m: jnp.where(m, p, 0.0), params, mask),
+    tx=masked(tx, mask),
+    batch_stats=variables["batch_stats"],
+    rng=rng,
+  )
+  got_leaves, got_tree = jax.tree.flatten(state.replace(rng=0, tx=None, apply_fn=None))
+  want_leaves, want_tree = jax.tree.flatten(expected.replace(rng=0, tx=None, apply_fn=None))
+  assert got_tree == want_tree
+  for got, want in zip(got_leaves, want_leaves, strict=True):
+    assert np.asarray(got).dtype == np.asarray(want).dtype
+    np.testing.assert_array_equal(got, want)
+  assert state.step == 0 and state.rng is rng
+  # The state's optimizer is built on the concrete mask (none of the compiled set-up's tracers):
+  # it initialises and steps outside any trace, and pruned weights stay exactly zero.
+  assert jax.tree.structure(state.tx.init(state.params)) == jax.tree.structure(state.opt_state)
+  step = jax.jit(train.train_step)
+  for _ in range(2):
+    state, _ = step(state, (images, jnp.asarray([0, 1, 2, 0, 1])))
+  for p, m in zip(*map(jax.tree.leaves, (state.params, mask)), strict=True):
+    assert not np.any(np.asarray(p)[~np.asarray(m)])
+  assert not np.array_equal(state.params["Dense_0"]["kernel"], expected.params["Dense_0"]["kernel"])
 
 
 @pytest.mark.slow
