@@ -15,6 +15,7 @@ from helpers import flat_kernels
 
 from snip_jax import (
   count_prunable,
+  init,
   kernels_and_biases,
   masks,
   models,
@@ -105,6 +106,25 @@ def test_unknown_model_and_init():
     get_model("vgg99")
   with pytest.raises(ValueError, match="Unknown init 'zeros'"):
     get_model("lenet300", init="zeros")
+
+
+@pytest.mark.parametrize(
+  "name, variance, bound",
+  [
+    ("vs_h", 2.0, 2 * np.sqrt(2.0) / 0.8796),  # He's; truncated at 2 stddevs, rescaled.
+    ("vs_lecun", 1.0, 2 / 0.8796),
+    # TF <= 1.8's variance_scaling_initializer(): stddev 1/sqrt(fan_in) before the cut at 2 of
+    # them, not rescaled: variance 0.774 / fan_in.
+    ("vs_lecun_tf18", 0.8796**2, 2.0),
+  ],
+)
+def test_variance_scaling_initialisers_draw_their_variance(name, variance, bound):
+  fan_in = 800  # LeNet-5-Caffe's first dense layer.
+  w = np.asarray(init.get_initializer(name)(jax.random.key(0), (fan_in, 500)))
+  np.testing.assert_allclose(w.var() * fan_in, variance, rtol=0.01)
+  assert abs(w.mean()) < 1e-3
+  # Cut at 2 stddevs of the normal drawn from: the bound is reached, never passed.
+  assert bound * 0.98 < np.abs(w).max() * np.sqrt(fan_in) <= bound * 1.0001
 
 
 @pytest.mark.parametrize("name", ["lenet300", "alexnet_s", "lstm_s"])

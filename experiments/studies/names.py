@@ -23,7 +23,7 @@ INITS = {"normal": "RN", "truncated_normal": "TN", "vs_x": "VS-X", "vs_h": "VS-H
 #: The probes of ``studies.paper_mnist`` (one change to the reported recipe each).
 PROBES = {
   "no_weight_decay": "no weight decay",
-  "vs_lecun": "LeCun-normal (TF1's default) init",
+  "vs_lecun": "LeCun-normal init (variance 1/fan-in)",
   "momentum": "momentum 0.9",
 }
 #: The MNIST recipes of ``studies.paper_mnist``.

@@ -118,11 +118,14 @@ def cpus(records) -> str:
 
 def recipe_name(recipe: str) -> str:
   """A run's recipe tag in words: ``'the paper's text'``, ``'the paper's text, no weight
-  decay'`` (a probe), ``'the paper's text, Adam'`` (an ablation)."""
-  base, _, change = recipe.partition("+")
-  if not change:
-    return names.RECIPES[base]
-  return f"{names.RECIPES[base]}, {'Adam' if change.startswith('adam+') else names.PROBES[change]}"
+  decay'`` (a probe), ``'the paper's text, Adam'`` (an ablation: ``+adam+<init or |D|>``),
+  ``'the paper's text, Adam, no weight decay'`` (a probe of an ablation)."""
+  base, *changes = recipe.split("+")
+  words = [names.RECIPES[base]]
+  if changes[:1] == ["adam"]:
+    words.append("Adam")
+    changes = changes[2:]
+  return ", ".join(words + [names.PROBES[change] for change in changes])
 
 
 def cpu_of(record: dict) -> str:
@@ -201,6 +204,7 @@ class Document:
         cpus=cpus(records),
         recipe_rows=runs.markdown_rows(self._recipe_rows(index)),
         recipe_findings=self._recipe_findings(rows),
+        stability=self._stability(index),
         choices=self._recipes_of(paper_mnist.TABLE2),
         reason=self._recipe_reason(rows),
         code_epochs=code["num_epochs"],
@@ -248,6 +252,34 @@ class Document:
     if row["diverged_runs"]:
       cell += f", {row['diverged_runs']}/{total} diverged"
     return cell
+
+  def _stability(self, index) -> str:
+    """The stability study, a paragraph after the recipe study's findings: in how many one-epoch
+    runs of the dense LeNet-5-Caffe the loss became NaN, from each draw of TF1's init ('' before
+    it has run)."""
+    recipe = paper_mnist.reported("lenet5")
+    found = {
+      init: row
+      for init in paper_mnist.STABILITY_INITS
+      if (row := index.get(("lenet5", f"{recipe}+{paper_mnist.STABILITY}+{init}", "dense", 0.0)))
+    }
+    if len(found) < len(paper_mnist.STABILITY_INITS):
+      return ""
+    nan, trained = {}, {}
+    for init, row in found.items():
+      total = row["n"] + row["diverged_runs"]
+      by = f" (by step {row['diverged_at_step_max']})" if row["diverged_runs"] else ""
+      nan[init] = f"{row['diverged_runs']} of {total} runs{by}"
+      trained[init] = f"{pm(row, 'test_error')} (n={row['n']})" if row["n"] else "none trained"
+    tf18, rescaled = paper_mnist.STABILITY_INITS
+    return "\n\n" + self.fill(
+      "paper_mnist_stability",
+      recipe=names.RECIPES[recipe],
+      nan_tf18=nan[tf18],
+      nan_rescaled=nan[rescaled],
+      trained_tf18=trained[tf18],
+      trained_rescaled=trained[rescaled],
+    )
 
   def _recipe_rows(self, index) -> list[list[str]]:
     result = []

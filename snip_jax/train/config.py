@@ -134,8 +134,9 @@ FIELDS: tuple[Field, ...] = (
   Field(
     "init",
     "vs_h",
-    "Kernel initialiser: 'vs_h' (He, the paper's default), 'vs_x' (Glorot), 'vs_lecun' (the "
-    "authors' code's), 'normal', 'truncated_normal'.",
+    "Kernel initialiser: 'vs_h' (He, the paper's default), 'vs_x' (Glorot), 'vs_lecun' "
+    "(LeCun), 'vs_lecun_tf18' (the authors' code's on TF <= 1.8: LeCun's truncated normal, not "
+    "rescaled), 'normal', 'truncated_normal'.",
     _library(get_initializer),
   ),
   Field(
