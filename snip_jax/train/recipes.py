@@ -27,14 +27,14 @@ PAPER_TEXT = {
 #: What the authors' code (namhoonlee/snip-public, snip/main.py) runs for MNIST by default: plain
 #: SGD (GradientDescentOptimizer) at a constant learning rate of 0.1 for 10,000 iterations of
 #: batch 100; an L2 loss of 0.00025 * sum(w^2) over the masked weights and biases (weight decay
-#: 5e-4); weights from TF1's variance_scaling_initializer() as TF drew them in 2018
+#: 5e-4); weights from TF1's variance_scaling_initializer() as TF 1.8 and earlier drew them
 #: ('vs_lecun_tf18': LeCun's truncated normal, not rescaled for the cut, variance 0.774/fan_in;
 #: snip_jax.init); biases pruned with the weights; the mask applied to a second, independent
 #: initialisation. Here 20 epochs of the 54,000 training examples (10,800 steps): the 10,000
 #: iterations rounded up to whole epochs.
 #:
 #: The init's rescaling decides whether the dense LeNet-5-Caffe trains at this learning rate:
-#: over seeds 0-19, one epoch of it diverged (loss NaN by step 10) in DIVERGED_RESCALED of 20
+#: over seeds 0-19, one epoch of it diverged (loss NaN by step 10) in 10 of 20
 #: runs from the rescaled 'vs_lecun' (variance 1/fan_in, later TF releases), in none from
 #: 'vs_lecun_tf18' (RESULTS.md, "MNIST").
 AUTHORS_CODE = {
