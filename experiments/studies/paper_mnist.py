@@ -183,9 +183,8 @@ def make_runs(
   first), each once: ``seeds`` seeds for the LeNets, ``rnn_seeds`` for the RNNs, at most
   :data:`RECIPE_SEEDS` for the recipe study (its runs of a reported recipe are Table 2's, with
   all the seeds when Table 2 is run too), ``stability_seeds`` for the stability study.
-  ``models`` (default: all of :data:`REPORTED`) keeps
-  only those networks' runs: a long sweep can give one session's time to the runs it will
-  finish."""
+  ``models`` (default: all of :data:`REPORTED`) keeps only those networks' runs: a long sweep
+  can give one session's time to the runs it will finish."""
   settings = []  # (model, recipe, criterion, sparsity, extra, label, most seeds)
   for study in studies:
     if study not in STUDIES:
