@@ -25,6 +25,7 @@ PROBES = {
   "no_weight_decay": "no weight decay",
   "vs_lecun": "LeCun-normal init (variance 1/fan-in)",
   "momentum": "momentum 0.9",
+  "text_schedule": "100 epochs, x0.1 every 25k steps",
 }
 #: The MNIST recipes of ``studies.paper_mnist``.
 RECIPES = {
