@@ -32,9 +32,9 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   assert len(rnn) == 4 * 2 * 3 and {r.tags["seed"] for r in rnn} == {0, 1, 2}
   everything = paper_mnist.make_runs(paper_mnist.STUDIES, seeds=5, rnn_seeds=3)
   # recipe 8 x 3 seeds (its other 4 settings are Table 2's) + table2 10x5 + table3 8x3
-  # + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3) + |D| 5x5 + probes 7 x 3
+  # + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3) + |D| 5x5 + probes 15 x 3
   # + stability 2 inits x 20 seeds (whatever the other studies' seeds).
-  assert len(everything) == 24 + 50 + 24 + (40 + 24) + 25 + 21 + 40
+  assert len(everything) == 24 + 50 + 24 + (40 + 24) + 25 + 45 + 40
   stability = [r for r in everything if "+epoch1+" in r.name]
   assert {r.name for r in stability} == {
     f"lenet5/authors_code_text_schedule+epoch1+{init}/dense/0.0/seed{seed}"
@@ -70,6 +70,9 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   longer = by_name["lenet300/paper_text+adam+vs_h+text_schedule/snip/0.9/seed0"].make_config()
   assert (longer.optimizer, longer.learning_rate, longer.num_epochs) == ("adam", 1e-3, 100)
   assert (longer.lr_decay_factor, longer.lr_decay_every_steps) == (0.1, 25_000)
+  # A probe of a |D| row scores that row's number of examples.
+  scored = by_name["lenet300/paper_text+adam+D10+text_schedule/snip/0.9/seed1"].make_config()
+  assert (scored.score_batch_size, scored.num_epochs, scored.optimizer) == (10, 100, "adam")
   assert {k: v for k, v in probe.items() if k != "weight_decay"} == {
     k: v for k, v in table4.items() if k != "weight_decay"
   }
@@ -132,7 +135,7 @@ def record(name, error=None, diverged_step=None, epochs=3, seconds=60.0):
   model, recipe, criterion, sparsity, seed = name.split("/")
   overrides = {"seed": int(seed.removeprefix("seed")), "sparsity": float(sparsity)}
   if "+adam+D" in recipe:
-    overrides["score_batch_size"] = int(recipe.split("+adam+D")[1])
+    overrides["score_batch_size"] = int(recipe.split("+adam+D")[1].split("+")[0])
   elif "+adam+" in recipe:
     overrides["init"] = recipe.split("+adam+")[1].split("+")[0]
   rec = {
