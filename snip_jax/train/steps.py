@@ -7,6 +7,7 @@ device mesh (the state replicated, the batch split), and :func:`evaluate` runs a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -58,6 +59,22 @@ def forward(
   return apply_fn(variables, images, train=train, rngs=rngs), batch_stats
 
 
+@functools.partial(jax.jit, static_argnames="tx")
+def _masked_init(params, mask, tx: optax.GradientTransformation):
+  """``(params, opt_state)`` of :func:`create_train_state`, compiled once per optimizer and
+  shapes (a run builds its state twice: to train, and as the template it restores into)."""
+  # Flax's ``create`` calls ``tx.init``; the transformation built here on the traced mask lives
+  # only in this trace: the train state gets one built on the real mask.
+  state = TrainState.create(
+    apply_fn=None,
+    params=masks.apply_mask(params, mask),
+    tx=optim.masked(tx, mask),
+    batch_stats={},
+    rng=None,
+  )
+  return state.params, state.opt_state
+
+
 def create_train_state(
   model: nn.Module,
   params,
@@ -68,23 +85,11 @@ def create_train_state(
 ) -> TrainState:
   """A train state whose params are masked and whose optimizer keeps them masked.
 
-  The masking and the optimizer's ``init`` run as one compiled program: run eagerly, each of
-  their per-leaf ops would compile a program of its own (VGG-D: ~1 s of set-up).
+  The masking and the optimizer's ``init`` run as one compiled program (:func:`_masked_init`):
+  run eagerly, each of their per-leaf ops would compile a program of its own (VGG-D: ~1 s of
+  set-up).
   """
-
-  def masked_init(params, mask):
-    # Flax's ``create`` calls ``tx.init``; the transformation built here on the traced mask
-    # lives only in this trace: the returned state gets one built on the real mask.
-    state = TrainState.create(
-      apply_fn=model.apply,
-      params=masks.apply_mask(params, mask),
-      tx=optim.masked(tx, mask),
-      batch_stats={},
-      rng=None,
-    )
-    return state.params, state.opt_state
-
-  params, opt_state = jax.jit(masked_init)(params, mask)
+  params, opt_state = _masked_init(params, mask, tx)
   return TrainState(
     step=0,
     apply_fn=model.apply,
