@@ -2,11 +2,12 @@
 
 Kernels use the named initialiser; biases start at zero. The default, ``vs_h``, is the variance
 scaling of He et al. (fan-in, scale 2, truncated normal), the paper's VS-H. ``vs_lecun`` is
-LeCun's (fan-in, scale 1, truncated normal), and ``vs_lecun_tf18`` what the authors' code drew in
-2018: TF1's ``tf.variance_scaling_initializer()`` at its defaults, which up to TF 1.8 at least
-cut a normal of standard deviation ``sqrt(1 / fan_in)`` at two standard deviations without
-rescaling it (a variance of ``0.774 / fan_in``; tensorflow/tensorflow issues #16344, #18706,
-#19081); later TF releases rescale it to ``1 / fan_in``, as ``vs_lecun`` and Flax do.
+LeCun's (fan-in, scale 1, truncated normal), and ``vs_lecun_tf18`` what the authors' code draws
+on TF 1.8 or earlier: TF1's ``tf.variance_scaling_initializer()`` at its defaults, which up to
+TF 1.8 at least cut a normal of standard deviation ``sqrt(1 / fan_in)`` at two standard
+deviations without rescaling it (a variance of ``0.774 / fan_in``; tensorflow/tensorflow issues
+#16344, #18706, #19081); later TF releases rescale it to ``1 / fan_in``, as ``vs_lecun`` and Flax
+do.
 """
 
 from __future__ import annotations

@@ -48,10 +48,10 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
     0.1,
     0.0,
   )
+  by_name = {r.name: r for r in everything}
   # The reported LeNet-5-Caffe recipe draws TF 1.8's init.
-  assert by_name_config(everything, "lenet5/authors_code_text_schedule/dense/0.0/seed0") == (
-    "vs_lecun_tf18"
-  )
+  reported = by_name["lenet5/authors_code_text_schedule/dense/0.0/seed0"].make_config()
+  assert reported.init == "vs_lecun_tf18"
   quick = paper_mnist.make_runs(["stability"], 1, 1, quick=True, stability_seeds=1)
   assert [r.name.split("/")[1] for r in quick] == [
     "authors_code_text_schedule+epoch1+vs_lecun_tf18",
@@ -62,7 +62,6 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   )
   assert probe.make_config().weight_decay == 0.0 and probe.make_config().momentum == 0.9
   # A probe of a Table 4 row: that row's Adam and init, without weight decay.
-  by_name = {r.name: r for r in everything}
   table4 = by_name["lstm_s/paper_text+adam+vs_h/snip/0.9/seed2"].make_config()
   probe = by_name["lstm_s/paper_text+adam+vs_h+no_weight_decay/snip/0.9/seed2"].make_config()
   assert (probe.optimizer, probe.init, probe.weight_decay) == ("adam", "vs_h", 0.0)
@@ -97,11 +96,6 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   assert [r.name for r in lenet300] == [r.name for r in everything if r.tags["model"] == "lenet300"]
   with pytest.raises(ValueError, match="Unknown network 'lenet7'"):
     paper_mnist.make_runs(["table2"], 1, 1, models=["lenet7"])
-
-
-def by_name_config(specs, name):
-  """The init of the run called ``name`` among ``specs``."""
-  return next(r for r in specs if r.name == name).make_config().init
 
 
 def test_each_run_trains_the_recipe_it_names():
