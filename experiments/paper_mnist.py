@@ -9,9 +9,10 @@ Needs MNIST prepared (``scripts/setup.sh`` fetches it; see README "Data, offline
 (``studies/paper_mnist.py``): ``recipe`` (the paper's text vs its authors' code, LeNet-300-100
 and LeNet-5-Caffe, dense and SNIP), ``table2`` (the LeNets, dense, SNIP and random pruning),
 ``table3`` (LSTM-s/b, GRU-s/b at 95%), ``table4`` (four initialisations at 90%, Adam) and
-``dataset_size`` (|D| = 1 to 10,000, LeNet-300-100 at 90%, Adam), ``probes`` (one change to
-a reported row's recipe each, where it misses the paper or the recipe departs from the paper's
-text) and ``stability`` (one epoch of the dense LeNet-5-Caffe at the authors' code's learning
+``dataset_size`` (|D| = 1 to 10,000, LeNet-300-100 at 90%, Adam), ``probes`` (a change to a
+reported row's recipe each, where it misses the paper or the recipe departs from the paper's
+text, and the ablations' rows at their first budget, 20 epochs at a constant rate) and
+``stability`` (one epoch of the dense LeNet-5-Caffe at the authors' code's learning
 rate from each draw of its init, 20 seeds: how often its loss becomes NaN). Finished runs are
 recorded in ``results/paper_mnist/runs.jsonl`` and skipped on a re-run, so a long sweep is spread
 over as many invocations as it takes; the script then writes

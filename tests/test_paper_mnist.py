@@ -32,9 +32,10 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   assert len(rnn) == 4 * 2 * 3 and {r.tags["seed"] for r in rnn} == {0, 1, 2}
   everything = paper_mnist.make_runs(paper_mnist.STUDIES, seeds=5, rnn_seeds=3)
   # recipe 8 x 3 seeds (its other 4 settings are Table 2's) + table2 10x5 + table3 8x3
-  # + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3) + |D| 5x5 + probes 15 x 3
-  # + stability 2 inits x 20 seeds (whatever the other studies' seeds).
-  assert len(everything) == 24 + 50 + 24 + (40 + 24) + 25 + 45 + 40
+  # + table4 (2 LeNets x 4 inits x 5 + 2 RNNs x 4 x 3) + |D| 5x5 + probes (Table 2's 4 x 3;
+  # every ablation row at its first budget, at its seeds: 40 + 24 + 25; two of them also
+  # without weight decay: 2 x 3) + stability 2 inits x 20 seeds (whatever the others' seeds).
+  assert len(everything) == 24 + 50 + 24 + (40 + 24) + 25 + (12 + 89 + 6) + 40
   stability = [r for r in everything if "+epoch1+" in r.name]
   assert {r.name for r in stability} == {
     f"lenet5/authors_code_text_schedule+epoch1+{init}/dense/0.0/seed{seed}"
@@ -61,28 +62,47 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
     r for r in everything if r.name == "lenet300/paper_text+no_weight_decay/snip/0.98/seed2"
   )
   assert probe.make_config().weight_decay == 0.0 and probe.make_config().momentum == 0.9
-  # A probe of a Table 4 row: that row's Adam and init, without weight decay.
+  # A Table 4 row: Adam at 1e-3 over the network's recipe, its schedule included.
   table4 = by_name["lstm_s/paper_text+adam+vs_h/snip/0.9/seed2"].make_config()
-  probe = by_name["lstm_s/paper_text+adam+vs_h+no_weight_decay/snip/0.9/seed2"].make_config()
-  assert (probe.optimizer, probe.init, probe.weight_decay) == ("adam", "vs_h", 0.0)
+  assert (table4.optimizer, table4.learning_rate, table4.init) == ("adam", 1e-3, "vs_h")
+  assert (table4.num_epochs, table4.lr_decay_factor, table4.lr_decay_every_steps) == (
+    100,
+    0.1,
+    25_000,
+  )
   assert table4.weight_decay == 5e-4
-  longer = by_name["lenet300/paper_text+adam+vs_h+text_schedule/snip/0.9/seed0"].make_config()
-  assert (longer.optimizer, longer.learning_rate, longer.num_epochs) == ("adam", 1e-3, 100)
-  assert (longer.lr_decay_factor, longer.lr_decay_every_steps) == (0.1, 25_000)
-  # A probe of a |D| row scores that row's number of examples.
-  scored = by_name["lenet300/paper_text+adam+D10+text_schedule/snip/0.9/seed1"].make_config()
-  assert (scored.score_batch_size, scored.num_epochs, scored.optimizer) == (10, 100, "adam")
-  assert {k: v for k, v in probe.items() if k != "weight_decay"} == {
-    k: v for k, v in table4.items() if k != "weight_decay"
+  # Its probes: the first budget (20 constant epochs), and that budget without weight decay.
+  first = by_name["lstm_s/paper_text+adam+vs_h+constant_20/snip/0.9/seed2"].make_config()
+  probe = by_name[
+    "lstm_s/paper_text+adam+vs_h+constant_20+no_weight_decay/snip/0.9/seed2"
+  ].make_config()
+  assert (first.num_epochs, first.lr_decay_factor, first.weight_decay) == (20, 1.0, 5e-4)
+  assert (probe.num_epochs, probe.lr_decay_factor, probe.weight_decay) == (20, 1.0, 0.0)
+  changed = {"num_epochs", "lr_decay_factor", "weight_decay"}
+  assert {k: v for k, v in probe.items() if k not in changed} == {
+    k: v for k, v in table4.items() if k not in changed
   }
+  # The first budget was the rows' runs: it has their seeds, the other probes 3.
+  assert "lenet300/paper_text+adam+normal+constant_20/snip/0.9/seed4" in by_name
+  assert "lenet300/paper_text+adam+vs_h+constant_20+no_weight_decay/snip/0.9/seed3" not in by_name
+  # A |D| row scores its number of examples, at its first budget too.
+  scored = by_name["lenet300/paper_text+adam+D10+constant_20/snip/0.9/seed1"].make_config()
+  assert (scored.score_batch_size, scored.num_epochs, scored.optimizer) == (10, 20, "adam")
   row = {"model": "lstm_s", "criterion": "snip", "sparsity": 0.9, "init": "vs_h"}
   assert paper_mnist.paper_number({**row, "recipe": "paper_text+adam+vs_h"}) == 1.47
   # The paper's numbers are its reported rows': not a probe's.
-  assert paper_mnist.paper_number({**row, "recipe": "paper_text+adam+vs_h+no_weight_decay"}) is None
+  for probe in ("constant_20", "constant_20+no_weight_decay"):
+    assert paper_mnist.paper_number({**row, "recipe": f"paper_text+adam+vs_h+{probe}"}) is None
   assert (
-    results_doc.recipe_name("paper_text+adam+vs_h+no_weight_decay")
-    == "the paper's text, Adam, no weight decay"
+    results_doc.recipe_name("paper_text+adam+vs_h+constant_20+no_weight_decay")
+    == "the paper's text, Adam, 20 epochs at a constant learning rate, no weight decay"
   )
+  assert (
+    results_doc.recipe_name("paper_text+no_weight_decay") == "the paper's text, no weight decay"
+  )
+  assert paper_mnist.is_probe("constant_20+no_weight_decay") and not paper_mnist.is_probe("adam")
+  with pytest.raises(ValueError, match="Unknown probe 'longer'"):
+    paper_mnist.probe_overrides("constant_20+longer")
   names = {r.name for r in everything}
   assert "lenet5/authors_code/snip/0.99/seed2" in names
   assert "lenet5/authors_code/snip/0.99/seed3" not in names
@@ -231,9 +251,11 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
     record("lenet5/authors_code_text_schedule/snip/0.99/seed1", error=0.0114),
     record("lenet5/authors_code_text_schedule/random/0.99/seed0", error=0.9),
     record("lenet300/paper_text+adam+D10/snip/0.9/seed0", error=0.0170),
+    # |D| = 100 only at the first budget so far.
+    record("lenet300/paper_text+adam+D100+constant_20/snip/0.9/seed0", error=0.0210),
   ]
   text, rows = results_section(tmp_path, records)
-  assert len(rows) == 8
+  assert len(rows) == 9
   # The recipe table: the paper's text diverged on the dense net, the authors' code trained it.
   assert (
     "| LeNet-5-Caffe | dense | diverged (loss NaN by step 6; 1/1 runs) | 0.90 ± 0.07 (n=2) | "
@@ -260,21 +282,24 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
     "| LeNet-5-Caffe | dense | the authors' code at the text's schedule | 0.82 ± 0.03 (n=2) | 0.9 "
     "| -0.08 | at or below |" in text
   )
-  # |D| = 10: 1.70 vs 1.72.
-  assert "| 10 | 1.70 ± 0.00 (n=1) | 1.72 | -0.02 | at or below |" in text
+  # |D| = 10: 1.70 vs 1.72 (not run at the first budget); |D| = 100: only at the first budget.
+  assert "| 10 | 1.70 ± 0.00 (n=1) | 1.72 | -0.02 | at or below | - |" in text
+  assert "| 100 | not run yet | 1.64 | - |  | 2.10 ± 0.00 (n=1) |" in text
+  assert "| 1,000 |" not in text
   assert (
-    "As in the paper, Adam at a learning rate of 0.001, here constant for 20 epochs; every other "
-    "field is the network's recipe: LeNet-300-100 with the paper's text, LeNet-5-Caffe with the "
-    "authors' code at the text's schedule, LSTM-s with the paper's text and GRU-s with the "
-    "paper's text. SNIP scores one batch of |D| training examples." in text
+    "As in the paper, Adam at a learning rate of 0.001; every other field, the schedule "
+    "included, is the network's recipe: LeNet-300-100 with the paper's text. The last column is "
+    "the same setting trained for 20 epochs at a constant learning rate, the budget these rows "
+    "had first. SNIP scores one batch of |D| training examples." in text
   )
+  assert "| verdict | at 20 constant epochs (%) |" in text
   for missing in ("table3", "table4"):
     assert f"python experiments/paper_mnist.py --studies {missing}`" in text
-  # One command per setting, its first seed's: 8 settings.
-  assert text.count("python experiments/train.py --config.seed=0 # ") == 8
+  # One command per setting, its first seed's: 9 settings.
+  assert text.count("python experiments/train.py --config.seed=0 # ") == 9
   assert "--config.seed=1 # " not in text
-  assert "Runs on Test CPU (2 cores)." in text and "Cost so far: 11 runs, 0.18 h" in text
-  assert (out / "paper_mnist.csv").read_text().count("\n") == 1 + 8
+  assert "Runs on Test CPU (2 cores)." in text and "Cost so far: 12 runs, 0.20 h" in text
+  assert (out / "paper_mnist.csv").read_text().count("\n") == 1 + 9
   assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -289,7 +314,10 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
     record("lenet300/paper_text/snip/0.95/seed0", error=0.0150),  # At or below: not a miss.
     record("lenet300/paper_text+adam+D1/snip/0.9/seed0", error=0.0250),
     record("lenet300/paper_text+adam+vs_h/snip/0.9/seed0", error=0.0250),
-    record("lenet300/paper_text+adam+vs_h+no_weight_decay/snip/0.9/seed0", error=0.0190),
+    record("lenet300/paper_text+adam+vs_h+constant_20/snip/0.9/seed0", error=0.0260),
+    record(
+      "lenet300/paper_text+adam+vs_h+constant_20+no_weight_decay/snip/0.9/seed0", error=0.0190
+    ),
     record("lenet5/authors_code_text_schedule+momentum/dense/0.0/seed0", diverged_step=9),
     # The stability study: one epoch from each init; one run of the rescaled draw diverged.
     record("lenet5/authors_code_text_schedule+epoch1+vs_lecun/dense/0.0/seed0", diverged_step=8),
@@ -349,12 +377,17 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
     "2.50 ± 0.00 (n=1), the paper's 1.94%, +0.56 points. Training fit: 95.00% (loss 0.1000)."
     in misses
   )
-  # Table 4's VS-H row, and its probe (Adam without weight decay) as the evidence beside it.
+  # Table 4's VS-H row, and its probes (the first budget, also without weight decay) as the
+  # evidence beside it.
   assert (
     "- Table 4, LeNet-300-100, VS-H init, SNIP 90% (the paper's text, Adam): ours 2.50 ± 0.00 "
     "(n=1), the paper's 1.88%, +0.62 points. Training fit: 95.00% (loss 0.1000). Also measured "
-    "at this setting: no weight decay 1.90 ± 0.00 (n=1), training fit 95.00% (loss 0.1000)."
-    in misses
+    "at this setting: 20 epochs at a constant learning rate 2.60 ± 0.00 (n=1), training fit "
+    "95.00% (loss 0.1000); 20 epochs at a constant learning rate, no weight decay 1.90 ± 0.00 "
+    "(n=1), training fit 95.00% (loss 0.1000)." in misses
+  )
+  assert (
+    "| LeNet-300-100 | VS-H | 2.50 ± 0.00 (n=1) | 1.88 | +0.62 | miss | 2.60 ± 0.00 (n=1) |" in text
   )
   assert "SNIP 95%" not in misses and misses.count("\n- ") == 3
   assert (

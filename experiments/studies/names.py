@@ -20,12 +20,12 @@ CRITERIA = {
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam"}
 #: The paper's names of the initialisers (config.init), in the order of its ablation table.
 INITS = {"normal": "RN", "truncated_normal": "TN", "vs_x": "VS-X", "vs_h": "VS-H"}
-#: The probes of ``studies.paper_mnist`` (one change to the reported recipe each).
+#: The probes of ``studies.paper_mnist``: what each change to a reported recipe is called.
 PROBES = {
   "no_weight_decay": "no weight decay",
   "vs_lecun": "LeCun-normal init (variance 1/fan-in)",
   "momentum": "momentum 0.9",
-  "text_schedule": "100 epochs, x0.1 every 25k steps",
+  "constant_20": "20 epochs at a constant learning rate",
 }
 #: The MNIST recipes of ``studies.paper_mnist``.
 RECIPES = {

@@ -125,7 +125,14 @@ def recipe_name(recipe: str) -> str:
   if changes[:1] == ["adam"]:
     words.append("Adam")
     changes = changes[2:]
-  return ", ".join(words + [names.PROBES[change] for change in changes])
+  if changes:
+    words.append(probe_name("+".join(changes)))
+  return ", ".join(words)
+
+
+def probe_name(probe: str) -> str:
+  """A probe (``studies.paper_mnist.PROBES`` names, ``+``-joined) in words."""
+  return ", ".join(names.PROBES[change] for change in probe.split("+"))
 
 
 def cpu_of(record: dict) -> str:
@@ -300,7 +307,7 @@ class Document:
     items = []
     for r in rows:
       probe = r["recipe"].partition("+")[2]
-      if (not probe or probe in names.PROBES) and r["diverged_runs"]:
+      if (not probe or paper_mnist.is_probe(probe)) and r["diverged_runs"]:
         items.append(
           self.fill(
             "paper_mnist_diverged",
@@ -354,7 +361,11 @@ class Document:
       dense = index.get((model, recipe, paper_mnist.DENSE, 0.0)) if sparsity else None
       others = {  # The other recipes and the probes measured at this setting.
         **{r: names.RECIPES[r] for r in paper_mnist.RECIPE_STUDY.get(model, ()) if r != base},
-        **{f"{recipe}+{p}": names.PROBES[p] for p in paper_mnist.PROBES},
+        **{
+          r: probe_name(r.removeprefix(f"{recipe}+"))
+          for r in sorted({key[1] for key in index if key[0] == model})
+          if r.startswith(f"{recipe}+") and paper_mnist.is_probe(r.removeprefix(f"{recipe}+"))
+        },
       }
       tried = [
         self.fill("paper_mnist_miss_other", what=name, cell=self._cell(other), **self._fit(other))
@@ -473,32 +484,65 @@ class Document:
     return self.fill("paper_mnist_table3", rows=runs.markdown_rows(table)) if table else ""
 
   def _table4(self, index) -> str:
-    table = []
-    for setting in paper_mnist.table_settings("Table 4"):
-      if (row := index.get(setting)) is not None:
-        table.append([names.MODELS[row["model"]], names.INITS[row["init"]], *self._versus(row)])
+    table = [
+      [names.MODELS[model], names.INITS[at], *cells]
+      for (model, at), cells in self._ablation_rows(index, "Table 4")
+    ]
     if not table:
       return ""
-    return self.fill("paper_mnist_table4", rows=runs.markdown_rows(table), adam=self._adam())
+    return self.fill(
+      "paper_mnist_table4",
+      rows=runs.markdown_rows(table),
+      adam=self._adam("Table 4"),
+      **self._budget(),
+    )
 
   def _dataset_size(self, index) -> str:
-    table = []
-    for setting in paper_mnist.table_settings("the |D| study"):
-      if (row := index.get(setting)) is not None:
-        table.append([f"{row['score_examples']:,}", *self._versus(row)])
+    table = [[f"{at:,}", *cells] for (_, at), cells in self._ablation_rows(index, "the |D| study")]
     if not table:
       return ""
-    return self.fill("paper_mnist_dataset_size", rows=runs.markdown_rows(table), adam=self._adam())
+    return self.fill(
+      "paper_mnist_dataset_size",
+      rows=runs.markdown_rows(table),
+      adam=self._adam("the |D| study"),
+      **self._budget(),
+    )
 
-  def _adam(self) -> str:
-    """How the ablations train: :data:`paper_mnist.ADAM` over each network's recipe."""
-    adam = paper_mnist.ADAM
+  def _ablation_rows(self, index, table: str) -> list[tuple[tuple, list[str]]]:
+    """``((model, init or |D|), cells)`` of each row of an ablation ``table`` that has runs:
+    :meth:`_versus` (or 'not run yet') and the same setting at the first budget."""
+    rows = []
+    for setting in paper_mnist.table_settings(table):
+      model, recipe, criterion, sparsity = setting
+      row = index.get(setting)
+      first = index.get((model, f"{recipe}+{paper_mnist.FIRST_BUDGET}", criterion, sparsity))
+      if row is None and first is None:
+        continue
+      at = recipe.rpartition("+")[2]
+      at = int(at.removeprefix("D")) if at.startswith("D") else at
+      if row is None:
+        paper = paper_mnist.paper_number({**first, "recipe": recipe})
+        versus = ["not run yet", f"{paper:g}", "-", ""]
+      else:
+        versus = self._versus(row)
+      rows.append(((model, at), [*versus, self._cell(first)]))
+    return rows
+
+  def _adam(self, table: str) -> str:
+    """How an ablation ``table`` trains: :data:`paper_mnist.ADAM` over each of its networks'
+    recipes."""
+    models = dict.fromkeys(model for model, *_ in paper_mnist.table_settings(table))
     return self.fill(
       "paper_mnist_adam",
-      learning_rate=f"{adam['learning_rate']:g}",
-      epochs=adam["num_epochs"],
-      choices=self._recipes_of(paper_mnist.TABLE4_MODELS),
+      learning_rate=f"{paper_mnist.ADAM['learning_rate']:g}",
+      choices=self._recipes_of(models),
+      **self._budget(),
     )
+
+  @staticmethod
+  def _budget() -> dict[str, int]:
+    """The ablations' first budget (:data:`paper_mnist.FIRST_BUDGET`), for the templates."""
+    return {"first_epochs": paper_mnist.PROBES[paper_mnist.FIRST_BUDGET]["num_epochs"]}
 
   def _recipes_of(self, models) -> str:
     """``'LeNet-300-100 with the paper's text and ...'``: each network's reported recipe."""
