@@ -10,7 +10,8 @@ Every other module goes through the functions here, so each fact lives in one pl
 * :func:`sparsity` and :func:`layer_summary` measure a mask or a set of params
   (:func:`layer_sparsities` flattens it into a dict for a metrics logger);
 * :func:`overlap` compares two masks (intersection over union, per layer and in total);
-* :func:`save_mask` / :func:`load_mask` store a mask as ``.npz`` keyed by tree path.
+* :func:`save_mask` / :func:`load_mask` store a mask as ``.npz`` keyed by tree path
+  (:func:`leaf_names`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,24 @@ def path_name(path: KeyPath) -> str:
   """Readable name of a tree path, e.g. ``'Dense_0/kernel'`` (the same for a Linen params dict
   and an NNX ``State``, whose leaves sit under a ``.value``)."""
   return "/".join(_key_name(key) for key in _keys(path))
+
+
+def leaf_names(tree: PyTree) -> list[str]:
+  """:func:`path_name` of each leaf of ``tree``, in its order, which files key leaves by.
+
+  Raises:
+    ValueError: two leaves share a name (a key that contains ``/``), so a file would keep one.
+  """
+  names = [path_name(path) for path, _ in jax.tree.leaves_with_path(tree)]
+  seen: set[str] = set()
+  for name in names:
+    if name in seen:
+      raise ValueError(
+        f"Two leaves of the tree are both named {name!r} (a key containing '/'?); a file keys "
+        "leaves by these names and would keep only one: rename the key."
+      )
+    seen.add(name)
+  return names
 
 
 def leaf_name(path: KeyPath) -> str:
@@ -399,7 +418,8 @@ def format_layer_summary(
 def save_mask(path: str | os.PathLike[str], mask: PyTree) -> None:
   """Saves ``mask`` as an ``.npz`` of ``bool`` arrays keyed by tree path (``'Dense_0/kernel'``)."""
   arrays = {
-    path_name(p): np.asarray(leaf, dtype=bool) for p, leaf in jax.tree.leaves_with_path(mask)
+    name: np.asarray(leaf, dtype=bool)
+    for name, leaf in zip(leaf_names(mask), jax.tree.leaves(mask), strict=True)
   }
   # Atomic: a crash leaves the old mask or the new one. A file object keeps numpy from
   # appending '.npz'.

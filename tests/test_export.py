@@ -246,6 +246,19 @@ def test_a_mask_of_another_model_is_refused_before_writing(tmp_path, lenet300):
   assert not list(tmp_path.iterdir())
 
 
+def test_leaves_that_would_share_a_name_in_the_file_are_refused_before_writing(tmp_path):
+  kernel = jnp.ones((3, 2))
+  # Two leaves named 'Dense_0/kernel'.
+  with pytest.raises(ValueError, match="both named 'Dense_0/kernel'"):
+    export.export_sparse(
+      tmp_path / "m.npz", {"Dense_0/kernel": kernel, "Dense_0": {"kernel": kernel}}
+    )
+  # A dense leaf named as the CSR part of a kernel's ('x/indptr' of the kernel 'x').
+  with pytest.raises(ValueError, match="both be stored as 'params/x/indptr'"):
+    export.export_sparse(tmp_path / "m.npz", {"x": kernel, "x/indptr": jnp.ones(3)})
+  assert not list(tmp_path.iterdir())
+
+
 def test_model_from_config_needs_a_config(tmp_path, lenet300, exported_lenet300):
   _, variables, mask = lenet300
   model = export.model_from_config(export.load_dense(exported_lenet300).config)

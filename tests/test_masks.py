@@ -20,6 +20,7 @@ from snip_jax import (
   save_mask,
   sparsity,
 )
+from snip_jax.masks import leaf_names
 
 
 def literal_tree():
@@ -93,6 +94,15 @@ def test_save_load_round_trip_and_mismatch(tmp_path):
   wider = {**params, "Dense_1": {**params["Dense_1"], "kernel": jnp.ones((1, 4))}}
   with pytest.raises(ValueError, match=r"'Dense_1/kernel' has shape \(1, 3\) but the param"):
     load_mask(path, wider)
+
+
+def test_a_mask_whose_leaves_share_a_name_is_refused_before_writing(tmp_path):
+  # 'a/b' and a -> b both name their leaf 'a/b': the file would keep one of the two.
+  mask = {"a/b": jnp.ones((2,), bool), "a": {"b": jnp.zeros((2,), bool)}}
+  with pytest.raises(ValueError, match="Two leaves of the tree are both named 'a/b'"):
+    save_mask(tmp_path / "mask.npz", mask)
+  assert not list(tmp_path.iterdir())
+  assert leaf_names({"a": {"b": 1, "c": [2, 3]}}) == ["a/b", "a/c/0", "a/c/1"]
 
 
 def test_overlap_is_iou_per_layer_and_in_total():

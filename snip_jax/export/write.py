@@ -32,9 +32,20 @@ def _storable(values: np.ndarray) -> np.ndarray:
   return values.view(np.dtype(f"uint{8 * values.dtype.itemsize}"))
 
 
+def _store(arrays: dict[str, np.ndarray], key: str, value: np.ndarray) -> None:
+  """``arrays[key] = value``, refusing a key already stored: a leaf whose name (a key that
+  contains ``/``) is another's, or one of its CSR parts (``<name>/indptr``), would overwrite it."""
+  if key in arrays:
+    raise ValueError(
+      f"Two leaves of the model would both be stored as {key!r} (a key containing '/'?): "
+      "rename the key."
+    )
+  arrays[key] = value
+
+
 def _dense_leaf(arrays: dict[str, np.ndarray], collection: str, path: str, value) -> dict:
   """Stores ``value`` whole; returns its manifest entry."""
-  arrays[f"{collection}/{path}"] = _storable(value)
+  _store(arrays, f"{collection}/{path}", _storable(value))
   entry = {"collection": collection, "path": path, "shape": list(value.shape)}
   return {**entry, "dtype": value.dtype.name, "layout": "dense", "nnz": int(value.size)}
 
@@ -45,9 +56,9 @@ def _csr_leaf(arrays: dict[str, np.ndarray], path: str, value, kept) -> dict:
   row_of, col_of = np.divmod(kept, max(cols, 1))
   indptr = np.searchsorted(row_of, np.arange(rows + 1))  # Where each row's entries start.
   name = f"params/{path}"
-  arrays[f"{name}/indptr"] = indptr.astype(_uint_for(kept.size))
-  arrays[f"{name}/indices"] = col_of.astype(_uint_for(max(cols - 1, 0)))
-  arrays[f"{name}/values"] = _storable(value.reshape(-1)[kept])
+  _store(arrays, f"{name}/indptr", indptr.astype(_uint_for(kept.size)))
+  _store(arrays, f"{name}/indices", col_of.astype(_uint_for(max(cols - 1, 0))))
+  _store(arrays, f"{name}/values", _storable(value.reshape(-1)[kept]))
   entry = {"collection": "params", "path": path, "shape": list(value.shape)}
   return {**entry, "dtype": value.dtype.name, "layout": "csr", "nnz": int(kept.size)}
 
@@ -83,10 +94,13 @@ def export_sparse(
     of the prunable leaves.
 
   Raises:
-    ValueError: ``mask`` does not match ``params``.
+    ValueError: ``mask`` does not match ``params``, or two leaves would be stored under one
+      name (a key that contains ``/``); nothing is written.
   """
   if mask is not None:
     mask = masks.conform_mask(params, mask)
+  masks.leaf_names(params)  # Each leaf is stored under its name: refuses two of one name.
+  masks.leaf_names(batch_stats or {})
   num_leaves = len(jax.tree.leaves(params))
   mask_leaves = jax.tree.leaves(mask) if mask is not None else [None] * num_leaves
   arrays: dict[str, np.ndarray] = {}
