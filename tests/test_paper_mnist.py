@@ -397,6 +397,21 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
   # Only Tables 2 and 3: the |D| run is not among LeNet-300-100's curves.
   shown = [r["name"] for r in records if paper_mnist.setting_of(r) in paper_mnist.curve_settings()]
   assert len(shown) == 7 and not any("adam" in name for name in shown)
+  panels = paper_mnist.curve_panels(records)
+  assert [(title, list(groups)) for title, groups in panels] == [
+    ("LeNet-300-100, MNIST", ["dense", "SNIP 95%", "SNIP 98%"]),
+    *((f"{m}, MNIST", ["dense"]) for m in ("LSTM-s", "GRU-s", "GRU-b")),
+  ]
+  # The ablations' curves: Table 4's rows by init, the |D| study's by size; not the probes'.
+  assert [(title, list(groups)) for title, groups in paper_mnist.ablation_panels(records)] == [
+    ("LeNet-300-100: Table 4, SNIP 90%, Adam", ["VS-H"]),
+    ("LeNet-300-100: |D|, SNIP 90%, Adam", ["|D| = 1"]),
+  ]
+  assert (out / paper_mnist.ABLATION_CURVES).read_bytes()[:4] == b"\x89PNG"
+  assert (
+    f"![validation error per epoch, ablations](results/paper_mnist/{paper_mnist.ABLATION_CURVES})"
+    in text
+  )
 
 
 def test_the_diverged_step_is_read_from_the_error():

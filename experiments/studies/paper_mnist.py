@@ -374,8 +374,8 @@ def table_settings(*tables: str) -> list[tuple]:
 
 
 def curve_settings() -> set[tuple]:
-  """The settings whose validation curves ``curves.png`` shows: Tables 2 and 3 (the budget's
-  convergence; the ablations train a budget of their own)."""
+  """The settings whose validation curves ``curves.png`` shows: Tables 2 and 3 (those of the
+  ablations, which differ by init or |D| at one sparsity, are ``ablation_curves.png``'s)."""
   return set(table_settings("Table 2", "Table 3"))
 
 
@@ -394,6 +394,9 @@ def paper_number(row) -> float | None:
     return PAPER_TABLE4.get((model, row["init"]))
   return None
 
+
+#: The validation curves of Table 4's and the |D| study's runs, beside ``curves.png``.
+ABLATION_CURVES = "ablation_curves.png"
 
 #: A test error (%) above which a network has failed to learn MNIST: the paper's GRU-s with
 #: RN/TN initialisation (Table 4) reports 46-48%, every working setting below 4%.
@@ -415,29 +418,68 @@ def verdict(row) -> str:
   return "within 1 std" if ours - std <= paper else "miss"
 
 
-def curves_figure(records, path: Path) -> None:
-  """Validation error per epoch (mean over seeds, min..max band) of Table 2's and Table 3's
-  runs: whether the budget has converged."""
-  plt = runs.pyplot()
-  models = [m for m in (*TABLE2, *TABLE3) if any(r["tags"]["model"] == m for r in records)]
-  cols = min(len(models), 3)
-  rows = -(-len(models) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
-  for ax in axes.flat[len(models) :]:
-    ax.set_visible(False)
-  for ax, model in zip(axes.flat, models, strict=False):
-    mine = [r for r in records if r["tags"]["model"] == model and not diverged(r)]
+def curve_panels(records) -> list[tuple[str, dict[str, list]]]:
+  """``curves.png``'s panels, ``(title, {label: runs})``: per network of Tables 2 and 3, the
+  runs of each of its settings there (dense, SNIP and random pruning at each sparsity)."""
+  shown = curve_settings()
+  panels = []
+  for model in (*TABLE2, *TABLE3):
+    mine = [r for r in records if setting_of(r) in shown and r["tags"]["model"] == model]
     by_setting = runs.group(mine, lambda r: (r["tags"]["criterion"], r["tags"]["sparsity"]))
-    for i, ((criterion, sparsity), group) in enumerate(sorted(by_setting.items())):
-      errors = np.array([[1 - m["val_accuracy"] for m in r["metrics"]] for r in group])
+    groups = {
+      "dense" if c == DENSE else f"{names.CRITERIA[c]} {s:.0%}": group
+      for (c, s), group in sorted(by_setting.items())
+    }
+    if groups:
+      panels.append((f"{names.MODELS[model]}, MNIST", groups))
+  return panels
+
+
+def ablation_panels(records) -> list[tuple[str, dict[str, list]]]:
+  """``ablation_curves.png``'s panels, ``(title, {label: runs})``: per network of Table 4, the
+  runs of each init; then the |D| study's, of each number of scoring examples."""
+  by_setting = runs.group(records, setting_of)
+  panels = []
+  for model in TABLE4_MODELS:
+    groups = {}
+    for setting in table_settings("Table 4"):
+      if setting[0] == model and setting in by_setting:
+        init = setting[1].rpartition("+")[2]
+        groups[names.INITS[init]] = by_setting[setting]
+    if groups:
+      panels.append((f"{names.MODELS[model]}: Table 4, SNIP 90%, Adam", groups))
+  groups = {
+    f"|D| = {int(setting[1].rpartition('+D')[2]):,}": by_setting[setting]
+    for setting in table_settings("the |D| study")
+    if setting in by_setting
+  }
+  if groups:
+    panels.append((f"{names.MODELS['lenet300']}: |D|, SNIP 90%, Adam", groups))
+  return panels
+
+
+def curves_figure(panels: list[tuple[str, dict[str, list]]], path: Path) -> None:
+  """Validation error per epoch (mean over the seeds that did not diverge, min..max band) of
+  each panel's groups of runs: whether their budget has converged."""
+  plt = runs.pyplot()
+  cols = min(len(panels), 3)
+  rows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+  for ax in axes.flat[len(panels) :]:
+    ax.set_visible(False)
+  for ax, (title, groups) in zip(axes.flat, panels, strict=False):
+    for i, (label, group) in enumerate(groups.items()):
+      finished = [r for r in group if not diverged(r)]
+      if not finished:
+        continue
+      errors = np.array([[1 - m["val_accuracy"] for m in r["metrics"]] for r in finished])
       epochs = np.arange(1, errors.shape[1] + 1)
-      label = "dense" if criterion == DENSE else f"{names.CRITERIA[criterion]} {sparsity:.0%}"
-      ax.plot(epochs, 100 * errors.mean(0), color=f"C{i}", label=f"{label} (n={len(group)})")
+      ax.plot(epochs, 100 * errors.mean(0), color=f"C{i}", label=f"{label} (n={len(finished)})")
       ax.fill_between(epochs, 100 * errors.min(0), 100 * errors.max(0), color=f"C{i}", alpha=0.15)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation error (%)")
-    ax.set_title(f"{names.MODELS[model]}, MNIST")
+    ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
   runs.save_figure(fig, path)
@@ -445,16 +487,18 @@ def curves_figure(records, path: Path) -> None:
 
 def write_outputs(out: Path, records) -> list[dict]:
   """``paper_mnist.csv`` (one row per setting, with the paper's number and the verdict) and
-  the validation curves of Table 2's and Table 3's runs (``curves.png``) from ``records``;
-  returns the rows."""
+  the validation curves of Table 2's and Table 3's runs (``curves.png``) and of the ablations'
+  (``ablation_curves.png``) from ``records``; returns the rows."""
   rows = aggregate(records)
   for row in rows:
     row["paper_test_error_pct"] = paper_number(row)
     row["verdict"] = verdict(row)
   if rows:
     runs.write_csv(rows, out / "paper_mnist.csv")
-  shown = curve_settings()
-  curves = [r for r in records if setting_of(r) in shown]
-  if curves:
-    curves_figure(curves, out / "curves.png")
+  for name, panels in (
+    ("curves.png", curve_panels(records)),
+    (ABLATION_CURVES, ablation_panels(records)),
+  ):
+    if panels:
+      curves_figure(panels, out / name)
   return rows

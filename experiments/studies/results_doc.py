@@ -227,6 +227,9 @@ class Document:
       (self._dataset_size(index), lambda: self.fill("paper_mnist_dataset_size_missing")),
     ):
       parts.append(body or missing())
+    if paper_mnist.ablation_panels(records):  # Drawn by write_outputs.
+      figure = rel(out / paper_mnist.ABLATION_CURVES, self.base)
+      parts.append(self.fill("paper_mnist_ablation_curves", figure=figure))
     cut = self._cut_outputs(records, index)
     if cut:
       parts.append(cut)
