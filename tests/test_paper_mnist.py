@@ -3,10 +3,12 @@ enter the tables, and the --quick path end to end on the real MNIST."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import runs
@@ -232,7 +234,7 @@ def test_the_verdict_compares_with_the_papers_number_within_one_std():
 def results_section(tmp_path, records) -> tuple[str, list[dict]]:
   """RESULTS.md's MNIST section and its rows, made from ``records`` as the raw results."""
   out = tmp_path / "results" / "paper_mnist"
-  out.mkdir(parents=True)
+  out.mkdir(parents=True, exist_ok=True)
   (out / runs.RUNS_FILE).write_text("".join(f"{json.dumps(r)}\n" for r in records))
   return results_doc.Document(tmp_path / "results", tmp_path).paper_mnist()
 
@@ -412,6 +414,46 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
     f"![validation error per epoch, ablations](results/paper_mnist/{paper_mnist.ABLATION_CURVES})"
     in text
   )
+
+
+def test_the_dataset_size_masks_are_compared_with_the_largest_ones(tmp_path):
+  out = tmp_path / "results" / "paper_mnist"
+  sizes = paper_mnist.DATASET_SIZES
+  records = [
+    record(f"lenet300/paper_text+adam+D{size}/snip/0.9/seed{seed}", error=0.02)
+    for seed in (0, 1)
+    for size in sizes
+  ]
+  # Seed 0's masks: |D| = 1 keeps {0, 1}, the others {0, 2} but the largest keeps {0, 3}; seed
+  # 1 has no mask for |D| = 10 (its run's directory is gone), so it is left out.
+  kept = {1: [0, 1], 10: [0, 2], 100: [0, 2], 1_000: [0, 2], 10_000: [0, 3]}
+  for size in sizes:
+    for seed in (0, 1):
+      if (seed, size) == (1, 10):
+        continue
+      mask = np.zeros((2, 2), bool)
+      mask.flat[kept[size]] = True
+      workdir = out / "runs" / f"lenet300/paper_text+adam+D{size}/snip/0.9/seed{seed}"
+      workdir.mkdir(parents=True)
+      np.savez(workdir / "mask.npz", **{"Dense_0/kernel": mask, "Dense_0/bias": np.ones(2, bool)})
+  rows = paper_mnist.dataset_size_overlaps(out, records)
+  # {0, 1} vs {0, 3}: 1 shared of 3; {0, 2} vs {0, 3}: likewise; the largest with itself: 1.
+  assert [(r["seed"], r["score_examples"], r["iou_with_largest"]) for r in rows] == [
+    (0, size, 1.0 if size == 10_000 else 1 / 3) for size in sizes
+  ]
+  text, _ = results_section(tmp_path, records)
+  assert (out / paper_mnist.OVERLAP_CSV).read_text().count("\n") == 1 + 5
+  assert (
+    "the intersection over union of each row's kept connections with those of |D| = 10,000 at "
+    "the same seed is 0.33 ± 0.00 (|D| = 1), 0.33 ± 0.00 (|D| = 10), 0.33 ± 0.00 (|D| = 100) "
+    "and 0.33 ± 0.00 (|D| = 1,000) (mean ± std over seeds, n=1; from the runs' masks: "
+    "`results/paper_mnist/dataset_size_overlap.csv`)." in text
+  )
+  # Without the runs' directories (a clone has only the records) the file is kept as it is.
+  shutil.rmtree(out / "runs")
+  assert paper_mnist.dataset_size_overlaps(out, records) == []
+  again, _ = results_section(tmp_path, records)
+  assert "0.33 ± 0.00 (|D| = 1)" in again
 
 
 def test_the_diverged_step_is_read_from_the_error():

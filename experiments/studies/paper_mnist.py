@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import runs
+from snip_jax import masks
 from snip_jax.train import recipes
 from studies import names
 
@@ -397,6 +398,8 @@ def paper_number(row) -> float | None:
 
 #: The validation curves of Table 4's and the |D| study's runs, beside ``curves.png``.
 ABLATION_CURVES = "ablation_curves.png"
+#: How the |D| study's masks differ (:func:`dataset_size_overlaps`), beside ``runs.jsonl``.
+OVERLAP_CSV = "dataset_size_overlap.csv"
 
 #: A test error (%) above which a network has failed to learn MNIST: the paper's GRU-s with
 #: RN/TN initialisation (Table 4) reports 46-48%, every working setting below 4%.
@@ -485,10 +488,41 @@ def curves_figure(panels: list[tuple[str, dict[str, list]]], path: Path) -> None
   runs.save_figure(fig, path)
 
 
+def dataset_size_overlaps(out: Path, records) -> list[dict]:
+  """Per seed and row of the |D| study: the intersection over union of its mask's kept
+  connections with those of the largest |D| at the same seed (:func:`snip_jax.masks.overlap`),
+  from the masks the runs saved (``<out>/runs/<name>/mask.npz``). Seeds whose masks are not all
+  there are left out (none when the runs' directories are not: a clone has only the records)."""
+  settings = table_settings("the |D| study")
+  by_seed = runs.group(
+    [r for r in records if setting_of(r) in settings], lambda r: r["tags"]["seed"]
+  )
+  rows = []
+  for seed, group in sorted(by_seed.items()):
+    files = {setting_of(r): out / "runs" / r["name"] / "mask.npz" for r in group}
+    if set(files) != set(settings) or not all(f.exists() for f in files.values()):
+      continue
+    loaded = {}
+    for setting, file in files.items():
+      with np.load(file) as data:
+        loaded[setting] = {k: data[k] for k in data.files}
+    largest = loaded[settings[-1]]
+    for setting in settings:
+      rows.append(
+        {
+          "seed": seed,
+          "score_examples": int(setting[1].rpartition("+D")[2]),
+          "iou_with_largest": masks.overlap(loaded[setting], largest)["total"],
+        }
+      )
+  return rows
+
+
 def write_outputs(out: Path, records) -> list[dict]:
   """``paper_mnist.csv`` (one row per setting, with the paper's number and the verdict) and
   the validation curves of Table 2's and Table 3's runs (``curves.png``) and of the ablations'
-  (``ablation_curves.png``) from ``records``; returns the rows."""
+  (``ablation_curves.png``) from ``records``, and where the runs' masks are there, how the
+  |D| study's differ (:data:`OVERLAP_CSV`); returns the rows."""
   rows = aggregate(records)
   for row in rows:
     row["paper_test_error_pct"] = paper_number(row)
@@ -501,4 +535,7 @@ def write_outputs(out: Path, records) -> list[dict]:
   ):
     if panels:
       curves_figure(panels, out / name)
+  overlaps = dataset_size_overlaps(out, records)
+  if overlaps:
+    runs.write_csv(overlaps, out / OVERLAP_CSV)
   return rows

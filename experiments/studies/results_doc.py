@@ -12,6 +12,7 @@ in ``runs.jsonl``: the config file it names, with its overrides), the paper's nu
 from __future__ import annotations
 
 import collections
+import csv
 import json
 import math
 from collections.abc import Iterable
@@ -508,7 +509,31 @@ class Document:
       "paper_mnist_dataset_size",
       rows=runs.markdown_rows(table),
       adam=self._adam("the |D| study"),
+      overlap=self._dataset_size_overlap(),
       **self._budget(),
+    )
+
+  def _dataset_size_overlap(self) -> str:
+    """How the |D| study's masks differ (:data:`paper_mnist.OVERLAP_CSV`; '' before it is
+    written): each smaller |D|'s IoU with the largest's, mean ± std over seeds."""
+    path = self.results / "paper_mnist" / paper_mnist.OVERLAP_CSV
+    if not path.exists():
+      return ""
+    with open(path, newline="") as f:
+      rows = list(csv.DictReader(f))
+    by_size = runs.group(rows, lambda r: int(r["score_examples"]))
+    largest = max(by_size)
+    overlaps = []
+    for size, group in sorted(by_size.items()):
+      if size != largest:
+        iou = runs.Stat.of(float(r["iou_with_largest"]) for r in group)
+        overlaps.append(f"{iou.mean:.2f} ± {iou.std:.2f} (|D| = {size:,})")
+    return self.fill(
+      "paper_mnist_dataset_size_overlap",
+      largest=f"{largest:,}",
+      overlaps=and_list(overlaps),
+      n=len(by_size[largest]),
+      file=rel(path, self.base),
     )
 
   def _ablation_rows(self, index, table: str) -> list[tuple[tuple, list[str]]]:
