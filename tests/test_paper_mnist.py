@@ -55,6 +55,11 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
   # The reported LeNet-5-Caffe recipe draws TF 1.8's init.
   reported = by_name["lenet5/authors_code_text_schedule/dense/0.0/seed0"].make_config()
   assert reported.init == "vs_lecun_tf18"
+  # --quick: every study's runs fit the slice of data it trains on (the |D| rows score at most
+  # its examples), so `paper_mnist.py --quick` runs them all.
+  for run in paper_mnist.make_runs(paper_mnist.STUDIES, 1, 1, quick=True, stability_seeds=1):
+    config = run.make_config()
+    assert config.score_batch_size * config.score_batches <= config.train_examples == 500
   quick = paper_mnist.make_runs(["stability"], 1, 1, quick=True, stability_seeds=1)
   assert [r.name.split("/")[1] for r in quick] == [
     "authors_code_text_schedule+epoch1+vs_lecun_tf18",

@@ -205,6 +205,8 @@ def run_spec(model, recipe, criterion, sparsity, seed, extra=None, label="", qui
     overrides["criterion"] = criterion
   if quick:
     overrides.update(QUICK)
+    if "score_batch_size" in overrides:  # The |D| rows: no more than the quick slice holds.
+      overrides["score_batch_size"] = min(overrides["score_batch_size"], QUICK["train_examples"])
   setting = f"{recipe}{label}/{criterion}/{sparsity}"
   return runs.Run(
     name=f"{model}/{setting}/seed{seed}",
