@@ -108,6 +108,11 @@ def test_runs_are_named_by_what_they_compute_and_trained_once():
     results_doc.recipe_name("paper_text+no_weight_decay") == "the paper's text, no weight decay"
   )
   assert paper_mnist.is_probe("constant_20+no_weight_decay") and not paper_mnist.is_probe("adam")
+  # An ablation's row and its probes name the ablation; other recipes none.
+  for at in ("vs_h", 10):
+    recipe = "paper_text" + paper_mnist.ablation(at)[1]
+    assert paper_mnist.ablation_at(recipe) == paper_mnist.ablation_at(f"{recipe}+constant_20") == at
+  assert paper_mnist.ablation_at("paper_text+no_weight_decay") is None
   with pytest.raises(ValueError, match="Unknown probe 'longer'"):
     paper_mnist.probe_overrides("constant_20+longer")
   names = {r.name for r in everything}

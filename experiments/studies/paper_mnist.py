@@ -79,6 +79,16 @@ def ablation(at: str | int | None) -> tuple[dict, str]:
   return {**ADAM, "init": at}, f"+adam+{at}"
 
 
+def ablation_at(recipe: str) -> str | int | None:
+  """The inverse of :func:`ablation` on a recipe tag (``<recipe>+adam+<at>[+<probe>]``): its
+  init, its number of scoring examples, or ``None`` when it is no ablation's."""
+  _, adam, rest = recipe.partition("+adam+")
+  if not adam:
+    return None
+  at = rest.split("+")[0]
+  return int(at.removeprefix("D")) if at.startswith("D") else at
+
+
 def reported(model: str) -> str:
   """``model``'s recipe in the tables."""
   return REPORTED[model]
@@ -449,12 +459,11 @@ def ablation_panels(records) -> list[tuple[str, dict[str, list]]]:
     groups = {}
     for setting in table_settings("Table 4"):
       if setting[0] == model and setting in by_setting:
-        init = setting[1].rpartition("+")[2]
-        groups[names.INITS[init]] = by_setting[setting]
+        groups[names.INITS[ablation_at(setting[1])]] = by_setting[setting]
     if groups:
       panels.append((f"{names.MODELS[model]}: Table 4, SNIP 90%, Adam", groups))
   groups = {
-    f"|D| = {int(setting[1].rpartition('+D')[2]):,}": by_setting[setting]
+    f"|D| = {ablation_at(setting[1]):,}": by_setting[setting]
     for setting in table_settings("the |D| study")
     if setting in by_setting
   }
@@ -513,7 +522,7 @@ def dataset_size_overlaps(out: Path, records) -> list[dict]:
       rows.append(
         {
           "seed": seed,
-          "score_examples": int(setting[1].rpartition("+D")[2]),
+          "score_examples": ablation_at(setting[1]),
           "iou_with_largest": masks.overlap(loaded[setting], largest)["total"],
         }
       )

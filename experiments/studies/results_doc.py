@@ -546,8 +546,7 @@ class Document:
       first = index.get((model, f"{recipe}+{paper_mnist.FIRST_BUDGET}", criterion, sparsity))
       if row is None and first is None:
         continue
-      at = recipe.rpartition("+")[2]
-      at = int(at.removeprefix("D")) if at.startswith("D") else at
+      at = paper_mnist.ablation_at(recipe)
       if row is None:
         paper = paper_mnist.paper_number({**first, "recipe": recipe})
         versus = ["not run yet", f"{paper:g}", "-", ""]
