@@ -99,15 +99,16 @@ def export_sparse(
   """
   if mask is not None:
     mask = masks.conform_mask(params, mask)
-  masks.leaf_names(params)  # Each leaf is stored under its name: refuses two of one name.
-  masks.leaf_names(batch_stats or {})
-  num_leaves = len(jax.tree.leaves(params))
-  mask_leaves = jax.tree.leaves(mask) if mask is not None else [None] * num_leaves
+  # Each leaf is stored under its name: leaf_names refuses two of one name before anything is.
+  names, stats_names = masks.leaf_names(params), masks.leaf_names(batch_stats or {})
+  mask_leaves = jax.tree.leaves(mask) if mask is not None else [None] * len(names)
   arrays: dict[str, np.ndarray] = {}
   leaves: list[dict[str, Any]] = []
   kept_total = prunable_total = 0
-  for (tree_path, leaf), keep in zip(jax.tree.leaves_with_path(params), mask_leaves, strict=True):
-    value, name = np.asarray(leaf), masks.path_name(tree_path)
+  for name, (tree_path, leaf), keep in zip(
+    names, jax.tree.leaves_with_path(params), mask_leaves, strict=True
+  ):
+    value = np.asarray(leaf)
     if not filter_fn(tree_path, leaf):
       leaves.append(_dense_leaf(arrays, "params", name, value))
       continue
@@ -118,8 +119,8 @@ def export_sparse(
       kept = np.flatnonzero(np.asarray(keep).reshape(-1))
     leaves.append(_csr_leaf(arrays, name, value, kept))
     kept_total, prunable_total = kept_total + kept.size, prunable_total + flat.size
-  for tree_path, leaf in jax.tree.leaves_with_path(batch_stats or {}):
-    leaves.append(_dense_leaf(arrays, "batch_stats", masks.path_name(tree_path), np.asarray(leaf)))
+  for name, leaf in zip(stats_names, jax.tree.leaves(batch_stats or {}), strict=True):
+    leaves.append(_dense_leaf(arrays, "batch_stats", name, np.asarray(leaf)))
   if isinstance(config, ml_collections.ConfigDict):
     config = config.to_dict()
   manifest = {
