@@ -354,6 +354,10 @@ def test_a_miss_is_listed_with_the_evidence_at_its_setting(tmp_path):
     "3 of the outputs off the input (classes 0, 1, 7); training accuracy at the end 95.00%." in cut
   )
   assert cut.count("\n- ") == 1
+  # Its row's verdict says so: the spread of such a row comes from the classes it guesses.
+  (d1,) = [line for line in text.splitlines() if line.startswith("| 1 | ")]
+  assert d1.split(" | ")[4] == "miss; 1 of 1 seeds cut outputs (below)"
+  assert "seeds cut outputs" not in text.replace(d1, "")
   # A probe that diverged is among the recipe study's findings.
   assert (
     "- LeNet-5-Caffe, dense, the authors' code at the text's schedule, momentum 0.9: the "

@@ -353,6 +353,8 @@ def aggregate(records) -> list[dict]:
         ),
         "test_error_mean": err.mean,
         "test_error_std": err.std,
+        # Finished runs whose mask cut some outputs off the input (their classes are guessed).
+        "cut_output_runs": sum(bool(r["summary"].get("num_cut_outputs")) for r in finished),
         # How well the runs fit the training set: their last epoch's mean loss and accuracy.
         "final_train_loss_mean": runs.Stat.of(m["train_loss"] for m in last_epochs).mean,
         "final_train_accuracy_mean": runs.Stat.of(m["train_accuracy"] for m in last_epochs).mean,

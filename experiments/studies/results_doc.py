@@ -449,14 +449,18 @@ class Document:
     }
 
   def _versus(self, row: dict) -> list[str]:
-    """Ours, the paper's number, the difference and the verdict of a row."""
+    """Ours, the paper's number, the difference and the verdict of a row; a verdict whose seeds
+    include masks that cut outputs off the input says how many (their errors make the spread)."""
     paper = paper_mnist.paper_number(row)
     diff = round(100 * row["test_error_mean"] - paper, 2) + 0.0 if row["n"] else math.nan
+    verdict = paper_mnist.verdict(row)
+    if verdict and row["cut_output_runs"]:
+      verdict += f"; {row['cut_output_runs']} of {row['n']} seeds cut outputs (below)"
     return [
       self._cell(row),
       f"{paper:g}",
       "-" if math.isnan(diff) else f"{diff:+.2f}",
-      paper_mnist.verdict(row),
+      verdict,
     ]
 
   def _table2(self, index) -> str:
