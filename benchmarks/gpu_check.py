@@ -23,6 +23,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from benchmarks.sections import GPU_SECTIONS
+
 #: The GPU image's Python, which the wheels are fetched for.
 PYTHON_VERSION = "3.12"
 #: Distribution -> the module whose import shows it works: what the image may lack. pip
@@ -150,20 +152,18 @@ def summarise(junit_xml: Path, command: str, time_limit_s: float, returncode: in
 
 
 def gpu_sections(chosen: str = "") -> tuple[str, ...]:
-  """The GPU sections (``benchmarks.run.GPU_SECTIONS``), or the comma-separated ``chosen`` of
-  them in their order; an unknown or empty choice is refused naming the sections."""
-  from benchmarks import run
-
+  """The GPU sections (``benchmarks.sections.GPU_SECTIONS``), or the comma-separated ``chosen``
+  of them in their order; an unknown or empty choice is refused naming the sections."""
   if not chosen:
-    return run.GPU_SECTIONS
+    return GPU_SECTIONS
   names = [name.strip() for name in chosen.split(",") if name.strip()]
-  unknown = [name for name in names if name not in run.GPU_SECTIONS]
+  unknown = [name for name in names if name not in GPU_SECTIONS]
   if unknown or not names:
     raise SystemExit(
       f"gpu_check: unknown section(s) {', '.join(unknown) or repr(chosen)}: choose among "
-      f"{','.join(run.GPU_SECTIONS)}."
+      f"{','.join(GPU_SECTIONS)}."
     )
-  return tuple(name for name in run.GPU_SECTIONS if name in names)
+  return tuple(name for name in GPU_SECTIONS if name in names)
 
 
 def main(argv: list[str]) -> None:

@@ -72,6 +72,10 @@ SECONDS=0
 step() { echo "== gpu_check [${SECONDS} s]: $*"; }
 gpu_check() { "$PYTHON" -m benchmarks.gpu_check "$@" | tail -n 1; }
 
+# The sections, checked before anything is installed or run (an unknown one is refused, naming
+# the sections; the module imports only the standard library).
+SECTIONS="$(gpu_check sections ${CHOSEN:+"$CHOSEN"})"
+
 # 1. What fails to import, installed offline from the wheels (never snip_jax itself).
 step "what fails to import"
 # (Each answer is assigned first, so that a failing command stops the check: set -e.)
@@ -118,9 +122,6 @@ if ((!DRY_RUN)) && [[ $ID == cpu-* ]]; then
   fail "JAX sees no accelerator here (machine $ID): check jax.devices() and JAX's CUDA build;" \
     "--dry-run is the rehearsal on a CPU."
 fi
-# The sections, checked before the tests and benchmarks run (an unknown one is refused, naming
-# the sections).
-SECTIONS="$(gpu_check sections ${CHOSEN:+"$CHOSEN"})"
 DIR="$OUT/$ID"
 mkdir -p "$DIR"
 echo "machine $ID: results in $DIR"

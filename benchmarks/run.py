@@ -34,26 +34,13 @@ from pathlib import Path
 from absl import app, flags
 
 from benchmarks import common, report
+from benchmarks.sections import GPU_SECTIONS, SECTIONS
 from snip_jax import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The committed results: one folder per machine id.
 RESULTS = ROOT / "benchmarks" / "results"
 
-#: Section name -> module, in BENCHMARKS.md's order.
-SECTIONS = {
-  "train_step": "bench_step",
-  "pruning": "bench_pruning",
-  "selection": "bench_selection",
-  "pipeline": "bench_pipeline",
-  "memory": "bench_memory",
-  "conv": "bench_conv",
-  "inference": "bench_inference",
-  "training": "bench_training",
-}
-#: The sections with sizes for a GPU: their ``run(quick, gpu)`` takes ``gpu``; the others are
-#: CPU measurements, ``run(quick)``.
-GPU_SECTIONS = ("train_step", "pruning", "selection", "inference", "training")
 #: The sections each profile runs when ``--sections`` is not given.
 DEFAULT_SECTIONS = {
   "full": ("train_step", "pruning", "selection", "pipeline", "memory", "conv"),

@@ -366,7 +366,8 @@ def test_gpu_check_refuses_an_unknown_section_naming_them(tmp_path):
   result = gpu_check_sh("--dry-run", "--out", str(tmp_path), "--sections=nope")
   assert result.returncode != 0
   assert f"unknown section(s) nope: choose among {','.join(run.GPU_SECTIONS)}." in result.stderr
-  assert not list(tmp_path.iterdir())  # Refused before the tests and benchmarks wrote anything.
+  assert not list(tmp_path.iterdir())  # Refused before the tests and benchmarks wrote anything,
+  assert "what fails to import" not in result.stdout  # and before any install.
 
 
 def gpu_check_sh(*args: str) -> subprocess.CompletedProcess:
