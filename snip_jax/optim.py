@@ -76,24 +76,31 @@ class MaskedState(NamedTuple):
 def zero_masked_moments(state: PyTree, mask: PyTree) -> PyTree:
   """Zeroes the pruned coordinates of every part of an optimizer state shaped like the params.
 
-  :func:`masked` calls it once, at ``init``; it is public so that other formulations (e.g. one
-  that also re-masks the state after every update) can be compared with :func:`masked`.
+  :func:`masked` calls it at ``init`` and :func:`replace_mask` at each new mask; it is public so
+  that other formulations (e.g. one that also re-masks the state after every update) can be
+  compared with :func:`masked`.
 
   Args:
-    state: any pytree, e.g. an Optax optimizer state.
+    state: any pytree, e.g. an Optax optimizer state, or the one ``nnx.Optimizer`` holds (whose
+      moments are a ``State`` of ``OptVariable`` where the mask's are ``Param``).
     mask: a ``bool`` mask pytree shaped like the params.
 
   Returns:
-    ``state`` with ``mask`` applied to every subtree that has exactly the mask's tree structure
-    and leaf shapes (moments, traces, accumulators); other subtrees (step counts, ...) as given.
+    ``state`` with ``mask`` applied to every subtree whose leaves have the mask's names
+    (:func:`snip_jax.masks.path_name`) and shapes, whatever its containers (moments, traces,
+    accumulators); other subtrees (step counts, ...) as given.
   """
-  mask_def = jax.tree.structure(mask)
-  mask_shapes = [jnp.shape(m) for m in jax.tree.leaves(mask)]
+  named = sorted(
+    (masks.path_name(path), jnp.shape(m)) for path, m in jax.tree.leaves_with_path(mask)
+  )
+  if not named:
+    return state
 
   def shaped_like_mask(node):
-    if jax.tree.structure(node) != mask_def:
+    leaves = jax.tree.leaves_with_path(node)
+    if len(leaves) != len(named):
       return False
-    return [jnp.shape(x) for x in jax.tree.leaves(node)] == mask_shapes
+    return sorted((masks.path_name(path), jnp.shape(x)) for path, x in leaves) == named
 
   def zero(node):
     return masks.apply_mask(node, mask) if shaped_like_mask(node) else node
@@ -107,13 +114,13 @@ def _pruned_to_zero(updates: PyTree, mask: PyTree, params: PyTree | None) -> PyT
   if params is None:
     return masks.apply_mask(updates, mask)
 
-  mask = masks.conform_mask(params, mask)
-  return jax.tree.map(
-    lambda update, keep, param: jnp.where(keep, update, -jnp.asarray(param, update.dtype)),
-    updates,
-    mask,
-    params,
-  )
+  def pruned_to_zero(update, keep, param):
+    # In the wider of the two dtypes: -param rounded to a narrower update's (bfloat16 updates
+    # of float32 params) would leave param + update a rounding error away from 0.
+    dtype = jnp.promote_types(update.dtype, jnp.result_type(param))
+    return jnp.where(keep, update.astype(dtype), -jnp.asarray(param, dtype))
+
+  return jax.tree.map(pruned_to_zero, updates, masks.conform_mask(params, mask), params)
 
 
 def masked(
@@ -160,14 +167,19 @@ def replace_mask(params: PyTree, state: MaskedState, mask: PyTree) -> tuple[PyTr
   during training (:mod:`snip_jax.dynamic`).
 
   Every coordinate the new mask prunes becomes exactly ``0.0`` in the params and in every
-  params-shaped part of the optimizer state (moments, traces), so a dropped weight leaves nothing
-  behind; a coordinate it grows was pruned, so its param and state are already 0 and it starts
-  from there. Other state (step counts) is kept. The jitted step needs no recompilation: the mask
-  is data of the state.
+  params-shaped part of the optimizer state (moments, traces, accumulators), so a dropped weight
+  leaves nothing behind; a coordinate it grows starts at ``0.0`` in both too (RigL's rule), even
+  where a transform that mixes coordinates (``optax.centralize``) left state at pruned ones,
+  and where the inner optimizer starts its state elsewhere (``optax.adagrad``'s accumulator:
+  :func:`masked`'s ``init`` zeroes it at pruned coordinates too).
+  Other state (step counts) is kept. The new mask is stored in the containers of the old one
+  (an ``nnx.Optimizer``'s ``OptVariable`` included), so the jitted step needs no recompilation:
+  the mask is data of the state.
 
   Args:
     params: the current params.
-    state: a :class:`MaskedState` (the ``opt_state`` of a train state built with :func:`masked`).
+    state: a :class:`MaskedState` (the ``opt_state`` of a train state or an ``nnx.Optimizer``
+      built with :func:`masked`).
     mask: the new ``bool`` mask, shaped like the params.
 
   Returns:
@@ -178,8 +190,11 @@ def replace_mask(params: PyTree, state: MaskedState, mask: PyTree) -> tuple[PyTr
       f"replace_mask needs the state of snip_jax.masked (a MaskedState), got a "
       f"{type(state).__name__}; build the optimizer with snip_jax.masked(inner, mask)."
     )
-  mask = jax.tree.map(lambda m: jnp.asarray(m, bool), masks.conform_mask(params, mask))
-  inner_state = zero_masked_moments(state.inner_state, mask)
+  masks.check_mask(params, mask)
+  mask = jax.tree.map(lambda m: jnp.asarray(m, bool), masks.conform_mask(state.mask, mask))
+  # The state survives only where the weight was kept and stays kept.
+  kept_through = jax.tree.map(jnp.logical_and, state.mask, mask)
+  inner_state = zero_masked_moments(state.inner_state, kept_through)
   return masks.apply_mask(params, mask), MaskedState(inner_state, mask)
 
 

@@ -162,6 +162,67 @@ def test_changing_masks_leave_exact_zeros_in_params_and_state(inner):
       assert kept(state.mask) == counts
 
 
+def test_a_grown_connection_starts_from_zero_state():
+  """A transform that mixes coordinates (``optax.centralize``) leaves momentum at pruned
+  coordinates (their updates are still 0): a connection grown there starts from zero momentum,
+  so a zero gradient does not move it."""
+  params = random_params(jax.random.key(2), sizes=((12, 8), (8, 4)))
+  mask = top_k_mask(jax.tree.map(jnp.abs, params), 0.7)
+  tx = masked(optax.chain(optax.centralize(), optax.sgd(0.1, momentum=0.9)), mask)
+  params = masks.apply_mask(params, mask)
+  state = tx.init(params)
+  for t in range(3):
+    grads = jax.tree.map(lambda p, t=t: jax.random.normal(jax.random.key(t), p.shape), params)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+
+  def kernels(tree):
+    return [tree[layer]["kernel"] for layer in sorted(tree)]
+
+  trace = state.inner_state[1][0].trace
+  assert any(  # The case: momentum at pruned coordinates before the change.
+    np.abs(np.asarray(v)[~np.asarray(m)]).max() > 0
+    for v, m in zip(kernels(trace), kernels(mask), strict=True)
+  )
+  new = dynamic.set_mask(state.mask, params, jax.random.key(9), 0.3)
+  params, state = optim.replace_mask(params, state, new)
+  trace = state.inner_state[1][0].trace
+  for v, m, n in zip(kernels(trace), kernels(mask), kernels(new), strict=True):
+    grown, dropped = np.asarray(n & ~m), np.asarray(~n)
+    assert grown.any()
+    np.testing.assert_array_equal(np.asarray(v)[grown | dropped], 0.0)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
+  for u, m, n in zip(kernels(updates), kernels(mask), kernels(new), strict=True):
+    np.testing.assert_array_equal(np.asarray(u)[np.asarray(n & ~m)], 0.0)
+
+
+def test_replace_mask_on_an_nnx_optimizer():
+  """``nnx.Optimizer`` keeps its moments as ``OptVariable`` (the mask's leaves are ``Param``):
+  the new mask still zeroes them, and the state keeps its tree structure (no retrace)."""
+  from flax import nnx
+
+  model = nnx.Linear(6, 4, rngs=nnx.Rngs(0))
+  params = nnx.state(model, nnx.Param)
+  mask = top_k_mask(jax.tree.map(jnp.abs, params), 0.5)
+  nnx.update(model, masks.apply_mask(params, mask))
+  opt = nnx.Optimizer(model, masked(optax.sgd(0.1, momentum=0.9), mask), wrt=nnx.Param)
+  for _ in range(2):
+    opt.update(model, nnx.grad(lambda m: jnp.sum(m(jnp.ones((2, 6))) ** 2))(model))
+  before = jax.tree.structure(opt.opt_state)
+  new = dynamic.set_mask(
+    nnx.to_pure_dict(mask), nnx.to_pure_dict(nnx.state(model, nnx.Param)), jax.random.key(1), 0.5
+  )
+  params, state = optim.replace_mask(nnx.state(model, nnx.Param), opt.opt_state, new)
+  assert jax.tree.structure(state) == before
+  trace = state.inner_state[0].trace
+  for name in ("kernel", "bias"):
+    keep = np.asarray(new[name])
+    assert (~keep).any() or name == "bias"
+    np.testing.assert_array_equal(np.asarray(trace[name][...])[~keep], 0.0)
+    np.testing.assert_array_equal(np.asarray(params[name][...])[~keep], 0.0)
+    np.testing.assert_array_equal(np.asarray(state.mask[name][...]), keep)
+
+
 def test_replace_mask_refuses_an_unmasked_state():
   params = random_params(jax.random.key(3))
   with pytest.raises(ValueError, match=r"needs the state of snip_jax\.masked"):

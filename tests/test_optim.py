@@ -175,6 +175,24 @@ def test_params_never_masked_are_pruned_by_the_first_update():
       assert not np.any(np.signbit(np.asarray(p)[np.asarray(off)]))  # +0.0, not -0.0.
 
 
+def test_low_precision_updates_still_prune_float32_params_exactly():
+  """bfloat16 gradients (mixed precision) for float32 params never masked: ``-param`` rounded
+  to bfloat16 would leave each pruned weight a rounding error away from 0 after the update."""
+  params = random_params(jax.random.key(0))
+  mask = random_mask(params, jax.random.key(1))
+  tx = masked(optax.sgd(0.1), mask)
+  with pytest.warns(UnmaskedParamsWarning):
+    state = tx.init(params)
+  grads = jax.tree.map(lambda p: jnp.ones(p.shape, jnp.bfloat16), params)
+  inner_updates, _ = optax.sgd(0.1).update(grads, optax.sgd(0.1).init(params), params)
+  assert {u.dtype for u in jax.tree.leaves(inner_updates)} == {jnp.dtype(jnp.bfloat16)}
+  updates, state = jax.jit(tx.update)(grads, state, params)
+  params = optax.apply_updates(params, updates)
+  for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True):
+    assert p.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(p)[~np.asarray(m)], 0.0)
+
+
 def test_init_warns_about_unmasked_params_only():
   """Without params, update cannot prune: init says so when its params are not masked, and is
   silent on masked params (and under jit, where it cannot look)."""
