@@ -17,6 +17,7 @@ Every other module goes through the functions here, so each fact lives in one pl
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 import zipfile
 import zlib
@@ -118,7 +119,8 @@ def kernels(path: KeyPath, leaf: Any) -> bool:
   rank) and Conv layers (``kernel`` in Linen and NNX), and a hand-written model's (``w1``).
 
   Never biases (leaves named ``bias``, whatever their rank), normalisation scales and offsets
-  (in a module whose name contains ``norm``), embeddings (a name part starting with ``emb``:
+  (in a module :func:`in_norm_layer` recognises: ``norm`` in its name, or a part ``bn``, ``ln``
+  or ``gn``), embeddings (a name part starting with ``emb``:
   opt in with :func:`kernels_and_embeddings`), or integer and key leaves (lookup tables,
   counters, RNG state). :func:`exclusion` says why a leaf is left out.
   """
@@ -128,8 +130,9 @@ def kernels(path: KeyPath, leaf: Any) -> bool:
 def kernels_and_biases(path: KeyPath, leaf: Any) -> bool:
   """Kernels plus the biases of layers, as the authors' TF code prunes them.
 
-  The offsets and scales of normalisation layers (any module whose name contains ``norm``,
-  e.g. ``BatchNorm_0`` or ``conv1_norm``) are not connections and are never prunable.
+  The offsets and scales of normalisation layers (:func:`in_norm_layer`: ``BatchNorm_0``,
+  ``conv1_norm``, ``bn1``, ``ln_f``) are not connections and are never prunable; give another
+  ``filter_fn`` for a normalisation module named otherwise.
   """
   if kernels(path, leaf):
     return True
@@ -148,9 +151,20 @@ def is_bias(path: KeyPath) -> bool:
   return leaf_name(path) == "bias"
 
 
+#: Name parts that mark a normalisation module besides any name containing ``norm``: the usual
+#: short names of BatchNorm, LayerNorm and GroupNorm attributes (``bn1``, ``ln_f``, ``gn``).
+NORM_ABBREVIATIONS = frozenset({"bn", "ln", "gn"})
+
+
 def in_norm_layer(path: KeyPath) -> bool:
-  """Whether ``path`` lies in a normalisation layer: a module whose name contains ``norm``."""
-  return any("norm" in _key_name(key).lower() for key in _keys(path)[:-1])
+  """Whether ``path`` lies in a normalisation layer: a module whose name contains ``norm``
+  (``BatchNorm_0``, ``conv1_norm``, ``RMSNorm_0``) or has a part of letters that is ``bn``,
+  ``ln`` or ``gn`` (an NNX attribute ``bn1``, GPT-2's ``ln_f`` and ``ln_1``)."""
+  for key in _keys(path)[:-1]:
+    name = _key_name(key).lower()
+    if "norm" in name or not NORM_ABBREVIATIONS.isdisjoint(re.findall(r"[a-z]+", name)):
+      return True
+  return False
 
 
 def not_a_candidate(leaf: Any) -> jax.Array:

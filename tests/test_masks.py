@@ -137,6 +137,47 @@ def test_layer_sparsities_is_a_flat_dict_for_logging():
   }
 
 
+@pytest.mark.parametrize(
+  "module, norm",
+  [
+    ("LayerNorm_0", True),
+    ("conv1_norm", True),
+    ("RMSNorm_0", True),
+    ("bn", True),  # Flax's NNX examples: self.bn = nnx.BatchNorm(...).
+    ("bn1", True),
+    ("ln_f", True),  # GPT-2's names.
+    ("ln_1", True),
+    ("gn", True),
+    ("Dense_0", False),
+    ("linear", False),
+    ("kiln", False),  # Letters "ln" inside a word are not the abbreviation.
+    ("fc1", False),
+  ],
+)
+def test_normalisation_modules_are_recognised_by_their_usual_names(module, norm):
+  from snip_jax import masks
+
+  path = (jax.tree_util.DictKey(module), jax.tree_util.DictKey("bias"))
+  assert masks.in_norm_layer(path) == norm
+  assert masks.kernels_and_biases(path, jnp.ones(4)) == (not norm)
+
+
+def test_kernels_and_biases_never_prunes_an_nnx_models_norm_offsets():
+  from flax import nnx
+
+  from snip_jax import layer_summary, masks
+
+  class Block(nnx.Module):
+    def __init__(self, rngs):
+      self.linear = nnx.Linear(4, 8, rngs=rngs)
+      self.bn = nnx.BatchNorm(8, rngs=rngs)
+      self.ln_f = nnx.LayerNorm(8, rngs=rngs)
+
+  params = nnx.state(Block(nnx.Rngs(0)), nnx.Param)
+  names = [r["name"] for r in layer_summary(params, masks.kernels_and_biases)]
+  assert names == ["linear/bias", "linear/kernel"]
+
+
 def attention_block_params():
   """A small attention block's params: token and positional embeddings, q/k/v/out with rank-2
   biases, a LayerNorm, an int lookup table."""
