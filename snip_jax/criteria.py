@@ -149,8 +149,7 @@ def _random_scores(params, mask, batch, key, *, filter_fn):
 @functools.partial(jax.jit, static_argnames="filter_fn")
 def _magnitude_scores(params, mask, batch, key, *, filter_fn):
   del mask, batch, key
-  magnitudes = jax.tree.map(lambda w: jnp.abs(w).astype(jnp.float32), params)
-  return masks.candidate_scores(magnitudes, params, filter_fn)
+  return masks.map_candidates(jnp.abs, params, filter_fn=filter_fn)
 
 
 # Criteria that read nothing but the params are compiled once per module, not per call.
@@ -164,20 +163,33 @@ def _magnitude(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
   return functools.partial(_magnitude_scores, filter_fn=filter_fn)
 
 
+def _floating_part(params: PyTree) -> tuple[PyTree, Callable[[PyTree], PyTree]]:
+  """What a criterion differentiates: ``params`` with every leaf that is not floating point (an
+  integer table, a ``bool`` flag, an NNX state's RNG keys) as float32 zeros of its shape, and
+  the function that puts those leaves back, as they were, before the model sees the tree."""
+  floating = jax.tree.map(masks.is_candidate, params)
+  stand_in = jax.tree.map(
+    lambda p, f: p if f else jnp.zeros(jnp.shape(p), jnp.float32), params, floating
+  )
+
+  def restore(tree):
+    return jax.tree.map(lambda t, p, f: t if f else p, tree, params, floating)
+
+  return stand_in, restore
+
+
 def _grasp(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
   def score_fn(params, mask, batch, key):
     del key
-    theta = masks.apply_mask(params, mask)
+    theta, restore = _floating_part(masks.apply_mask(params, mask))
 
     def grad_fn(p):
-      return jax.grad(task.loss_fn)(p, *batch)
+      return jax.grad(lambda p: task.loss_fn(restore(p), *batch))(p)
 
     # g is a constant direction: Hg = d/dε ∇L(θ + ε g) at ε = 0, one forward-over-reverse pass.
     g = masks.apply_mask(jax.lax.stop_gradient(grad_fn(theta)), mask)
     _, hg = jax.jvp(grad_fn, (theta,), (g,))
-    return masks.candidate_scores(
-      jax.tree.map(lambda t, h: (t * h).astype(jnp.float32), theta, hg), params, filter_fn
-    )
+    return masks.map_candidates(lambda _, t, h: t * h, params, theta, hg, filter_fn=filter_fn)
 
   return jax.jit(score_fn)
 
@@ -186,10 +198,11 @@ def _synflow(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
   def score_fn(params, mask, batch, key):
     del batch, key
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    linear = jax.tree.map(lambda w, m: jnp.abs(w).astype(dtype) * m, params, mask)
+    floats, restore = _floating_part(params)
+    linear = jax.tree.map(lambda w, m: jnp.abs(w).astype(dtype) * m, floats, mask)
 
     def synaptic_flow(p):
-      return jnp.sum(task.run_forward(p, dtype))
+      return jnp.sum(task.run_forward(restore(p), dtype))
 
     grads = jax.grad(synaptic_flow)(linear)
     scores = masks.candidate_scores(jax.tree.map(jnp.multiply, linear, grads), params, filter_fn)
@@ -430,7 +443,8 @@ def reach(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) -> 
 
   Runs ``task.forward`` on one all-ones input with every kept prunable weight set to
   ``1 / fan_in`` (a positive value; the scale avoids overflow), pruned ones to 0, biases to 0
-  and the other leaves (e.g. batch-norm scales) to their absolute values: with non-negative
+  and the other floating-point leaves (e.g. batch-norm scales) to their absolute values
+  (integer, ``bool`` and key leaves are given as they are): with non-negative
   weights and inputs, ReLU and max pooling pass signal exactly where a path exists, so an
   output unit is non-zero iff a path reaches it. A mask can keep connections in every layer and
   still cut some outputs off: SNIP scored on a single example (the paper's |D| = 1) can keep no
@@ -439,26 +453,28 @@ def reach(task: Task, params: PyTree, mask: PyTree, filter_fn=masks.kernels) -> 
   if task.forward is None or task.input_shape is None:
     raise ValueError("has_path and reach need Task(forward=..., input_shape=...).")
   mask = masks.conform_mask(params, mask)
+
   # Each leaf's role, decided here on the leaves themselves (a filter may look at them); the
   # arithmetic then runs inside the one compiled forward, not as an eager op per leaf.
-  roles = jax.tree.map_with_path(
-    lambda path, w: (
-      "prunable" if filter_fn(path, w) else "bias" if masks.is_bias(path) else "other"
-    ),
-    params,
-  )
+  def role(path, w):
+    if not masks.is_candidate(w):
+      return "constant"  # Integer tables, bool flags, RNG keys: as they are.
+    if filter_fn(path, w):
+      return "prunable"
+    return "bias" if masks.is_bias(path) else "other"
+
+  roles = jax.tree.map_with_path(role, params)
 
   def weight(role, w, m):
+    if role == "constant":
+      return w
     if role == "prunable":
       fan_in = max(1, math.prod(jnp.shape(w)[:-1]))
-      return jnp.asarray(m, jnp.float32) / fan_in
-    if role == "bias":
-      return jnp.zeros_like(w)
-    return jnp.abs(w)
+      w = jnp.asarray(m, jnp.float32) / fan_in
+    return (jnp.zeros_like(w) if role == "bias" else jnp.abs(w)).astype(dtype)
 
   def reached(params, mask):
-    weights = jax.tree.map(weight, roles, params, mask)
-    out = task.run_forward(jax.tree.map(lambda w: w.astype(dtype), weights), dtype)
+    out = task.run_forward(jax.tree.map(weight, roles, params, mask), dtype)
     return jnp.ravel(out > 0)
 
   def both(params, mask):  # One compiled function for the pruned and the dense probe.

@@ -119,17 +119,15 @@ def drop_and_grow(
   counts = _kept_counts(mask, params, filter_fn)
   # A layer cannot grow more than it has pruned.
   moved = [min(math.floor(fraction * kept), size - kept) for kept, size in counts]
-  magnitudes = jax.tree.map(lambda w: jnp.abs(w).astype(jnp.float32), params)
   stay = selection.top_k_per_layer(
-    masks.candidate_scores(magnitudes, params, filter_fn),
+    masks.map_candidates(jnp.abs, params, filter_fn=filter_fn),
     [kept - d for (kept, _), d in zip(counts, moved, strict=True)],
     filter_fn=filter_fn,
     within=mask,
   )
   pruned = jax.tree.map(jnp.logical_not, mask)
-  grow_scores = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grow_scores)
   grown = selection.top_k_per_layer(
-    masks.candidate_scores(grow_scores, params, filter_fn),
+    masks.map_candidates(lambda _, g: g, params, grow_scores, filter_fn=filter_fn),
     moved,
     filter_fn=filter_fn,
     within=pruned,
@@ -171,7 +169,8 @@ def rigl_mask(
   """RigL's update: drop the smallest ``|w|``, grow the pruned weights with the largest
   ``|grads|`` (the dense gradient of the loss on the current batch, pruned coordinates
   included); see :func:`drop_and_grow`."""
-  return drop_and_grow(mask, params, jax.tree.map(jnp.abs, grads), fraction, filter_fn=filter_fn)
+  grow_scores = masks.map_candidates(lambda _, g: jnp.abs(g), params, grads, filter_fn=filter_fn)
+  return drop_and_grow(mask, params, grow_scores, fraction, filter_fn=filter_fn)
 
 
 def gmp_mask(
@@ -185,9 +184,8 @@ def gmp_mask(
   """Gradual magnitude pruning's update: the largest ``|w|`` among the weights ``mask`` still
   keeps, at ``sparsity`` (exact κ; ``distribution`` as in
   :func:`snip_jax.selection.top_k_mask`). A pruned weight is never revived."""
-  magnitudes = jax.tree.map(lambda w: jnp.abs(w).astype(jnp.float32), params)
   return selection.top_k_mask(
-    masks.candidate_scores(magnitudes, params, filter_fn),
+    masks.map_candidates(jnp.abs, params, filter_fn=filter_fn),
     sparsity,
     filter_fn=filter_fn,
     distribution=distribution,

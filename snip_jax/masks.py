@@ -195,6 +195,30 @@ def candidate_scores(scores: PyTree, params: PyTree, filter_fn: FilterFn = kerne
   )
 
 
+def map_candidates(
+  fn: Callable[..., Any], params: PyTree, *trees: PyTree, filter_fn: FilterFn = kernels
+) -> PyTree:
+  """A score tree: ``fn(param, *leaves)`` as ``float32`` at each candidate of ``params``
+  (:func:`is_prunable`), :func:`not_a_candidate` elsewhere, so ``fn`` never sees an integer,
+  ``bool`` or key leaf (a whole NNX state's RNG keys and counters).
+
+  Args:
+    fn: e.g. ``jnp.abs`` (magnitudes), or ``lambda w, g: jnp.abs(g)`` with gradients.
+    params: the params, which decide the candidates.
+    *trees: trees shaped like ``params`` whose leaves ``fn`` gets after the param's.
+    filter_fn: which leaves are prunable.
+  """
+  return jax.tree.map_with_path(
+    lambda path, p, *leaves: (
+      jnp.asarray(fn(p, *leaves), jnp.float32)
+      if is_prunable(path, p, filter_fn)
+      else not_a_candidate(p)
+    ),
+    params,
+    *trees,
+  )
+
+
 def normalised_scores(scores: PyTree, dtype: Any = None) -> PyTree:
   """The candidates' scores divided by their sum (kept 0, not 0/0, when it is 0), as ``dtype``
   (default: their own); the other leaves as they are."""

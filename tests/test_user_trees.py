@@ -20,11 +20,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snip_jax import (
+  CRITERIA,
+  Task,
   UnmaskedParamsWarning,
   apply_mask,
   connection_sensitivity,
+  dynamic,
+  has_path,
   masked,
   masks,
+  prune,
   top_k_mask,
 )
 
@@ -169,3 +174,112 @@ def test_the_same_leaves_as_an_nnx_state():
   )  # κ, the bias, the embedding.
   with pytest.raises(ValueError, match="no leaf"):
     apply_mask(state, {"attn": named(mask)})
+
+
+def forward(params, x):
+  """One output that reads every leaf as its kind is used: floating-point ones as weights, an
+  int32 table as indices into ``x``, a bool table as a gate (a float table there would fail)."""
+  x = jnp.ravel(x)  # One example: (1, 3) from the data-free criteria.
+  total = jnp.sum(x)
+  for name, leaf in named(params).items():
+    if name.endswith("/table"):  # Indices: a float table fails here.
+      total += jnp.sum(x[leaf])
+    elif name.endswith("/flags"):  # A predicate: lax.select takes bool only.
+      total += jnp.sum(jax.lax.select(leaf, jnp.full(leaf.shape, x[0]), jnp.zeros(leaf.shape)))
+    else:
+      total += jnp.sum(leaf.astype(x.dtype))
+  return total[None]
+
+
+TASK = Task(
+  loss_fn=lambda params, x: loss_fn(params) * jnp.mean(x),
+  forward=forward,
+  input_shape=(3,),
+)
+
+
+def candidate_counts(mask, candidates) -> dict[str, int]:
+  return {name: int(np.sum(m)) for name, m in named(mask).items() if name in candidates}
+
+
+def assert_only_candidates_pruned(mask, params, candidates):
+  for name, m in named(mask).items():
+    assert np.shape(m) == np.shape(named(params)[name])
+    if name not in candidates:
+      assert bool(np.all(m)), name
+
+
+@pytest.mark.parametrize("name", sorted(CRITERIA))
+@settings(**{**SETTINGS, "max_examples": 10})
+@given(case=user_trees())
+def test_every_criterion_prunes_exactly_the_candidates(name, case):
+  """Integer and bool tables reach the model as they are (not as floats), whatever the
+  criterion: magnitude, GraSP and SynFlow rescale or differentiate only floating-point leaves."""
+  params, candidates = case
+  batches = [(jnp.arange(1.0, 4.0),)]
+  mask = prune(name, params, 0.5, TASK, batches=batches, key=jax.random.key(0), rounds=2)
+  size = sum(np.size(leaf) for n, leaf in named(params).items() if n in candidates)
+  assert sum(candidate_counts(mask, candidates).values()) == round(0.5 * size)
+  assert_only_candidates_pruned(mask, params, candidates)
+  assert has_path(TASK, params, mask)
+
+
+@settings(**SETTINGS)
+@given(case=user_trees())
+def test_masks_change_on_user_trees_with_every_count_kept(case):
+  params, candidates = case
+  mask = prune("magnitude", params, 0.5, TASK)
+  counts = candidate_counts(mask, candidates)
+  grads = jax.tree.map(lambda p: jnp.ones(jnp.shape(p)), params)
+  for new in (
+    dynamic.set_mask(mask, params, jax.random.key(1), 0.5),
+    dynamic.rigl_mask(mask, params, grads, 0.5),
+  ):
+    assert candidate_counts(new, candidates) == counts
+    assert_only_candidates_pruned(new, params, candidates)
+  gmp = dynamic.gmp_mask(mask, params, 0.75)
+  size = sum(np.size(leaf) for n, leaf in named(params).items() if n in candidates)
+  assert sum(candidate_counts(gmp, candidates).values()) == round(0.25 * size)
+  assert_only_candidates_pruned(gmp, params, candidates)
+
+
+def test_every_criterion_on_a_whole_nnx_state():
+  """A model's whole ``nnx.state``: Dropout's RNG key and counter are no candidates of any
+  criterion or mask update, and reach the model as they are."""
+  from flax import nnx
+
+  class MLP(nnx.Module):
+    def __init__(self, rngs):
+      self.l1, self.l2 = nnx.Linear(8, 16, rngs=rngs), nnx.Linear(16, 4, rngs=rngs)
+      self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+    def __call__(self, x):
+      return self.l2(self.drop(jax.nn.relu(self.l1(x))))
+
+  model = MLP(nnx.Rngs(0))
+  model.eval()
+  graphdef, state = nnx.split(model)
+  candidates = {"l1/kernel", "l2/kernel"}
+  assert candidates < set(named(state)) and {"drop/rngs/key", "drop/rngs/count"} < set(named(state))
+
+  def run(s, x):
+    return nnx.merge(graphdef, s)(x)
+
+  x, y = jnp.ones((4, 8)), jnp.arange(4)
+  task = Task(
+    loss_fn=lambda s, x, y: optax.softmax_cross_entropy_with_integer_labels(run(s, x), y).mean(),
+    forward=run,
+    input_shape=(8,),
+  )
+  for name in sorted(CRITERIA):
+    mask = prune(name, state, 0.5, task, batches=[(x, y)], key=jax.random.key(0), rounds=2)
+    assert sum(candidate_counts(mask, candidates).values()) == (8 * 16 + 16 * 4) // 2, name
+    assert_only_candidates_pruned(mask, state, candidates)
+  assert has_path(task, state, mask)
+  counts = candidate_counts(mask, candidates)
+  grads = jax.tree.map(lambda p: jnp.ones(jnp.shape(p)), state)
+  assert (
+    candidate_counts(dynamic.set_mask(mask, state, jax.random.key(1), 0.3), candidates) == counts
+  )
+  assert candidate_counts(dynamic.rigl_mask(mask, state, grads, 0.3), candidates) == counts
+  assert sum(candidate_counts(dynamic.gmp_mask(mask, state, 0.75), candidates).values()) == 48
