@@ -75,6 +75,8 @@ class ZeroScoresWarning(UserWarning):
 #: The named ``distribution`` choices of :func:`top_k_mask`; ``"N:M"`` strings (:func:`n_m`)
 #: are the others.
 DISTRIBUTIONS = ("global", "uniform", "erk")
+#: The most candidates one selection takes: it counts them in ``int32`` (JAX's default integer).
+MAX_CANDIDATES = int(np.iinfo(np.int32).max)
 _N_M = re.compile(r"([0-9]+):([0-9]+)")
 
 
@@ -532,6 +534,13 @@ def _prepare(
   chosen = [topk.flatten_scores(leaf, xp) for leaf, keep in zip(leaves, flags, strict=True) if keep]
   if not chosen:
     raise ValueError("No prunable leaves: filter_fn rejected every leaf of the scores tree.")
+  total = sum(int(leaf.size) for leaf in chosen)
+  if total > MAX_CANDIDATES:
+    raise ValueError(
+      f"{total:,} candidate connections: one selection counts them in int32, at most "
+      f"{MAX_CANDIDATES:,}; select over part of the layers at a time (a filter_fn per group of "
+      "layers, each with its own sparsity)."
+    )
   flat = chosen[0] if len(chosen) == 1 else xp.concatenate(chosen)
   _check_scores(flat, xp, None if warn_depth is None else warn_depth + 3)
   within_flat, candidates = None, [int(leaf.size) for leaf in chosen]

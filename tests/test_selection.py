@@ -106,6 +106,18 @@ def test_no_prunable_leaves_is_an_error():
     top_k_mask({"bias": jnp.ones(3)}, 0.5)
 
 
+def test_more_candidates_than_int32_counts_are_refused(monkeypatch):
+  """The selection counts candidates in int32: past that (2**31 - 1, here lowered to 20, as no
+  test machine holds 2**31 scores) it refuses rather than wrapping around."""
+  from snip_jax import selection
+
+  monkeypatch.setattr(selection, "MAX_CANDIDATES", 20)
+  scores = {"a": {"kernel": jnp.ones((4, 5))}, "b": {"kernel": jnp.ones((1, 1))}}
+  with pytest.raises(ValueError, match="21 candidate connections: one selection counts them"):
+    top_k_mask(scores, 0.5)
+  assert int(jnp.sum(top_k_mask(scores["a"], 0.5)["kernel"])) == 10  # 20 is within the limit.
+
+
 # --- Per-layer distributions, the minimum-kept guard and `within`. ---
 
 MLP_SIZES = ((40, 30), (30, 20), (20, 10))
