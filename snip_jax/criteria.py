@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -328,7 +329,7 @@ def schedule(sparsity: float, rounds: int) -> list[float]:
   The last entry is ``sparsity`` exactly.
   """
   sparsity = selection.validate_sparsity(sparsity)
-  if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+  if not isinstance(rounds, numbers.Integral) or isinstance(rounds, bool) or rounds < 1:
     raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
   return [1.0 - (1.0 - sparsity) ** (k / rounds) for k in range(1, rounds)] + [sparsity]
 

@@ -81,7 +81,10 @@ _N_M = re.compile(r"([0-9]+):([0-9]+)")
 
 
 def validate_sparsity(sparsity: Any) -> float:
-  """Returns ``sparsity`` as a float, or raises ``ValueError`` unless it lies in ``[0, 1)``."""
+  """Returns ``sparsity`` as a float, or raises ``ValueError`` unless it lies in ``[0, 1)``: a
+  Python or NumPy number, or a 0-d array of one (``jnp.asarray(0.9)``)."""
+  if isinstance(sparsity, (np.ndarray, jax.Array)) and sparsity.ndim == 0:
+    sparsity = sparsity.item()
   if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
     raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}.")
   value = float(sparsity)

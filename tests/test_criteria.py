@@ -359,6 +359,9 @@ def test_bad_input_is_a_clear_error():
     criteria.prune("random", params, 0.9, criteria.Task())
   with pytest.raises(ValueError, match="rounds must be a positive integer"):
     criteria.prune("snip", params, 0.9, mlp_task(), batches=[mlp_batch(0)], rounds=0)
+  with pytest.raises(ValueError, match="rounds must be a positive integer"):
+    criteria.schedule(0.9, 2.0)
+  assert criteria.schedule(0.75, np.int64(2)) == criteria.schedule(0.75, 2)  # NumPy's ints too.
   with pytest.raises(ValueError, match="sparsity must lie in"):
     criteria.prune("magnitude", params, 1.0, criteria.Task())
 

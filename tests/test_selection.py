@@ -82,11 +82,20 @@ def test_sparsity_zero_keeps_everything():
   assert all(bool(jnp.all(m)) for m in jax.tree.leaves(mask))
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5", None, True])
+@pytest.mark.parametrize(
+  "bad",
+  [-0.1, 1.0, 1.5, float("nan"), "0.5", None, True, np.array(True), jnp.ones(2) / 2],
+)
 def test_bad_sparsity_is_a_clear_error(bad):
   scores = {"kernel": jnp.ones((3, 3))}
   with pytest.raises(ValueError, match="sparsity"):
     top_k_mask(scores, bad)
+
+
+@pytest.mark.parametrize("good", [0.5, np.float32(0.5), np.array(0.5), jnp.asarray(0.5), 1 / 2])
+def test_sparsity_may_be_any_real_number_or_0d_array(good):
+  mask = top_k_mask({"kernel": jnp.arange(1.0, 11.0)[None]}, good)
+  assert jnp.sum(mask["kernel"]) == 5
 
 
 def test_sparsity_that_keeps_nothing_is_an_error():
