@@ -259,6 +259,7 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
     record("lenet5/authors_code/snip/0.99/seed0", error=0.0188),
     record("lenet5/authors_code_text_schedule/dense/0.0/seed0", error=0.0080),
     record("lenet5/authors_code_text_schedule/dense/0.0/seed1", error=0.0084),
+    record("lenet5/authors_code_text_schedule/dense/0.0/seed2", diverged_step=15102),
     record("lenet5/authors_code_text_schedule/snip/0.99/seed0", error=0.0110),
     record("lenet5/authors_code_text_schedule/snip/0.99/seed1", error=0.0114),
     record("lenet5/authors_code_text_schedule/random/0.99/seed0", error=0.9),
@@ -271,7 +272,7 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
   # The recipe table: the paper's text diverged on the dense net, the authors' code trained it.
   assert (
     "| LeNet-5-Caffe | dense | diverged (loss NaN by step 6; 1/1 runs) | 0.90 ± 0.07 (n=2) | "
-    "0.82 ± 0.03 (n=2) | 0.9 |" in text
+    "0.82 ± 0.03 (n=2), 1/3 diverged | 0.9 |" in text
   )
   assert (
     "| LeNet-5-Caffe | SNIP 99% | 1.20 ± 0.00 (n=1) | 1.88 ± 0.00 (n=1) | 1.12 ± 0.03 (n=2) | 1.1 |"
@@ -290,9 +291,10 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
     "| LeNet-5-Caffe | SNIP 99% | the authors' code at the text's schedule | 1.12 ± 0.03 (n=2) | "
     "1.1 | +0.02 | within 1 std | 90.00 ± 0.00 (n=1) |" in text
   )
+  # A seed that diverged is left out of the mean, and the verdict says so.
   assert (
-    "| LeNet-5-Caffe | dense | the authors' code at the text's schedule | 0.82 ± 0.03 (n=2) | 0.9 "
-    "| -0.08 | at or below |" in text
+    "| LeNet-5-Caffe | dense | the authors' code at the text's schedule | 0.82 ± 0.03 (n=2), 1/3 "
+    "diverged | 0.9 | -0.08 | at or below; 1 of 3 seeds diverged |" in text
   )
   # |D| = 10: 1.70 vs 1.72 (not run at the first budget); |D| = 100: only at the first budget.
   assert "| 10 | 1.70 ± 0.00 (n=1) | 1.72 | -0.02 | at or below | - |" in text
@@ -310,7 +312,7 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
   # One command per setting, its first seed's: 9 settings.
   assert text.count("python experiments/train.py --config.seed=0 # ") == 9
   assert "--config.seed=1 # " not in text
-  assert "Runs on Test CPU (2 cores)." in text and "Cost so far: 12 runs, 0.20 h" in text
+  assert "Runs on Test CPU (2 cores)." in text and "Cost so far: 13 runs, 0.22 h" in text
   assert (out / "paper_mnist.csv").read_text().count("\n") == 1 + 9
   assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -449,11 +449,15 @@ class Document:
     }
 
   def _versus(self, row: dict) -> list[str]:
-    """Ours, the paper's number, the difference and the verdict of a row; a verdict whose seeds
-    include masks that cut outputs off the input says how many (their errors make the spread)."""
+    """Ours, the paper's number, the difference and the verdict of a row; a verdict says how many
+    of the row's seeds diverged (left out of its mean) and how many masks cut outputs off the
+    input (their errors make the spread)."""
     paper = paper_mnist.paper_number(row)
     diff = round(100 * row["test_error_mean"] - paper, 2) + 0.0 if row["n"] else math.nan
     verdict = paper_mnist.verdict(row)
+    if verdict and row["diverged_runs"]:  # Its mean is of the others: the verdict says so.
+      runs_made = row["n"] + row["diverged_runs"]
+      verdict += f"; {row['diverged_runs']} of {runs_made} seeds diverged"
     if verdict and row["cut_output_runs"]:
       verdict += f"; {row['cut_output_runs']} of {row['n']} seeds cut outputs (below)"
     return [
