@@ -15,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import lzma
 import os
 import socket
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -28,6 +31,20 @@ except ImportError:  # Windows: no flock; directories are not locked there.
 
 #: The lock file :class:`DirectoryLock` creates in the directory it locks.
 LOCK_FILE = ".snip-jax.lock"
+#: What reading a truncated or damaged ``.npz`` (a zip of ``.npy`` files) can raise: a flipped
+#: bit can make a member look encrypted (``RuntimeError``) or compressed by an unknown method
+#: (``NotImplementedError``), or a length point past the end (``OSError``).
+ZIP_ERRORS = (
+  zipfile.BadZipFile,
+  zlib.error,
+  lzma.LZMAError,
+  ValueError,
+  OSError,
+  EOFError,
+  KeyError,
+  NotImplementedError,
+  RuntimeError,
+)
 # The process's umask, read once (reading it means setting it): a replaced file gets the mode
 # a plain open() would have given it, not mkstemp's 0600.
 _UMASK = os.umask(0o022)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import os
 import re
 import textwrap
-import zipfile
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -475,7 +473,9 @@ def load_mask(path: str | os.PathLike[str], params: PyTree) -> PyTree:
   try:
     with np.load(path) as data:  # No pickles: allow_pickle is off.
       stored = {k: data[k] for k in data.files}
-  except (zipfile.BadZipFile, EOFError, ValueError, zlib.error) as e:
+  except FileNotFoundError:
+    raise
+  except files.ZIP_ERRORS as e:
     raise ValueError(
       f"Mask file {os.fspath(path)!r} cannot be read ({e}): it is not a complete .npz written "
       "by save_mask."

@@ -96,6 +96,30 @@ def test_save_load_round_trip_and_mismatch(tmp_path):
     load_mask(path, wider)
 
 
+def test_a_damaged_mask_file_is_refused_or_read_exactly(tmp_path):
+  """Every single-bit flip of a mask file (the first bit of each byte): ``load_mask`` either
+  refuses it with its ValueError (a flip can make a zip member look encrypted, or compressed by
+  an unknown method) or returns the saved mask exactly (a flip in a spare field); a missing file
+  stays a FileNotFoundError."""
+  params, mask = literal_tree()
+  path = tmp_path / "mask.npz"
+  save_mask(path, mask)
+  data = path.read_bytes()
+  damaged, refused = tmp_path / "damaged.npz", 0
+  for i in range(len(data)):
+    damaged.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :])
+    try:
+      loaded = load_mask(damaged, params)
+    except ValueError as e:
+      assert "damaged.npz" in str(e)
+      refused += 1
+      continue
+    jax.tree.map(np.testing.assert_array_equal, loaded, mask)
+  assert refused > len(data) // 2
+  with pytest.raises(FileNotFoundError):
+    load_mask(tmp_path / "absent.npz", params)
+
+
 def test_a_mask_whose_leaves_share_a_name_is_refused_before_writing(tmp_path):
   # 'a/b' and a -> b both name their leaf 'a/b': the file would keep one of the two.
   mask = {"a/b": jnp.ones((2,), bool), "a": {"b": jnp.zeros((2,), bool)}}

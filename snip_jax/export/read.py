@@ -21,7 +21,6 @@ import copy
 import dataclasses
 import io
 import json
-import lzma
 import math
 import os
 import zipfile
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from snip_jax import trees
+from snip_jax import files, trees
 from snip_jax.export.format import (
   COLLECTIONS,
   FIX,
@@ -67,17 +66,6 @@ _MAX_NDIM = 64  # NumPy's limit on an array's dimensions.
 _MAX_PATH, _MAX_DEPTH = 1024, 64
 _LAYOUTS = ("dense", "csr")
 _CSR_PARTS = ("indptr", "indices", "values")
-_ZIP_ERRORS = (
-  zipfile.BadZipFile,
-  zlib.error,
-  lzma.LZMAError,
-  ValueError,
-  OSError,
-  EOFError,
-  KeyError,
-  NotImplementedError,  # A compression method zipfile does not know.
-  RuntimeError,  # An encrypted member.
-)
 
 
 def _fail(path: str, what: str) -> ExportError:
@@ -95,7 +83,7 @@ def _reading(path: str) -> Iterator[None]:
     yield
   except ExportError:
     raise
-  except _ZIP_ERRORS as e:
+  except files.ZIP_ERRORS as e:
     raise _corrupt(path, e) from None
 
 
@@ -453,7 +441,7 @@ def _load(
     raise TypeError("like= takes the model's variables: {'params': ..., 'batch_stats': ...}.")
   try:
     zip_file = zipfile.ZipFile(path)
-  except _ZIP_ERRORS as e:
+  except files.ZIP_ERRORS as e:
     raise _corrupt(path, e) from None
   with zip_file:
     archive = _Archive(path, zip_file)
