@@ -70,6 +70,16 @@ def _first_line(e: BaseException) -> str:
   return str(e).splitlines()[0][:300] if str(e) else type(e).__name__
 
 
+def _unused_name(path: str) -> str:
+  """``path``, or ``path-1``, ``path-2``, ... if taken: the same step can be set aside twice
+  (saved again after the first, and unreadable again)."""
+  candidate, n = path, 0
+  while os.path.lexists(candidate):
+    n += 1
+    candidate = f"{path}-{n}"
+  return candidate
+
+
 class CheckpointError(ValueError):
   """The checkpoints of a workdir exist but none of them can be restored."""
 
@@ -232,11 +242,12 @@ class Checkpointer:
       # Set aside, not deleted, and only now that an older one restored: the run can save
       # those steps again, and a workdir with no readable checkpoint stays as it is.
       for path, error in unreadable:
+        aside = _unused_name(path + UNREADABLE_SUFFIX)
         if jax.process_index() == 0:
-          os.replace(path, path + UNREADABLE_SUFFIX)
+          os.replace(path, aside)
         warnings.warn(
-          f"Checkpoint {path} cannot be read ({error[:300]}); moved it to "
-          f"{path + UNREADABLE_SUFFIX} and resumed from step {step}.",
+          f"Checkpoint {path} cannot be read ({error[:300]}); moved it to {aside} and resumed "
+          f"from step {step}.",
           stacklevel=2,
         )
       if unreadable:

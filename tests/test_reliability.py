@@ -176,10 +176,20 @@ def ignores_failed_restore_leftovers(test):
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path, tiny_mnist, reference):
   workdir = tmp_path / "run"
   shutil.copytree(reference, workdir)
-  for f in (workdir / "checkpoints" / "18" / "state").rglob("*"):
-    if f.is_file() and f.stat().st_size > 100:
-      f.write_bytes(f.read_bytes()[:50])  # Truncated, as by a full disk.
+
+  def truncate_latest():
+    for f in (workdir / "checkpoints" / "18" / "state").rglob("*"):
+      if f.is_file() and f.stat().st_size > 100:
+        f.write_bytes(f.read_bytes()[:50])  # Truncated, as by a full disk.
+
+  truncate_latest()
   with pytest.warns(UserWarning, match=r"checkpoints/18 cannot be read .* resumed from step 16"):
+    train.train_and_evaluate(resumable_config(tiny_mnist), str(workdir))
+  assert (workdir / "checkpoints" / "18.unreadable").is_dir()
+  assert_same_outcome(outcome(workdir), outcome(reference))
+  # Step 18, saved again, damaged again: set aside beside the first, and resumed again.
+  truncate_latest()
+  with pytest.warns(UserWarning, match=r"moved it to \S*18\.unreadable-1 and resumed from step 16"):
     train.train_and_evaluate(resumable_config(tiny_mnist), str(workdir))
   assert (workdir / "checkpoints" / "18.unreadable").is_dir()
   assert_same_outcome(outcome(workdir), outcome(reference))
