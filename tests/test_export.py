@@ -73,6 +73,20 @@ def test_round_trip_gives_the_masked_params_bit_for_bit(tmp_path):
   assert (tmp_path / "again.npz").read_bytes() == (tmp_path / "m.npz").read_bytes()
 
 
+def test_a_mask_that_prunes_biases_too_is_applied_to_the_leaves_stored_whole(tmp_path):
+  """Pruned with kernels_and_biases, exported with the default filter (kernels sparse, the
+  rest whole): the file still holds apply_mask(params, mask), biases included."""
+  model = models.get_model("lenet300")
+  params = model.init(jax.random.key(1), jnp.zeros((1, 28, 28, 1)))["params"]
+  params = jax.tree.map(lambda p: p + 1.0, params)  # Non-zero biases.
+  scores = jax.tree.map(jnp.abs, params)
+  mask = selection.top_k_mask(scores, 0.9, filter_fn=masks.kernels_and_biases)
+  assert not all(bool(jnp.all(layer["bias"])) for layer in mask.values())
+  export.export_sparse(tmp_path / "m.npz", params, mask)
+  loaded = export.load_dense(tmp_path / "m.npz")
+  assert export.bit_equal(loaded.params, masks.apply_mask(params, mask))
+
+
 def test_round_trip_of_bfloat16_and_the_structure_of_like(tmp_path, lenet300):
   _, variables, mask = lenet300
   params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), variables["params"])

@@ -82,7 +82,8 @@ def export_sparse(
     path: the ``.npz`` file to write (format in the module docstring).
     params: the model's params (a tree of nested dicts, as Flax makes them).
     mask: the mask (see :mod:`snip_jax.masks`); the prunable leaves keep exactly its ``True``
-      entries, so the file holds ``apply_mask(params, mask)``. ``None``: keep every entry
+      entries and the leaves stored whole are masked too, so the file holds
+      ``apply_mask(params, mask)``. ``None``: keep every entry
       that is not ``+0.0`` (the params are already masked).
     batch_stats: the model's ``batch_stats`` collection, stored dense (``None``: none).
     config: the run's config, stored so that :func:`model_from_config` can rebuild the model.
@@ -110,6 +111,10 @@ def export_sparse(
   ):
     value = np.asarray(leaf)
     if not filter_fn(tree_path, leaf):
+      # Stored whole, as apply_mask(params, mask) has it: the mask may prune leaves that this
+      # filter does not store sparse (biases, when pruned with kernels_and_biases).
+      if keep is not None and masks.is_candidate(value):
+        value = np.where(np.asarray(keep, bool), value, np.zeros((), value.dtype))
       leaves.append(_dense_leaf(arrays, "params", name, value))
       continue
     flat = value.reshape(-1)
