@@ -87,6 +87,22 @@ def test_a_mask_that_prunes_biases_too_is_applied_to_the_leaves_stored_whole(tmp
   assert export.bit_equal(loaded.params, masks.apply_mask(params, mask))
 
 
+def test_64_bit_leaves_load_bit_for_bit_or_are_refused_naming_x64(tmp_path):
+  """float64/int64 params (NumPy's, or an x64 session's) come back bit for bit under
+  jax_enable_x64; without it JAX would narrow them to 32 bits, so the load refuses."""
+  kernel = (np.arange(12, dtype=np.float64).reshape(3, 4) - 5) / 3  # Not exact in float32.
+  params = {"Dense_0": {"kernel": kernel, "bias": np.arange(4, dtype=np.int64)}}
+  export.export_sparse(tmp_path / "x64.npz", params)
+  for like in (None, {"params": params}):
+    with pytest.raises(export.ExportError, match=r"params/Dense_0/\w+ is \w+64, .*jax_enable_x64"):
+      export.load_dense(tmp_path / "x64.npz", like=like)
+  with jax.enable_x64(True):
+    loaded = export.load_dense(tmp_path / "x64.npz", like={"params": params})
+    assert loaded.params["Dense_0"]["kernel"].dtype == np.float64
+    np.testing.assert_array_equal(np.asarray(loaded.params["Dense_0"]["kernel"]), kernel)
+    np.testing.assert_array_equal(np.asarray(loaded.params["Dense_0"]["bias"]), np.arange(4))
+
+
 def test_round_trip_of_bfloat16_and_the_structure_of_like(tmp_path, lenet300):
   _, variables, mask = lenet300
   params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), variables["params"])

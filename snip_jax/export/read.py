@@ -426,6 +426,19 @@ def matrices(name: str, shape: tuple[int, ...]) -> bool:
   return len(shape) == 2
 
 
+def _check_precision(path: str, leaves) -> None:
+  """Refuses leaves whose dtype this JAX would narrow (64-bit ones without ``jax_enable_x64``):
+  they could not come back bit for bit."""
+  for leaf in leaves:
+    dtype = np.dtype(leaf.dtype)
+    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+      raise ExportError(
+        f"{path}: {leaf.collection}/{leaf.path} is {dtype.name}, which JAX holds only with "
+        "jax_enable_x64: call jax.config.update('jax_enable_x64', True) before loading it, or "
+        "export params cast to 32 bits."
+      )
+
+
 def _load(
   path: str | os.PathLike[str],
   like: PyTree | None,
@@ -447,6 +460,7 @@ def _load(
     archive = _Archive(path, zip_file)
     manifest = _manifest(path, archive)
     leaves = _leaves(path, manifest, max_elements)
+    _check_precision(path, leaves)
     if like is not None:  # The model's shapes and dtypes bound what is read.
       for collection in COLLECTIONS:
         declared = [
