@@ -256,8 +256,10 @@ class Checkpointer:
       return restored
     if steps:
       raise CheckpointError(
-        f"None of the checkpoints in {self.directory} (steps {steps}) can be read "
-        f"({unreadable[0][1][:300]}). Delete them (or re-run with --overwrite) to start the run "
+        f"None of the checkpoints in {self.directory} (steps {steps}) can be read into this "
+        f"run's state ({unreadable[0][1][:300]}). If the code changed since they were written "
+        "(a model's params or the optimizer's state), resume with the version that wrote them; "
+        "if they are damaged, delete them (or re-run with --overwrite) to start the run "
         "afresh, or use another --workdir."
       )
     return None
