@@ -42,6 +42,25 @@ def tiny_config(data_dir, **overrides):
   return config(**{**settings, **overrides})
 
 
+def dropout_mlp(inputs: int, hidden: int, outputs: int):
+  """An NNX MLP (``hidden``, ``drop``, ``out``) in inference mode: its whole state holds
+  Dropout's RNG key and counter beside the params."""
+  from flax import nnx
+
+  class Net(nnx.Module):
+    def __init__(self, rngs):
+      self.hidden = nnx.Linear(inputs, hidden, rngs=rngs)
+      self.out = nnx.Linear(hidden, outputs, rngs=rngs)
+      self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+    def __call__(self, x):
+      return self.out(self.drop(jax.nn.relu(self.hidden(x))))
+
+  model = Net(nnx.Rngs(0))
+  model.eval()  # Scored in inference mode: dropout off.
+  return model
+
+
 def random_params(key: jax.Array, sizes=((6, 5), (5, 4), (4, 3))) -> dict:
   """An MLP-shaped params dict: kernels ``[fan_in, fan_out]`` and bias vectors."""
   params = {}

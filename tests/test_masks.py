@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_params
+from helpers import dropout_mlp, random_params
 
 from snip_jax import (
   apply_mask,
@@ -302,16 +302,7 @@ def test_nnx_full_state_and_plain_dict_masks():
 
   from snip_jax import connection_sensitivity, masked, top_k_mask
 
-  class Net(nnx.Module):
-    def __init__(self, rngs):
-      self.hidden, self.out = nnx.Linear(6, 5, rngs=rngs), nnx.Linear(5, 3, rngs=rngs)
-      self.drop = nnx.Dropout(0.5, rngs=rngs)
-
-    def __call__(self, x):
-      return self.out(self.drop(jax.nn.relu(self.hidden(x))))
-
-  model = Net(nnx.Rngs(0))
-  model.eval()  # Scored in inference mode: dropout off.
+  model = dropout_mlp(6, 5, 3)
   graphdef, state = nnx.split(model)
   x, y = jnp.ones((4, 6)), jnp.arange(4) % 3
 

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 import test_properties as properties
+from helpers import dropout_mlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -248,18 +249,8 @@ def test_every_criterion_on_a_whole_nnx_state():
   criterion or mask update, and reach the model as they are."""
   from flax import nnx
 
-  class MLP(nnx.Module):
-    def __init__(self, rngs):
-      self.l1, self.l2 = nnx.Linear(8, 16, rngs=rngs), nnx.Linear(16, 4, rngs=rngs)
-      self.drop = nnx.Dropout(0.5, rngs=rngs)
-
-    def __call__(self, x):
-      return self.l2(self.drop(jax.nn.relu(self.l1(x))))
-
-  model = MLP(nnx.Rngs(0))
-  model.eval()
-  graphdef, state = nnx.split(model)
-  candidates = {"l1/kernel", "l2/kernel"}
+  graphdef, state = nnx.split(dropout_mlp(8, 16, 4))
+  candidates = {"hidden/kernel", "out/kernel"}
   assert candidates < set(named(state)) and {"drop/rngs/key", "drop/rngs/count"} < set(named(state))
 
   def run(s, x):
