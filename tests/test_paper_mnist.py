@@ -291,6 +291,14 @@ def test_the_results_section_sets_ours_beside_the_papers_numbers(tmp_path):
     "| LeNet-5-Caffe | SNIP 99% | the authors' code at the text's schedule | 1.12 ± 0.03 (n=2) | "
     "1.1 | +0.02 | within 1 std | 90.00 ± 0.00 (n=1) |" in text
   )
+  # README's headline line of the row says it too.
+  document = results_doc.Document(tmp_path / "results", tmp_path)
+  (readme_line,) = document._readme_mnist(rows)
+  assert readme_line == (
+    "- LeNet-5-Caffe, MNIST, 99% sparsity: SNIP 1.12 ± 0.03% test error (n=2 seeds; the "
+    "authors' code at the text's schedule's recipe), dense 0.82 ± 0.03% (n=2, 1 of 3 diverged; "
+    "the authors' code at the text's schedule's); the paper: 1.1% and 0.9%."
+  )
   # A seed that diverged is left out of the mean, and the verdict says so.
   assert (
     "| LeNet-5-Caffe | dense | the authors' code at the text's schedule | 0.82 ± 0.03 (n=2), 1/3 "

@@ -168,6 +168,13 @@ class Document:
   # ------------------------------------------------------------------------------------------
   # MNIST: the paper's own tables.
 
+  @staticmethod
+  def _seeds(row: dict) -> str:
+    """``'3'``, or ``'2, 1 of 3 diverged'``: the seeds a mean is of, and those left out."""
+    if not row["diverged_runs"]:
+      return str(row["n"])
+    return f"{row['n']}, {row['diverged_runs']} of {row['n'] + row['diverged_runs']} diverged"
+
   def _readme_mnist(self, rows) -> list[str]:
     """README's lines for Table 2's headline rows (each LeNet dense and at its top sparsity)
     beside the paper's numbers, as far as they are run; ``rows`` are the MNIST section's."""
@@ -188,8 +195,8 @@ class Document:
           dense_recipe=names.RECIPES[dense["recipe"]],
           snip=pm(snip, "test_error"),
           dense=pm(dense, "test_error"),
-          snip_n=snip["n"],
-          dense_n=dense["n"],
+          snip_n=self._seeds(snip),
+          dense_n=self._seeds(dense),
           paper_snip=f"{paper_mnist.PAPER_TABLE2[(model, s)]:g}",
           paper_dense=f"{paper_mnist.PAPER_TABLE2[(model, 0.0)]:g}",
         )
