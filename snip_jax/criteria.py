@@ -31,7 +31,9 @@ Details that decide what the numbers mean:
   devices, whole batches on each (:mod:`snip_jax.scoring` runs both).
 * **GraSP** keeps the connections whose removal reduces gradient flow least. Wang et al. remove
   the largest ``-θ ⊙ Hg``; we keep the largest ``θ ⊙ Hg``, the same ranking. ``Hg`` is a
-  Hessian-vector product, ``jax.jvp`` of ``jax.grad`` with tangent ``g``, never a Hessian. The
+  Hessian-vector product, ``jax.jvp`` of ``jax.grad`` with tangent ``g``, never a Hessian; ``g``
+  is the gradient over the prunable leaves, zero on the rest (biases, norm scales), as in the
+  GraSP authors' code, which differentiates the conv and linear weights only. The
   GraSP authors divide the logits by a temperature (200) in the loss; the CLI does the same
   (``config.grasp_temperature``); a :class:`Task` takes the loss as given.
 * **SynFlow** is data-free: ``R`` is the sum of the outputs of the network with every parameter
@@ -188,7 +190,13 @@ def _grasp(task: Task, filter_fn: masks.FilterFn) -> ScoreFn:
       return jax.grad(lambda p: task.loss_fn(restore(p), *batch))(p)
 
     # g is a constant direction: Hg = d/dε ∇L(θ + ε g) at ε = 0, one forward-over-reverse pass.
+    # It is the gradient over the prunable weights only, as in the GraSP authors' code: biases and
+    # norm scales stay put, so Hg holds no cross term H_wb g_b.
+    def prunable_only(path, d, p):
+      return d if masks.is_prunable(path, p, filter_fn) else jnp.zeros_like(d)
+
     g = masks.apply_mask(jax.lax.stop_gradient(grad_fn(theta)), mask)
+    g = jax.tree.map_with_path(prunable_only, g, params)
     _, hg = jax.jvp(grad_fn, (theta,), (g,))
     return masks.map_candidates(lambda _, t, h: t * h, params, theta, hg, filter_fn=filter_fn)
 
