@@ -13,13 +13,14 @@ start at 0):
   (:func:`gmp_sparsity`, :func:`gmp_mask`).
 * **SET** (Mocanu et al. 2018) and **RigL** (Evci et al. 2020, "Rigging the Lottery"): at each
   update every prunable layer drops the ``d_l = floor(f · kept_l)`` kept weights of smallest
-  ``|w|`` and grows ``d_l`` of the weights that were pruned before the update: at random (SET) or
-  those with the largest ``|∂L/∂w|`` on the current batch (RigL). Each layer's count, hence κ,
-  never changes. ``f`` follows RigL's cosine decay, ``f_t = f_0 / 2 · (1 + cos(π t / end))``
-  (:func:`cosine_drop_fraction`), and nothing changes after ``end_step``. A weight dropped at
-  an update cannot be regrown by the same update (RigL's authors allow it, and then it restarts
-  at zero; excluding it keeps "what is dropped" and "what is grown" disjoint, so each update
-  changes exactly ``2 d_l`` coordinates of layer ``l``).
+  ``|w|`` and grows ``d_l`` of the weights not kept after the drop: at random (SET) or those with
+  the largest ``|∂L/∂w|`` on the current batch (RigL). Each layer's count, hence κ, never
+  changes. As in RigL's Algorithm 1 and its authors' code, the weights just dropped may be grown
+  again: such a weight is kept through the update, with its value and optimizer state (a
+  dropped weight whose gradient is among the largest stays), so an update changes at most
+  ``2 d_l`` coordinates of layer ``l``. ``f`` follows RigL's cosine decay over the update window,
+  ``f_t = f_0 / 2 · (1 + cos(π (t - begin) / (end - begin)))`` (:func:`cosine_drop_fraction`),
+  and nothing changes after ``end_step``.
 
 Any at-init mask can start SET or RigL (SNIP's, random, ERK: ``snip_jax.criteria.prune``).
 """
@@ -72,8 +73,9 @@ def gmp_sparsity(
 
 
 def cosine_drop_fraction(step: int, *, initial: float, end_step: int) -> float:
-  """RigL's drop fraction after ``step`` steps: ``initial / 2 · (1 + cos(π · step / end_step))``,
-  0 from ``end_step`` on."""
+  """RigL's drop fraction ``step`` steps into the update window: ``initial / 2 · (1 + cos(π ·
+  step / end_step))``, 0 from ``end_step`` on (the training loop counts both from the window's
+  first step)."""
   if not 0.0 <= initial <= 1.0:
     raise ValueError(f"the drop fraction must lie in [0, 1], got {initial}.")
   if step >= end_step:
@@ -98,9 +100,10 @@ def drop_and_grow(
   *,
   filter_fn: masks.FilterFn = masks.kernels,
 ) -> PyTree:
-  """One SET/RigL update: each prunable layer drops its ``floor(fraction · kept_l)`` kept
-  weights of smallest ``|w|`` and grows as many of its pruned weights, those with the largest
-  ``grow_scores``. Every layer keeps its count exactly.
+  """One SET/RigL update: each prunable layer drops its ``d_l = floor(fraction · kept_l)`` kept
+  weights of smallest ``|w|`` and grows the ``d_l`` with the largest ``grow_scores`` among the
+  weights not kept after the drop (those just dropped included: one grown again is simply
+  kept). Every layer keeps its count exactly.
 
   Args:
     mask: the current ``bool`` mask.
@@ -117,20 +120,19 @@ def drop_and_grow(
     raise ValueError(f"the drop fraction must lie in [0, 1], got {fraction}.")
   mask = masks.conform_mask(params, mask)
   counts = _kept_counts(mask, params, filter_fn)
-  # A layer cannot grow more than it has pruned.
-  moved = [min(math.floor(fraction * kept), size - kept) for kept, size in counts]
+  moved = [math.floor(fraction * kept) for kept, _ in counts]
   stay = selection.top_k_per_layer(
     masks.map_candidates(jnp.abs, params, filter_fn=filter_fn),
     [kept - d for (kept, _), d in zip(counts, moved, strict=True)],
     filter_fn=filter_fn,
     within=mask,
   )
-  pruned = jax.tree.map(jnp.logical_not, mask)
+  # Every weight not staying may grow, the ones just dropped included (RigL's Algorithm 1).
   grown = selection.top_k_per_layer(
     masks.map_candidates(lambda _, g: g, params, grow_scores, filter_fn=filter_fn),
     moved,
     filter_fn=filter_fn,
-    within=pruned,
+    within=jax.tree.map(jnp.logical_not, stay),
   )
 
   def merge(path, m, p, a, b):
@@ -166,8 +168,8 @@ def rigl_mask(
   *,
   filter_fn: masks.FilterFn = masks.kernels,
 ) -> PyTree:
-  """RigL's update: drop the smallest ``|w|``, grow the pruned weights with the largest
-  ``|grads|`` (the dense gradient of the loss on the current batch, pruned coordinates
+  """RigL's update: drop the smallest ``|w|``, grow the weights not kept after the drop with the
+  largest ``|grads|`` (the dense gradient of the loss on the current batch, pruned coordinates
   included); see :func:`drop_and_grow`."""
   grow_scores = masks.map_candidates(lambda _, g: jnp.abs(g), params, grads, filter_fn=filter_fn)
   return drop_and_grow(mask, params, grow_scores, fraction, filter_fn=filter_fn)
@@ -180,14 +182,17 @@ def gmp_mask(
   *,
   filter_fn: masks.FilterFn = masks.kernels,
   distribution: str = "global",
+  min_kept_per_layer: int = 0,
 ) -> PyTree:
   """Gradual magnitude pruning's update: the largest ``|w|`` among the weights ``mask`` still
-  keeps, at ``sparsity`` (exact κ; ``distribution`` as in
-  :func:`snip_jax.selection.top_k_mask`). A pruned weight is never revived."""
+  keeps, at ``sparsity`` (exact κ; ``distribution`` and ``min_kept_per_layer``, the guard
+  against a layer's collapse, as in :func:`snip_jax.selection.top_k_mask`). A pruned weight is
+  never revived."""
   return selection.top_k_mask(
     masks.map_candidates(jnp.abs, params, filter_fn=filter_fn),
     sparsity,
     filter_fn=filter_fn,
     distribution=distribution,
+    min_kept_per_layer=min_kept_per_layer,
     within=mask,
   )

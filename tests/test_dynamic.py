@@ -28,32 +28,55 @@ def kept(mask) -> list[int]:
   return [int(m.sum()) for m in jax.tree.leaves(mask) if m.ndim >= 2]
 
 
-def test_rigl_grows_exactly_the_largest_gradient_pruned_connections():
-  # One 3x4 layer keeping 6: drop fraction 0.5 drops 3 (the smallest kept |w|) and grows 3 (the
-  # largest |g| among the 6 pruned before the update).
+def test_rigl_grows_exactly_the_largest_gradient_connections_not_kept():
+  # One 3x4 layer keeping 6: drop fraction 0.5 drops 3 (the smallest kept |w|: -0.1, -0.2, 0.3)
+  # and grows the 3 of largest |g| among the 9 not kept after the drop: two of them are weights
+  # just dropped (RigL's Algorithm 1 lets them grow again), the third was pruned before.
   w = jnp.array([[0.9, -0.1, 0.0, 0.0], [0.5, 0.0, -0.2, 0.0], [0.0, 0.3, 0.0, -0.8]])
   mask = {"Dense_0": {"kernel": w != 0, "bias": jnp.ones(4, bool)}}
   params = {"Dense_0": {"kernel": w, "bias": jnp.ones(4)}}
-  g = jnp.array([[9.0, 9.0, -0.4, 0.1], [9.0, 0.7, 9.0, -0.6], [0.05, 9.0, 0.2, 9.0]])
+  g = jnp.array([[9.0, 9.0, -0.4, 0.1], [9.0, 0.7, 0.05, -0.6], [0.05, 9.0, 0.2, 9.0]])
   grads = {"Dense_0": {"kernel": g, "bias": jnp.ones(4)}}
   new = dynamic.rigl_mask(mask, params, grads, 0.5)["Dense_0"]["kernel"]
-  # Kept: 0.9, 0.5, -0.8 (the three largest |w|); grown: |g| 0.7, -0.6, -0.4 among the pruned.
-  expected = [[1, 0, 1, 0], [1, 1, 0, 1], [0, 0, 0, 1]]
+  # Stay: 0.9, 0.5, -0.8; grown: |g| 9 at -0.1 and 0.3 (dropped, grown again), 0.7 (new).
+  expected = [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 1]]
   np.testing.assert_array_equal(new, np.array(expected, bool))
+  # Where the dropped weights have the largest gradients, the update changes nothing.
+  g_dropped = jnp.zeros((3, 4)).at[0, 1].set(9.0).at[1, 2].set(9.0).at[2, 1].set(9.0)
+  same = dynamic.rigl_mask(mask, params, {"Dense_0": {"kernel": g_dropped, "bias": g[0]}}, 0.5)
+  np.testing.assert_array_equal(same["Dense_0"]["kernel"], mask["Dense_0"]["kernel"])
+
+
+def test_a_weight_dropped_and_grown_again_keeps_its_value_and_optimizer_state():
+  w = jnp.array([[0.9, -0.1, 0.0, 0.0]])
+  params = {"kernel": w}
+  mask = {"kernel": w != 0}
+  tx = masked(optax.sgd(0.1, momentum=0.9), mask)
+  state = tx.init(params)
+  updates, state = tx.update({"kernel": jnp.array([[1.0, 2.0, 3.0, 4.0]])}, state, params)
+  params = optax.apply_updates(params, updates)
+  trace = np.asarray(state.inner_state[0].trace["kernel"])
+  # Drops -0.1's weight (fraction 0.5 of 2), whose gradient is the largest: it grows again.
+  new = dynamic.rigl_mask(mask, params, {"kernel": jnp.array([[0.0, 5.0, 1.0, 1.0]])}, 0.5)
+  np.testing.assert_array_equal(new["kernel"], mask["kernel"])
+  new_params, new_state = optim.replace_mask(params, state, new)
+  np.testing.assert_array_equal(new_params["kernel"], params["kernel"])
+  np.testing.assert_array_equal(new_state.inner_state[0].trace["kernel"], trace)
+  assert trace[0, 1] != 0 and float(params["kernel"][0, 1]) != 0  # Nothing was reset.
 
 
 def test_drop_and_grow_breaks_ties_to_the_lower_index():
   w = jnp.array([[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
   params, mask = {"kernel": w}, {"kernel": w != 0}
-  scores = {"kernel": jnp.zeros((1, 6))}  # Every pruned weight tied.
+  scores = {"kernel": jnp.array([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]])}  # Ties among the pruned.
   new = dynamic.drop_and_grow(mask, params, scores, 0.34)["kernel"]  # Drops and grows 1.
   # The two kept are the lower indices among the tied |w| (so index 2 drops); the grown one is
-  # the lowest index among the tied pruned.
+  # the lowest index among the tied best scores.
   np.testing.assert_array_equal(new, [[True, True, False, True, False, False]])
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.3, 0.5, 1.0])
-def test_set_keeps_every_layer_count_and_grows_only_pruned_weights(fraction):
+def test_set_drops_the_smallest_and_keeps_every_layer_count(fraction):
   params = random_params(jax.random.key(0), sizes=((30, 20), (20, 10)))
   mask = top_k_mask(jax.tree.map(jnp.abs, params), 0.9)
   params = masks.apply_mask(params, mask)
@@ -61,20 +84,24 @@ def test_set_keeps_every_layer_count_and_grows_only_pruned_weights(fraction):
   assert kept(new) == kept(mask)
   for layer in params:
     old, now = np.asarray(mask[layer]["kernel"]), np.asarray(new[layer]["kernel"])
-    dropped, grown = old & ~now, now & ~old
-    assert dropped.sum() == grown.sum() == math.floor(fraction * old.sum())
+    d = math.floor(fraction * old.sum())
+    # The d kept weights of smallest |w| (no ties among random normals) make way.
     w = np.abs(np.asarray(params[layer]["kernel"]))
-    if dropped.any() and (old & now).any():
-      assert w[dropped].max() <= w[old & now].min()  # The smallest |w| were dropped.
+    order = np.argsort(np.where(old, w, np.inf), axis=None, kind="stable")
+    stay = old.copy()
+    stay.flat[order[:d]] = False
+    assert (now & stay).sum() == stay.sum()  # Every other kept weight stays.
+    assert (now & ~stay).sum() == d  # And d grow, from every weight not staying.
     assert bool(new[layer]["bias"].all())
   again = dynamic.set_mask(mask, params, jax.random.key(1), fraction)
   jax.tree.map(np.testing.assert_array_equal, new, again)
 
 
-def test_a_layer_cannot_grow_more_than_it_pruned():
+def test_a_full_drop_fraction_grows_the_whole_count_anywhere_in_the_layer():
   w = jnp.array([[1.0, 2.0, 3.0, 0.0]])
-  new = dynamic.set_mask({"kernel": w != 0}, {"kernel": w}, jax.random.key(0), 1.0)["kernel"]
-  np.testing.assert_array_equal(new, [[False, True, True, True]])  # 1 dropped, 1 grown.
+  scores = {"kernel": jnp.array([[0.1, 0.5, 0.2, 0.9]])}
+  new = dynamic.drop_and_grow({"kernel": w != 0}, {"kernel": w}, scores, 1.0)["kernel"]
+  np.testing.assert_array_equal(new, [[False, True, True, True]])  # All 3 dropped, 3 grown.
 
 
 def test_gmp_keeps_the_largest_kept_weights_and_never_revives():
@@ -82,6 +109,14 @@ def test_gmp_keeps_the_largest_kept_weights_and_never_revives():
   mask = {"kernel": jnp.array([[True, True, True, True, True, False]])}
   new = dynamic.gmp_mask(mask, {"kernel": w}, 0.5)["kernel"]
   np.testing.assert_array_equal(new, [[True, True, True, False, False, False]])
+
+
+def test_gmp_keeps_the_layer_floor_it_is_given():
+  # Global magnitude pruning alone would empty the layer of small weights.
+  params = {"a": {"kernel": jnp.full((10, 10), 5.0)}, "b": {"kernel": jnp.full((10, 10), 1e-3)}}
+  mask = jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
+  assert kept(dynamic.gmp_mask(mask, params, 0.5)) == [100, 0]
+  assert kept(dynamic.gmp_mask(mask, params, 0.5, min_kept_per_layer=5)) == [95, 5]
 
 
 def test_gmp_schedule_is_zhu_and_gupta_cubic():
@@ -318,6 +353,10 @@ def test_a_dynamic_run_resumes_bit_exactly_after_sigkill(tmp_path, tiny_mnist, m
     (
       dict(dynamic="rigl", mask_update_end_epoch=50, distribution="2:4", sparsity=0.5),
       "use a 'global', 'uniform' or 'erk' distribution",
+    ),
+    (
+      dict(dynamic="gmp", mask_update_end_epoch=50, sanity_check="shuffle"),
+      r"starts dense \(config\.gmp_initial_sparsity is 0\), so there is none to check",
     ),
     (dict(dynamic="RigL"), r"choose one of \('gmp', 'set', 'rigl'\)"),
     (dict(dynamic="set", mask_update_end_epoch=50, drop_fraction=0.0), r"drop_fraction must be in"),

@@ -613,6 +613,12 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
         f"config.sanity_check={config.sanity_check!r} checks a pruned network's mask, but "
         "config.sparsity is 0 (dense); set a sparsity, or unset the sanity check."
       )
+    if config.dynamic == "gmp" and config.gmp_initial_sparsity == 0:
+      raise ValueError(
+        f"config.sanity_check={config.sanity_check!r} checks the mask pruned at initialisation, "
+        "but config.dynamic='gmp' starts dense (config.gmp_initial_sparsity is 0), so there is "
+        "none to check; set gmp_initial_sparsity, or unset the sanity check."
+      )
     if config.sanity_check == "reinit" and config.reinit_after_pruning:
       raise ValueError(
         "config.sanity_check='reinit' trains the mask on a fresh initialisation, which "

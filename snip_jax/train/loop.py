@@ -427,7 +427,12 @@ def _mask_updater(run: _Run, steps_per_epoch: int) -> Callable[..., Any] | None:
         end_step=end,
       )
       new = dynamic.gmp_mask(
-        mask, params, target, filter_fn=filter_fn, distribution=config.distribution
+        mask,
+        params,
+        target,
+        filter_fn=filter_fn,
+        distribution=config.distribution,
+        min_kept_per_layer=config.min_kept_per_layer,
       )
     else:
       fraction = dynamic.cosine_drop_fraction(
