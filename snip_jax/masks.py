@@ -117,7 +117,7 @@ def kernels(path: KeyPath, leaf: Any) -> bool:
   rank) and Conv layers (``kernel`` in Linen and NNX), and a hand-written model's (``w1``).
 
   Never biases (leaves named ``bias``, whatever their rank), normalisation scales and offsets
-  (in a module :func:`in_norm_layer` recognises: ``norm`` in its name, or a part ``bn``, ``ln``
+  (of a module :func:`in_norm_layer` recognises: ``norm`` in its name, or a part ``bn``, ``ln``
   or ``gn``), embeddings (a name part starting with ``emb``:
   opt in with :func:`kernels_and_embeddings`), or integer and key leaves (lookup tables,
   counters, RNG state). :func:`exclusion` says why a leaf is left out.
@@ -155,13 +155,20 @@ NORM_ABBREVIATIONS = frozenset({"bn", "ln", "gn"})
 
 
 def in_norm_layer(path: KeyPath) -> bool:
-  """Whether ``path`` lies in a normalisation layer: a module whose name contains ``norm``
-  (``BatchNorm_0``, ``conv1_norm``, ``RMSNorm_0``) or has a part of letters that is ``bn``,
-  ``ln`` or ``gn`` (an NNX attribute ``bn1``, GPT-2's ``ln_f`` and ``ln_1``)."""
-  for key in _keys(path)[:-1]:
+  """Whether ``path`` lies in a normalisation layer: the module that owns the leaf (the nearest
+  name above it that is not a list index) has a name that contains ``norm`` (``BatchNorm_0``,
+  ``conv1_norm``, ``RMSNorm_0``) or has a part of letters that is ``bn``, ``ln`` or ``gn`` (an
+  NNX attribute ``bn1``, GPT-2's ``ln_f`` and ``ln_1``).
+
+  Only the owner counts, not the modules around it: a ``PreNormBlock``'s attention and MLP
+  kernels are connections.
+  """
+  keys = _keys(path)
+  for key in reversed(keys[:-1]):
     name = _key_name(key).lower()
-    if "norm" in name or not NORM_ABBREVIATIONS.isdisjoint(re.findall(r"[a-z]+", name)):
-      return True
+    if name.isdigit():  # An index of a list of layers: its owner is the list's name.
+      continue
+    return "norm" in name or not NORM_ABBREVIATIONS.isdisjoint(re.findall(r"[a-z]+", name))
   return False
 
 

@@ -186,6 +186,43 @@ def test_normalisation_modules_are_recognised_by_their_usual_names(module, norm)
   assert masks.kernels_and_biases(path, jnp.ones(4)) == (not norm)
 
 
+def test_only_the_module_owning_a_leaf_makes_it_a_normalisation_parameter():
+  """A block named for its normalisation (``PreNormBlock``) holds connections: its attention and
+  MLP kernels are pruned, only its own LayerNorms' scales and offsets are not; a list of norms
+  is recognised by the list's name."""
+  import flax.linen as nn
+
+  from snip_jax import masks
+
+  class PreNormBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = x + nn.MultiHeadDotProductAttention(num_heads=2)(nn.LayerNorm()(x))
+      return x + nn.Dense(8)(nn.Dense(8)(nn.LayerNorm()(x)))
+
+  class Model(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(4)(PreNormBlock()(PreNormBlock()(x)))
+
+  params = Model().init(jax.random.key(0), jnp.ones((1, 3, 8)))["params"]
+  named = {masks.path_name(path): (path, leaf) for path, leaf in jax.tree.leaves_with_path(params)}
+  prunable = {name for name, (path, leaf) in named.items() if masks.kernels(path, leaf)}
+  assert {name for name in prunable if name.startswith("PreNormBlock_1/")} == {
+    "PreNormBlock_1/MultiHeadDotProductAttention_0/query/kernel",
+    "PreNormBlock_1/MultiHeadDotProductAttention_0/key/kernel",
+    "PreNormBlock_1/MultiHeadDotProductAttention_0/value/kernel",
+    "PreNormBlock_1/MultiHeadDotProductAttention_0/out/kernel",
+    "PreNormBlock_1/Dense_0/kernel",
+    "PreNormBlock_1/Dense_1/kernel",
+  }
+  with_biases = {n for n, (path, leaf) in named.items() if masks.kernels_and_biases(path, leaf)}
+  assert "PreNormBlock_1/LayerNorm_0/bias" not in with_biases
+  assert "PreNormBlock_1/Dense_0/bias" in with_biases
+  norms = (jax.tree_util.GetAttrKey("norms"), jax.tree_util.SequenceKey(1))
+  assert masks.in_norm_layer((*norms, jax.tree_util.DictKey("bias")))  # nnx.List of norms.
+
+
 def test_kernels_and_biases_never_prunes_an_nnx_models_norm_offsets():
   from flax import nnx
 
