@@ -27,12 +27,13 @@ and with a radix select compiled by XLA when they are on an accelerator. BENCHMA
 Two more ways to share κ out:
 
 * ``"N:M"`` (e.g. ``"2:4"``, the pattern sparse tensor cores run): every group of ``M``
-  consecutive inputs of a unit keeps exactly its ``N`` best. A leaf's inputs are all its axes
-  but the last (a ``(in, out)`` dense kernel's ``in``, a ``(h, w, c_in, c_out)`` conv kernel's
-  ``h · w · c_in`` in row-major order, so whole groups lie within ``c_in`` when ``M`` divides
-  it); a 1-D leaf is one unit. The sparsity is then ``1 - N/M`` and must be given as such, and
-  every prunable leaf's inputs per unit must be a multiple of ``M`` (exclude the others with
-  ``filter_fn``). Within a group, ties go to the lower index, as everywhere.
+  consecutive inputs of a unit keeps exactly its ``N`` best: along ``in`` of a ``(in, out)``
+  dense kernel, along ``c_in`` at each position of a ``(h, w, c_in, c_out)`` conv kernel (``M``
+  must divide ``c_in``); a 1-D leaf is one unit. Other ranks are refused, as their input axes
+  are not known (an attention ``DenseGeneral``'s ``(in, heads, head_dim)``). The sparsity is
+  then ``1 - N/M`` and must be given as such, and every prunable leaf's inputs per unit must be
+  a multiple of ``M`` (exclude the others with ``filter_fn``). Within a group, ties go to the
+  lower index, as everywhere.
 * ``layer_sparsity`` (a map from layer names to sparsities) fixes the sparsity of the layers it
   names: each keeps exactly ``round((1 - s_l) · n_l)`` of its own best, and the other prunable
   leaves share ``sparsity`` as ``distribution`` says. A name is a leaf's path
@@ -602,6 +603,13 @@ def _n_m_mask(prepared: _Prepared, pattern: tuple[int, int], min_kept: int) -> P
   for name, leaf, shape in zip(
     prepared.prunable_names, prepared.chosen, prepared.shapes, strict=True
   ):
+    if len(shape) not in (1, 2, 4):
+      raise ValueError(
+        f"distribution '{n}:{m}' groups the inputs of a dense (in, out) or conv (h, w, c_in, "
+        f"c_out) kernel, but {name} has rank {len(shape)} (shape {shape}), whose input axes it "
+        "cannot tell (an attention DenseGeneral's (in, heads, head_dim), a 1-D conv's (w, c_in, "
+        "c_out)); leave it out of the prunable leaves (filter_fn)."
+      )
     units = shape[-1] if len(shape) >= 2 else 1
     fan_in = leaf.size // max(units, 1)
     if leaf.size == 0 or fan_in % m:
@@ -609,6 +617,12 @@ def _n_m_mask(prepared: _Prepared, pattern: tuple[int, int], min_kept: int) -> P
         f"distribution '{n}:{m}' groups every {m} consecutive inputs of a unit, but {name} "
         f"(shape {shape}) has {fan_in} inputs per unit, not a multiple of {m}; leave it out of "
         "the prunable leaves (filter_fn) or choose an M that divides its inputs."
+      )
+    if len(shape) == 4 and shape[2] % m:
+      raise ValueError(
+        f"distribution '{n}:{m}' groups every {m} consecutive input channels of a conv kernel "
+        f"at one position, but {name} (shape {shape}) has {shape[2]} input channels, not a "
+        f"multiple of {m}; leave it out of the prunable leaves (filter_fn)."
       )
     if min(min_kept, leaf.size) > leaf.size // m * n:
       raise ValueError(

@@ -524,6 +524,16 @@ def test_n_m_refuses_inputs_not_in_groups_of_m():
     top_k_mask(scores, 0.5, distribution="2:4")
 
 
+def test_n_m_refuses_kernels_whose_input_axes_it_cannot_tell():
+  # An attention query kernel (in, heads, head_dim): its inputs are `in` alone, and "all axes but
+  # the last" would group across heads.
+  with pytest.raises(ValueError, match=r"query/kernel has rank 3 \(shape \(8, 4, 2\)\)"):
+    top_k_mask({"query": {"kernel": jnp.ones((8, 4, 2))}}, 0.5, distribution="2:4")
+  # A conv kernel whose 6 input channels at a position do not split into groups of 4.
+  with pytest.raises(ValueError, match=r"has 6 input channels, not a multiple of 4"):
+    top_k_mask({"conv": {"kernel": jnp.ones((2, 2, 6, 3))}}, 0.5, distribution="2:4")
+
+
 def test_n_m_needs_its_own_sparsity():
   with pytest.raises(ValueError, match=r"keeps 2 of every 4 weights.*set sparsity=0.5"):
     top_k_mask({"kernel": jnp.ones((8, 3))}, 0.9, distribution="2:4")
