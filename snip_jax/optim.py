@@ -54,12 +54,17 @@ def _warn_if_unmasked(params: PyTree, mask: PyTree) -> None:
   for (path, param), keep in zip(
     jax.tree.leaves_with_path(params), jax.tree.leaves(mask), strict=True
   ):
-    if masks.is_candidate(param) and np.any(np.asarray(param)[~np.asarray(keep)] != 0):
+    pruned = np.asarray(param)[~np.asarray(keep)] if masks.is_candidate(param) else np.zeros(0)
+    if np.any(pruned != 0):
+      become = (
+        "they are not finite there, which no update can make 0.0 (x + -x is NaN)"
+        if not np.all(np.isfinite(pruned))
+        else "they become exactly 0.0 at the first update only when update is given the params "
+        "(tx.update(grads, state, params), as TrainState and nnx.Optimizer do)"
+      )
       warnings.warn(
         f"masked(...).init got params that are not pruned (first at {masks.path_name(path)!r}): "
-        "they become exactly 0.0 at the first update only when update is given the params "
-        "(tx.update(grads, state, params), as TrainState and nnx.Optimizer do). Call "
-        "params = snip_jax.apply_mask(params, mask) before init to be safe either way.",
+        f"{become}. Call params = snip_jax.apply_mask(params, mask) before init to be safe.",
         UnmaskedParamsWarning,
         stacklevel=3,
       )
@@ -131,9 +136,10 @@ def masked(
   Sparsity is a guarantee, not a convention: when ``update`` is given the params (as
   ``optax`` losses and Flax's ``TrainState`` do), a pruned coordinate's update is ``-param``,
   so after the first update every pruned param is exactly ``0.0`` even if the params were
-  never ``apply_mask``-ed, and stays so. Given no params, the update there is ``0``, which keeps
-  params that were masked at zero: so ``init`` warns (:class:`UnmaskedParamsWarning`) when the
-  params it is given are not zero at every pruned coordinate (unless traced, under ``jit``).
+  never ``apply_mask``-ed (unless one was NaN or infinite), and stays so. Given no params, the
+  update there is ``0``, which keeps params that were masked at zero: so ``init`` warns
+  (:class:`UnmaskedParamsWarning`) when the params it is given are not zero at every pruned
+  coordinate (unless traced, under ``jit``).
 
   Extra keyword arguments of ``update`` (``value=loss`` for ``optax.contrib.momo``,
   ``reduce_on_plateau``, ``polyak_sgd``, ...) are passed on to ``inner``.

@@ -360,7 +360,8 @@ def top_k_mask(
   Args:
     scores: a pytree shaped like the params (e.g. from
       :func:`snip_jax.sensitivity.connection_sensitivity`); larger means more important. Scores
-      may be negative but must be finite.
+      may be negative but must be finite and floating point: an integer leaf is never a
+      candidate (the criteria mark the leaves they left out with integer zeros).
     sparsity: fraction of prunable connections to remove, in ``[0, 1)`` (of those that
       ``layer_sparsity`` does not name, when it is given; ``1 - N/M`` for ``"N:M"``).
     filter_fn: which leaves are prunable; other leaves get an all-``True`` mask.
@@ -537,7 +538,11 @@ def _prepare(
   xp = np if on_host else jnp
   chosen = [topk.flatten_scores(leaf, xp) for leaf, keep in zip(leaves, flags, strict=True) if keep]
   if not chosen:
-    raise ValueError("No prunable leaves: filter_fn rejected every leaf of the scores tree.")
+    raise ValueError(
+      "No prunable leaves: filter_fn rejected every floating-point leaf of the scores tree "
+      "(integer leaves are never candidates: they mark what the scoring left out; cast scores "
+      "of your own to float32)."
+    )
   total = sum(int(leaf.size) for leaf in chosen)
   if total > MAX_CANDIDATES:
     raise ValueError(

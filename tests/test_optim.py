@@ -205,6 +205,12 @@ def test_init_warns_about_unmasked_params_only():
     warnings.simplefilter("error")
     tx.init(apply_mask(params, mask))
     jax.jit(tx.init)(params)
+  # A NaN at a pruned coordinate: no update can make it 0.0, whatever update is given.
+  nan_pruned = jax.tree.map(lambda p, m: jnp.where(m, p, jnp.nan), params, mask)
+  with pytest.warns(
+    UnmaskedParamsWarning, match=r"not finite there, which no update can make 0\.0"
+  ):
+    tx.init(nan_pruned)
 
 
 def test_extra_args_reach_the_inner_optimizer():

@@ -113,6 +113,9 @@ def test_non_finite_scores_are_refused(bad_value):
 def test_no_prunable_leaves_is_an_error():
   with pytest.raises(ValueError, match="No prunable leaves"):
     top_k_mask({"bias": jnp.ones(3)}, 0.5)
+  # Integer scores (ranks, counts) are not candidates: the error says to cast them.
+  with pytest.raises(ValueError, match="cast scores of your own to float32"):
+    top_k_mask({"kernel": jnp.arange(12).reshape(3, 4)}, 0.5)
 
 
 def test_more_candidates_than_int32_counts_are_refused(monkeypatch):
