@@ -13,7 +13,12 @@ options, the mask keeps exactly κ prunable coordinates; they only change how κ
   ``l`` is proportional to ``sum(shape_l) / prod(shape_l)``: ``(h + w + c_in + c_out) /
   (h · w · c_in · c_out)`` for a conv kernel, ``(in + out) / (in · out)`` for a dense one.
   Small layers therefore stay denser. Densities are capped at 1: a layer that would exceed it
-  is kept dense and the rest is shared among the others.
+  is kept dense and the rest is shared among the others. Other shapes are taken as they are,
+  as RigL's code takes them: an attention ``DenseGeneral``'s ``(in, heads, head_dim)`` gets
+  ``(in + heads + head_dim) / (in · heads · head_dim)``, not the ``(in + heads · head_dim) /
+  (in · heads · head_dim)`` of the same map as a dense kernel, and a stack of ``L`` layers in
+  one leaf (``nn.scan``) is one leaf here, as in ``"uniform"`` and ``min_kept_per_layer``: give
+  such models ``layer_sparsity`` or a reshaped score tree if that matters.
 
 The per-layer budgets κ_l come from one exact water-filling on the host (:func:`layer_budgets`):
 real targets ``t_l = clip(ε · w_l, lo_l, hi_l)`` with the single scale ``ε`` solved in rational
