@@ -25,7 +25,9 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +35,17 @@ import numpy as np
 from absl import flags
 
 import report
-from snip_jax import provenance
+from snip_jax import files, provenance
 from snip_jax.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The config files (``experiments/configs/<name>.py``); a :class:`Run` names one.
 CONFIGS = ROOT / "experiments" / "configs"
 RUNS_FILE = "runs.jsonl"
+LOCK_ADVICE = (
+  "Another experiment process is training into it: wait for it to finish, or give --out another "
+  "directory."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,22 +133,60 @@ def run_flagged(experiment: str, make_runs: Callable[[int, bool], Sequence[Run]]
 
 def read_records(out: str | os.PathLike[str], name: str = RUNS_FILE) -> list[dict[str, Any]]:
   """The records in ``<out>/<name>`` (default: the finished runs of ``runs.jsonl``), one JSON
-  line each (empty if there is no such file)."""
+  line each (empty if there is no such file).
+
+  A last line cut off by a killed write (no newline at its end, and not JSON) is left out with a
+  warning: its run is simply trained again (:func:`run_all` cuts the line off before it appends).
+  Any other line that is not JSON is an error naming it.
+  """
   path = Path(out) / name
   if not path.exists():
     return []
+  text = path.read_text()
+  lines = text.splitlines()
   records = []
-  for number, line in enumerate(path.read_text().splitlines(), start=1):
+  for number, line in enumerate(lines, start=1):
     if not line.strip():
       continue
     try:
       records.append(json.loads(line))
     except json.JSONDecodeError as e:
+      if number == len(lines) and not text.endswith("\n"):
+        warnings.warn(
+          f"{path}:{number}, the last line, was cut off by an interrupted write; its run is left "
+          "out (the experiment trains it again).",
+          stacklevel=2,
+        )
+        break
       raise ValueError(
         f"{path}:{number} is not valid JSON ({e}); an interrupted write leaves at most a "
         "partial last line: delete that line and re-run to redo the run."
       ) from None
   return records
+
+
+def _cut_torn_tail(path: Path) -> None:
+  """Cuts a last line without its newline (a killed append) off ``path``, so that the next
+  record starts on a line of its own."""
+  if not path.exists():
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
+
+
+def _check_recorded(run: Run, record: dict[str, Any], path: Path) -> None:
+  """Raises ``ValueError`` unless ``record`` was made by ``run`` as it is asked for now (the
+  same base config, overrides and source): a changed run must not pass for its old result."""
+  asked = {"config": run.config, "overrides": run.overrides, "source": run.source}
+  made = {k: record.get(k) for k in asked}
+  if json.loads(json.dumps(asked)) != made:
+    raise ValueError(
+      f"{path} records {run.name} made as {made}, but the experiment now asks for {asked}: "
+      "remove that run's line (and its directory under runs/) to make it anew, or give the "
+      "changed run another name."
+    )
 
 
 def _train_one(run: Run, out: str) -> dict[str, Any]:
@@ -201,9 +245,23 @@ def run_all(
     raise ValueError(f"{unknown[0]} is pruned from a run that is not in the experiment.")
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
+  # One experiment process per output directory: two would train the same runs and append
+  # each one's record twice.
+  with files.DirectoryLock(out, "Experiment output", LOCK_ADVICE):
+    _cut_torn_tail(out / RUNS_FILE)
+    recorded = {r["name"]: r for r in read_records(out)}
+    for run in runs:
+      if run.name in recorded:
+        _check_recorded(run, recorded[run.name], out / RUNS_FILE)
+    _train_missing([r for r in runs if r.name not in recorded], len(runs), out, workers)
+  by_name = {r["name"]: r for r in read_records(out)}
+  return [by_name[name] for name in names]
+
+
+def _train_missing(todo: list[Run], total_runs: int, out: Path, workers: int) -> None:
+  """Trains ``todo`` in waves (a run after its source), appending each record as it finishes."""
   done = {r["name"] for r in read_records(out)}
-  todo = [r for r in runs if r.name not in done]
-  print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}; {len(todo)} to go.")
+  print(f"{total_runs - len(todo)} of {total_runs} runs already done in {out}; {len(todo)} to go.")
   t0, total, finished = time.perf_counter(), len(todo), 0
   with open(out / RUNS_FILE, "a") as f:
 
@@ -230,22 +288,46 @@ def run_all(
       if workers <= 1 or len(wave) <= 1:
         for run in wave:
           record(_train_one(run, str(out)))
+      else:
+        _train_wave(wave, out, workers, record)
+
+
+def _train_wave(
+  wave: list[Run], out: Path, workers: int, record: Callable[[dict[str, Any]], None]
+) -> None:
+  """Trains ``wave`` in worker processes, recording each run as it finishes.
+
+  A run that fails (or a worker that dies) stops the wave: the runs not started are cancelled,
+  the ones in progress finish and are recorded, then the first error is raised. (A pool
+  terminated instead would send SIGTERM to workers whose runs save a checkpoint and live on, and
+  would wait for them forever.)
+  """
+  # spawn, not fork: a forked child of a process that has started JAX's threads can hang. A
+  # spawned worker starts with this process's sys.path (the script's directory, experiments/,
+  # first), so it imports this module as the script did.
+  context = multiprocessing.get_context("spawn")
+  with futures.ProcessPoolExecutor(
+    min(workers, len(wave)), mp_context=context, max_tasks_per_child=8
+  ) as pool:
+    running = {pool.submit(_train_one, run, str(out)): run for run in wave}
+    failure: BaseException | None = None
+    for future in futures.as_completed(running):
+      if future.cancelled():
         continue
-      # spawn, not fork: a forked child of a process that has started JAX's threads can hang.
-      # A spawned worker starts with this process's sys.path (the script's directory,
-      # experiments/, first), so it imports this module as the script did.
-      ctx = multiprocessing.get_context("spawn")
-      with ctx.Pool(min(workers, len(wave)), maxtasksperchild=8) as pool:
-        for rec in pool.imap_unordered(_train_star, [(run, str(out)) for run in wave]):
-          record(rec)
-        pool.close()  # Then join: workers exit cleanly instead of being terminated.
-        pool.join()
-  by_name = {r["name"]: r for r in read_records(out)}
-  return [by_name[name] for name in names]
-
-
-def _train_star(args: tuple[Run, str]) -> dict[str, Any]:
-  return _train_one(*args)
+      error = future.exception()
+      if error is None:
+        record(future.result())
+      elif failure is None:
+        failure = error
+        print(
+          f"{running[future].name} failed ({type(error).__name__}: {error}); the runs in "
+          "progress finish, the others are left for the next invocation.",
+          flush=True,
+        )
+        for other in running:
+          other.cancel()
+  if failure is not None:
+    raise failure
 
 
 # --------------------------------------------------------------------------------------------

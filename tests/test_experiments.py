@@ -4,8 +4,10 @@ The --quick runs check the plumbing on real Fashion-MNIST (a few steps on a slic
 the numbers; the numbers are in RESULTS.md, made by the full runs.
 """
 
+import dataclasses
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from conftest import FASHION_MNIST_IDX
 
 import runs
 from report import Fragments
+from snip_jax import files
 from studies import (
   ablations,
   mask_pictures,
@@ -239,6 +242,62 @@ def test_run_specs_are_checked():
   assert good.command().endswith("--config.sparsity=0.5 --config.seed=2")
   with pytest.raises(ValueError, match="unique"):
     runs.run_all([good, good], "/nonexistent")
+
+
+def test_a_run_recorded_otherwise_than_asked_is_refused(tmp_path):
+  """A changed run must not pass for its old result: the record's config, overrides and source
+  are checked against the run, before anything trains."""
+  made = runs.Run("x", "lenet300_fashion_mnist", {"sparsity": 0.9}, {})
+  (tmp_path / "runs.jsonl").write_text(
+    json.dumps({"name": "x", "config": made.config, "overrides": made.overrides}) + "\n"
+  )
+  asked = dataclasses.replace(made, overrides={"sparsity": 0.5})
+  with pytest.raises(ValueError, match=r"records x made as .*0\.9.* now asks for .*0\.5"):
+    runs.run_all([asked], tmp_path)
+  assert runs.run_all([made], tmp_path)[0]["overrides"] == {"sparsity": 0.9}  # Nothing trains.
+
+
+def test_a_record_cut_off_by_a_killed_write_is_left_out_and_cut(tmp_path):
+  good = {"name": "x", "config": "lenet300_fashion_mnist", "overrides": {}}
+  path = tmp_path / "runs.jsonl"
+  path.write_text(json.dumps(good) + "\n" + '{"name": "y", "conf')
+  with pytest.warns(UserWarning, match=r"runs.jsonl:2, the last line, was cut off"):
+    assert [r["name"] for r in runs.read_records(tmp_path)] == ["x"]
+  runs.run_all([runs.Run("x", "lenet300_fashion_mnist", {}, {})], tmp_path)
+  assert path.read_text() == json.dumps(good) + "\n"  # The next record starts a line.
+
+
+def test_one_experiment_process_per_output_directory(tmp_path):
+  with (
+    files.DirectoryLock(tmp_path, "Experiment output"),
+    pytest.raises(files.LockedError, match=r"Experiment output .* is in use by pid"),
+  ):
+    runs.run_all([runs.Run("x", "lenet300_fashion_mnist", {}, {})], tmp_path)
+
+
+def test_a_failing_run_stops_its_wave_with_its_error(quick, tmp_path):
+  """With workers, a run that fails raises its own error once the runs in progress are done
+  and recorded (a terminated pool hung: its workers' runs trap SIGTERM and live on)."""
+  fast = {"num_epochs": 1, "train_examples": 500}
+  wave = [
+    runs.Run("good", "lenet300_fashion_mnist", fast, {}),
+    runs.Run("bad", "lenet300_fashion_mnist", {**fast, "sparsity": 1.5}, {}),
+  ]
+  code = (
+    "import pickle, sys, runs; "
+    "runs.run_all(pickle.loads(bytes.fromhex(sys.argv[1])), sys.argv[2], workers=2)"
+  )
+  env = {**os.environ, "PYTHONPATH": str(ROOT / "experiments")}
+  result = subprocess.run(
+    [sys.executable, "-c", code, pickle.dumps(wave).hex(), str(tmp_path)],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
+  assert result.returncode != 0
+  assert "ValueError: sparsity must lie in [0, 1)" in result.stderr, result.stderr[-3000:]
+  assert [r["name"] for r in runs.read_records(tmp_path)] == ["good"]
 
 
 def fake_record(criterion, sparsity, seed, accuracy, collapsed=()):
