@@ -403,7 +403,9 @@ def _mask_updater(run: _Run, steps_per_epoch: int) -> Callable[..., Any] | None:
   mask after the scheduled steps only (:func:`snip_jax.dynamic.is_update_step`), or ``None``.
 
   Every update is a function of the state, the step and the batch just trained on, so a resumed
-  run makes the same updates as an uninterrupted one.
+  run makes the same updates as an uninterrupted one. RigL's gradient is the dense one at the
+  params after the step, on that batch (one more forward and backward pass per update; RigL's
+  authors take the step's own, at the params before it).
   """
   config = run.config
   if config.dynamic is None:
