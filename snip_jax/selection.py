@@ -395,6 +395,11 @@ def top_k_mask(
     ZeroScoresWarning: every prunable score is zero (a dead network); the mask is still exact
       but keeps κ connections by position.
   """
+  if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((scores, within))):
+    raise ValueError(
+      "top_k_mask validates and budgets on the host, so it cannot run under jax.jit (or "
+      "another transformation): call it outside, on the scores the jitted function returns."
+    )
   distribution = validate_distribution(distribution)
   min_kept = validate_min_kept(min_kept_per_layer)
   if within is not None:

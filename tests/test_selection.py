@@ -110,6 +110,11 @@ def test_non_finite_scores_are_refused(bad_value):
     top_k_mask(scores, 0.5)
 
 
+def test_under_jit_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"cannot run under jax\.jit"):
+    jax.jit(lambda s: top_k_mask(s, 0.5))({"kernel": jnp.ones((3, 4))})
+
+
 def test_no_prunable_leaves_is_an_error():
   with pytest.raises(ValueError, match="No prunable leaves"):
     top_k_mask({"bias": jnp.ones(3)}, 0.5)
