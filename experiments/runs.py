@@ -253,15 +253,16 @@ def run_all(
     for run in runs:
       if run.name in recorded:
         _check_recorded(run, recorded[run.name], out / RUNS_FILE)
-    _train_missing([r for r in runs if r.name not in recorded], len(runs), out, workers)
+    _train_missing(runs, set(recorded), out, workers)
   by_name = {r["name"]: r for r in read_records(out)}
   return [by_name[name] for name in names]
 
 
-def _train_missing(todo: list[Run], total_runs: int, out: Path, workers: int) -> None:
-  """Trains ``todo`` in waves (a run after its source), appending each record as it finishes."""
-  done = {r["name"] for r in read_records(out)}
-  print(f"{total_runs - len(todo)} of {total_runs} runs already done in {out}; {len(todo)} to go.")
+def _train_missing(runs: Sequence[Run], done: set[str], out: Path, workers: int) -> None:
+  """Trains the runs not in ``done`` (the names recorded) in waves (a run after its source),
+  appending each record as it finishes."""
+  todo = [r for r in runs if r.name not in done]
+  print(f"{len(runs) - len(todo)} of {len(runs)} runs already done in {out}; {len(todo)} to go.")
   t0, total, finished = time.perf_counter(), len(todo), 0
   with open(out / RUNS_FILE, "a") as f:
 

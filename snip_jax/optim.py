@@ -54,7 +54,9 @@ def _warn_if_unmasked(params: PyTree, mask: PyTree) -> None:
   for (path, param), keep in zip(
     jax.tree.leaves_with_path(params), jax.tree.leaves(mask), strict=True
   ):
-    pruned = np.asarray(param)[~np.asarray(keep)] if masks.is_candidate(param) else np.zeros(0)
+    if not masks.is_candidate(param):
+      continue
+    pruned = np.asarray(param)[~np.asarray(keep)]
     if np.any(pruned != 0):
       become = (
         "they are not finite there, which no update can make 0.0 (x + -x is NaN)"
